@@ -1,0 +1,191 @@
+"""Apply a plan: the only module that changes clusters, delivered files and the ledger.
+
+Each action is one log event and one ledger event. A dry run walks the same path and logs "would ..." instead.
+An action that fails is recorded as failed and the others go on; a cluster that becomes unreachable stops only
+its own remaining actions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from syncd.delivery import Delivery
+from syncd.errors import ClusterUnavailable, SyncdError
+from syncd.issuers.kube import IssuedToken, KubernetesCluster
+from syncd.ledger import Event, Ledger
+from syncd.model import fingerprint
+from syncd.plan import Action, Kind, Plan
+
+log = structlog.get_logger("syncd.apply")
+
+
+@dataclass(frozen=True)
+class PendingRejection:
+    """A revoked token to confirm dead by TokenReview. The token stays in memory only."""
+
+    cluster: str
+    person_id: str
+    fingerprint: str
+    token: str = field(repr=False)
+
+
+@dataclass
+class Outcome:
+    applied: list[Action] = field(default_factory=list)
+    failed: list[tuple[Action, SyncdError]] = field(default_factory=list)
+    pending_rejections: list[PendingRejection] = field(default_factory=list)
+
+
+class Applier:
+    def __init__(self, ledger: Ledger, clusters: Mapping[str, KubernetesCluster], delivery: Delivery,
+                 *, run_id: str | None, dry_run: bool) -> None:
+        self.ledger = ledger
+        self.clusters = clusters
+        self.delivery = delivery
+        self.run_id = run_id
+        self.dry_run = dry_run
+        self._namespace_ready: set[str] = set()
+
+    def apply(self, plan: Plan) -> Outcome:
+        outcome = Outcome()
+        down: set[str] = set()
+        for action in plan.actions:
+            fields = dict(person=action.username, person_id=action.person_id, cluster=action.cluster,
+                          reason=str(action.reason), kind=str(action.kind))
+            if self.dry_run:
+                log.info(f"would {action.message}", **fields)
+                outcome.applied.append(action)
+                continue
+            if action.cluster in down:
+                error = ClusterUnavailable(f"cluster {action.cluster} is unreachable; action postponed")
+                self._fail(plan.source, action, error, outcome, fields)
+                continue
+            try:
+                self._apply_one(plan.source, action, outcome)
+            except SyncdError as error:
+                if isinstance(error, ClusterUnavailable):
+                    down.add(action.cluster)
+                self._fail(plan.source, action, error, outcome, fields)
+                continue
+            log.info(action.message, result="ok", **fields)
+            outcome.applied.append(action)
+        return outcome
+
+    def _fail(self, source: str, action: Action, error: SyncdError, outcome: Outcome, fields: dict) -> None:
+        log.error(action.message, result="failed", error=str(error), retryable=error.retryable, **fields)
+        outcome.failed.append((action, error))
+        self.ledger.record(self.run_id, self._event(action, result="failed", error=str(error)))
+
+    @staticmethod
+    def _event(action: Action, **extra) -> Event:
+        return Event(action.person_id, action.username, str(action.kind), str(action.reason), cluster=action.cluster,
+                     before=action.before, after=action.after, **extra)
+
+    def _apply_one(self, source: str, action: Action, outcome: Outcome) -> None:
+        cluster = self.clusters[action.cluster]
+        if action.kind in (Kind.REVOKE, Kind.ORPHAN):
+            self._remove(cluster, action, outcome)
+            return
+        if action.cluster not in self._namespace_ready:
+            cluster.ensure_namespace()
+            self._namespace_ready.add(action.cluster)
+
+        # Stale or edited bindings go first, so no moment grants more than policy allows.
+        for binding in action.delete_bindings:
+            cluster.delete_binding(binding)
+        cluster.ensure_service_account(action.person_id, action.username)
+        for scope in action.create_bindings:
+            cluster.create_binding(action.person_id, action.username, scope)
+
+        token: IssuedToken | None = None
+        if action.new_token:
+            token = cluster.issue_token(action.person_id, action.username, action.access.token_ttl)
+        kubeconfig = self._deliver(cluster, action, token)
+
+        assert action.identity is not None
+        with self.ledger.session() as session:
+            self.ledger.save_identity(session, source, action.identity)
+            self.ledger.save_access(session, action.person_id, action.cluster, action.after, str(kubeconfig or ""))
+            if token is not None:
+                self.ledger.retire_credentials(session, action.person_id, action.cluster,
+                                               state="superseded", reason=str(action.reason))
+                self.ledger.add_credential(session, action.person_id, action.cluster, token.secret_name,
+                                           token.fingerprint, token.issued_at, token.expires_at)
+            self.ledger.record(self.run_id, self._event(action, fingerprint=token.fingerprint if token else None),
+                               session=session)
+
+    def _deliver(self, cluster: KubernetesCluster, action: Action, token: IssuedToken | None):  # type: ignore[no-untyped-def]
+        namespace = min((s.namespace for s in action.after if s.namespace), default=None)
+        endpoint = cluster.endpoint()
+        if token is not None:
+            if action.kind is Kind.REFRESH:
+                return self.delivery.replace_token(action.username, action.cluster, endpoint, token.token, namespace)
+            return self.delivery.deliver(action.username, action.cluster, endpoint, token.token, namespace)
+        if action.previous_username and action.previous_username != action.username:
+            moved = self.delivery.move(action.previous_username, action.username, action.cluster, endpoint, namespace)
+            if moved is not None:
+                return moved
+        path = self.delivery.kubeconfig_path(action.username, action.cluster)
+        token_text = self.delivery.read_token(action.username, action.cluster)
+        if token_text is not None:
+            # The default namespace may have changed with the scopes.
+            return self.delivery.deliver(action.username, action.cluster, endpoint, token_text, namespace)
+        return path
+
+    def _remove(self, cluster: KubernetesCluster, action: Action, outcome: Outcome) -> None:
+        """Permissions first (instant), then the token Secrets and the ServiceAccount, then the delivered files."""
+        for binding in action.delete_bindings:
+            cluster.delete_binding(binding)
+        token = None
+        if action.kind is Kind.REVOKE:
+            token = self.delivery.read_token(action.previous_username or action.username, action.cluster)
+        cluster.delete_account(action.key, action.token_secrets)
+        with self.ledger.session() as session:
+            retired = self.ledger.retire_credentials(session, action.person_id, action.cluster,
+                                                     state="revoked", reason=str(action.reason))
+            if action.kind is Kind.REVOKE:
+                self.ledger.remove_access(session, action.person_id, action.cluster)
+            fingerprints = [row.fingerprint for row in retired]
+            self.ledger.record(self.run_id, self._event(action, fingerprint=",".join(fingerprints) or None),
+                               session=session)
+        if action.kind is Kind.REVOKE:
+            self.delivery.remove(action.previous_username or action.username, action.cluster)
+        if token is not None:
+            outcome.pending_rejections.append(
+                PendingRejection(action.cluster, action.person_id, fingerprint(token), token)
+            )
+
+    def confirm_rejections(self, pending: list[PendingRejection], timeout: float, interval: float = 1.0) -> int:
+        """Poll TokenReview until each revoked token is rejected or `timeout` passes. Returns how many are dead."""
+        deadline = time.monotonic() + timeout
+        remaining = list(pending)
+        confirmed = 0
+        while remaining:
+            still = []
+            for item in remaining:
+                try:
+                    alive = self.clusters[item.cluster].token_authenticates(item.token)
+                except SyncdError as error:
+                    log.warning("check a revoked token", cluster=item.cluster, error=str(error))
+                    alive = True
+                if alive:
+                    still.append(item)
+                    continue
+                confirmed += 1
+                self.ledger.confirm_rejected(self.run_id, item.fingerprint, datetime.now(UTC))
+                log.info("confirm a revoked token is rejected", cluster=item.cluster, person_id=item.person_id,
+                         fingerprint=item.fingerprint)
+            remaining = still
+            if remaining and time.monotonic() + interval > deadline:
+                for item in remaining:
+                    log.warning("revoked token still authenticates at the deadline", cluster=item.cluster,
+                                person_id=item.person_id, fingerprint=item.fingerprint, timeout_s=timeout)
+                break
+            if remaining:
+                time.sleep(interval)
+        return confirmed

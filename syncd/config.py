@@ -1,0 +1,189 @@
+"""syncd's settings: one typed, documented group per concern, loaded from YAML. Unknown keys are errors."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from syncd.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`90d`, `8h`, `30m`, `45s` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration; write e.g. 45s, 30m, 8h, 90d or a number of seconds")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LedgerSettings(Strict):
+    url: str = Field(
+        "sqlite:///syncd-ledger.db",
+        description="SQLAlchemy URL of the ledger. A relative SQLite path is relative to the config file.",
+    )
+
+
+class FileSourceSettings(Strict):
+    type: Literal["file"] = "file"
+    name: str = Field(description="Name of this source in the ledger and the logs.")
+    path: Path = Field(description="CSV or LDIF export. Relative paths are relative to the config file.")
+    format: Literal["auto", "csv", "ldif"] = Field("auto", description="`auto` picks by the file's extension.")
+    id_attribute: str = Field("id", description="Column/attribute holding the stable id (LDIF: e.g. entryUUID).")
+    username_attribute: str = Field("username", description="Column/attribute holding the login name.")
+    email_attribute: str = Field("email", description="Column/attribute holding the email address.")
+    display_name_attribute: str = Field("display_name", description="Column/attribute holding the full name.")
+    groups_attribute: str = Field(
+        "groups", description="CSV: column of `;`-separated groups. LDIF: multi-valued attribute such as memberOf."
+    )
+    active_attribute: str = Field(
+        "active", description="Column/attribute whose value says whether the account is enabled (true/false)."
+    )
+
+
+SourceSettings = Annotated[FileSourceSettings, Field(discriminator="type")]
+
+
+class ClusterSettings(Strict):
+    name: str = Field(description="Name used in policy rules, the ledger and delivered kubeconfigs.")
+    kubeconfig: Path = Field(description="Kubeconfig syncd itself uses to manage this cluster.")
+    context: str | None = Field(None, description="Context in that kubeconfig; the current one when empty.")
+    namespace: str = Field("syncd", description="Namespace where syncd keeps ServiceAccounts and token Secrets.")
+    allow_cluster_wide: bool = Field(False, description="Whether policy may grant ClusterRoleBindings here.")
+    server: str | None = Field(None, description="API server URL written to delivered kubeconfigs (default: ours).")
+    timeout: Duration = Field(timedelta(seconds=15), description="Per-request timeout to the API server.")
+
+
+class DeliverySettings(Strict):
+    directory: Path = Field(
+        Path("kubeconfigs"), description="Where kubeconfigs go, one folder per person (relative to the config file)."
+    )
+    token_file: bool = Field(
+        True, description="Write the token to a file next to the kubeconfig (refreshes reach kubectl/K9s untouched)."
+    )
+
+
+class TokenSettings(Strict):
+    refresh_at: float = Field(
+        0.8, gt=0, lt=1, description="Share of a token's lifetime after which it is refreshed."
+    )
+    confirm_revocation_timeout: Duration = Field(
+        timedelta(seconds=60),
+        description="How long to poll TokenReview after a revocation until the token is rejected (0 to skip).",
+    )
+
+
+class SafetySettings(Strict):
+    max_revocations: int = Field(
+        50, ge=0, description="A run that would revoke more credentials than this stops unless explicitly allowed."
+    )
+    max_revocation_percent: float = Field(
+        25.0, ge=0, le=100, description="Same guard as a share of the credentials currently held."
+    )
+
+
+class Settings(Strict):
+    """The whole of `syncd.yaml`."""
+
+    policy: Path = Field(description="Path to the policy file (relative to the config file).")
+    ledger: LedgerSettings = LedgerSettings()
+    sources: list[SourceSettings] = Field(min_length=1)
+    clusters: list[ClusterSettings] = Field(min_length=1)
+    delivery: DeliverySettings = DeliverySettings()
+    tokens: TokenSettings = TokenSettings()
+    safety: SafetySettings = SafetySettings()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        for kind, names in (("source", [s.name for s in self.sources]), ("cluster", [c.name for c in self.clusters])):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def cluster(self, name: str) -> ClusterSettings:
+        return next(c for c in self.clusters if c.name == name)
+
+    def source(self, name: str) -> SourceSettings:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ConfigError(f"no source named {name!r}", hint=f"known: {', '.join(s.name for s in self.sources)}")
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+
+
+def validation_error(path: Path, error: ValidationError, what: str = "configuration") -> ConfigError:
+    """One line per problem: file, key path, what is wrong."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling"
+        elif problem["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{path}: {key}: {message}")
+    return ConfigError(f"invalid {what}\n  " + "\n  ".join(lines))
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path)
+
+
+def load_settings(path: Path) -> Settings:
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as error:
+        raise validation_error(path, error) from None
+    base = path.parent.resolve()
+    url = settings.ledger.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = f"sqlite:///{_resolve(base, Path(url.removeprefix('sqlite:///')))}"
+    return settings.model_copy(
+        update={
+            "policy": _resolve(base, settings.policy),
+            "ledger": LedgerSettings(url=url),
+            "sources": [
+                s.model_copy(update={"path": _resolve(base, s.path)}) if hasattr(s, "path") else s
+                for s in settings.sources
+            ],
+            "clusters": [c.model_copy(update={"kubeconfig": _resolve(base, c.kubeconfig)}) for c in settings.clusters],
+            "delivery": settings.delivery.model_copy(
+                update={"directory": _resolve(base, settings.delivery.directory)}
+            ),
+        }
+    )

@@ -1,0 +1,122 @@
+"""One reconcile: inspect (source, ledger, clusters) -> plan -> apply -> confirm revocations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from syncd.apply import Applier, Outcome
+from syncd.config import Settings
+from syncd.delivery import Delivery
+from syncd.errors import SyncdError
+from syncd.issuers.kube import KubernetesCluster
+from syncd.ledger import Ledger
+from syncd.model import ObservedCluster
+from syncd.plan import Inputs, Plan, Safety, make_plan
+from syncd.policy import Policy, load_policy
+from syncd.sources import open_source
+
+log = structlog.get_logger("syncd.engine")
+
+
+@dataclass
+class RunReport:
+    source: str
+    dry_run: bool
+    run_id: str | None = None
+    plan: Plan | None = None
+    outcome: Outcome | None = None
+    problems: tuple[str, ...] = ()
+    writes: int = 0
+    confirmed_rejections: int = 0
+    error: SyncdError | None = None
+    cluster_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def result(self) -> str:
+        if self.error is not None or (self.outcome and self.outcome.failed) or self.cluster_errors:
+            return "failed"
+        return "ok" if self.plan else "no-op"
+
+    def summary(self) -> dict:
+        plan = self.plan or Plan(self.source)
+        return {
+            "actions": len(plan.actions),
+            "held": len(plan.held),
+            "failed": len(self.outcome.failed) if self.outcome else 0,
+            "writes": self.writes,
+            "skipped_clusters": list(plan.skipped_clusters),
+            "problems": len(self.problems),
+        }
+
+
+class Engine:
+    """Holds what outlives one run: settings, policy, ledger and cluster clients."""
+
+    def __init__(self, settings: Settings, policy: Policy | None = None) -> None:
+        self.settings = settings
+        self.policy = policy or load_policy(settings)
+        self.ledger = Ledger(settings.ledger.url)
+        self.delivery = Delivery(settings.delivery)
+        self.clusters = {c.name: KubernetesCluster(c) for c in settings.clusters}
+
+    def close(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.close()
+        self.ledger.close()
+
+    def reconcile(self, source: str | None = None, *, dry_run: bool = False, allow_mass_revocation: bool = False,
+                  only: frozenset[str] | None = None, now: datetime | None = None) -> list[RunReport]:
+        names = [source] if source else [s.name for s in self.settings.sources]
+        return [self._run(name, dry_run, allow_mass_revocation, only, now) for name in names]
+
+    def _observe(self, report: RunReport) -> dict[str, ObservedCluster | None]:
+        observed: dict[str, ObservedCluster | None] = {}
+        for name, cluster in self.clusters.items():
+            try:
+                observed[name] = cluster.observe()
+            except SyncdError as error:
+                log.error("skip a cluster that cannot be read", cluster=name, error=str(error))
+                report.cluster_errors[name] = str(error)
+                observed[name] = None
+        return observed
+
+    def _run(self, source_name: str, dry_run: bool, allow_mass_revocation: bool,
+             only: frozenset[str] | None, now: datetime | None) -> RunReport:
+        report = RunReport(source_name, dry_run)
+        writes_before = sum(c.writes for c in self.clusters.values())
+        try:
+            snapshot = open_source(self.settings.source(source_name)).read()
+        except SyncdError as error:
+            log.error("abort a run whose source cannot be read", source=source_name, error=str(error))
+            report.error = error
+            return report
+        report.problems = snapshot.problems
+        for problem in snapshot.problems:
+            log.warning("skip a broken entry", source=source_name, problem=problem)
+
+        tokens = self.settings.tokens
+        safety = Safety(self.settings.safety.max_revocations, self.settings.safety.max_revocation_percent,
+                        tokens.refresh_at)
+        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(), self._observe(report),
+                        now or datetime.now(UTC), safety, only)
+        report.plan = plan = make_plan(inputs, allow_mass_revocation=allow_mass_revocation)
+        for held in plan.held:
+            log.warning(f"hold: {held.action.message}", why=held.why, person=held.action.username,
+                        cluster=held.action.cluster)
+
+        if not dry_run:
+            report.run_id = self.ledger.start_run(source_name, dry_run=False)
+        applier = Applier(self.ledger, self.clusters, self.delivery, run_id=report.run_id, dry_run=dry_run)
+        report.outcome = applier.apply(plan)
+        if report.outcome.pending_rejections and tokens.confirm_revocation_timeout.total_seconds() > 0:
+            report.confirmed_rejections = applier.confirm_rejections(
+                report.outcome.pending_rejections, tokens.confirm_revocation_timeout.total_seconds()
+            )
+        report.writes = sum(c.writes for c in self.clusters.values()) - writes_before
+        if report.run_id is not None:
+            self.ledger.finish_run(report.run_id, report.result, report.summary())
+        log.info("finish a run", source=source_name, run_id=report.run_id, result=report.result, **report.summary())
+        return report

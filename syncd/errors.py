@@ -1,0 +1,108 @@
+"""syncd's own errors. Each carries its exit code, its HTTP status and whether retrying can help.
+
+Adapters turn the exceptions of their client library into these; `syncd.cli.main` alone maps them to exit codes.
+Messages never contain a secret.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class SyncdError(Exception):
+    """Base of every error syncd reports on purpose."""
+
+    exit_code: int = os.EX_SOFTWARE
+    http_status: int = 500
+    retryable: bool = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class TemporaryError(SyncdError):
+    """Something outside syncd is down or busy; the same call may succeed later."""
+
+    exit_code = os.EX_TEMPFAIL
+    http_status = 503
+    retryable = True
+
+
+class PermanentError(SyncdError):
+    """Retrying the same call cannot help until someone changes something."""
+
+
+class ConfigError(PermanentError):
+    """The configuration or policy is invalid."""
+
+    exit_code = os.EX_CONFIG
+    http_status = 500
+
+
+class InputError(PermanentError):
+    """Data read from a source or a request is malformed."""
+
+    exit_code = os.EX_DATAERR
+    http_status = 400
+
+
+class SourceUnavailable(TemporaryError):
+    """A source could not be read completely; nothing may be revoked from what it returned."""
+
+    exit_code = os.EX_UNAVAILABLE
+
+
+class ClusterUnavailable(TemporaryError):
+    """A Kubernetes API server could not be reached or answered 5xx/429."""
+
+    exit_code = os.EX_UNAVAILABLE
+
+
+class ClusterRejected(PermanentError):
+    """A Kubernetes API server refused a request (authorisation, validation)."""
+
+    exit_code = os.EX_NOPERM
+    http_status = 502
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class LedgerError(TemporaryError):
+    """The ledger database could not be read or written."""
+
+
+class LedgerTampered(PermanentError):
+    """The ledger's hash chain is broken."""
+
+    exit_code = os.EX_DATAERR
+
+
+class UnsafePlan(PermanentError):
+    """The plan would revoke more than the configured threshold; a human must allow it."""
+
+    exit_code = 4
+    http_status = 409
+
+
+class ApplyFailed(SyncdError):
+    """Some actions of a plan failed; the others were applied and recorded."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, failed: int, retryable: bool) -> None:
+        super().__init__(message)
+        self.failed = failed
+        self.retryable = retryable
+
+
+class ChangesPending(SyncdError):
+    """`--check` found work to do."""
+
+    exit_code = 1

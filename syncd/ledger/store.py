@@ -1,0 +1,271 @@
+"""Reads and writes of the ledger. The SQLAlchemy adapter: its exceptions become `LedgerError`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from syncd.errors import LedgerError
+from syncd.ledger.tables import AccessRow, CredentialRow, EventRow, PersonRow, RunRow
+from syncd.model import Identity, KnownAccess, KnownCredential, KnownPerson, RoleKind, Scope
+
+GENESIS = "0" * 64
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def scopes_to_json(scopes: Iterable[Scope]) -> str:
+    return json.dumps([[s.namespace, str(s.role_kind), s.role_name] for s in sorted(scopes)])
+
+
+def scopes_from_json(text: str) -> frozenset[Scope]:
+    return frozenset(Scope(ns, RoleKind(kind), name) for ns, kind, name in json.loads(text))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One ledger event as callers give it; the ledger adds sequence, time and hashes."""
+
+    person_id: str
+    username: str
+    action: str
+    reason: str
+    cluster: str | None = None
+    before: frozenset[Scope] = frozenset()
+    after: frozenset[Scope] = frozenset()
+    result: str = "ok"
+    error: str | None = None
+    fingerprint: str | None = None
+
+
+def event_hash(row: EventRow) -> str:
+    """Hash over every field of an event and the previous event's hash."""
+    body = {
+        "seq": row.seq, "run_id": row.run_id, "at": row.at.isoformat(), "person_id": row.person_id,
+        "username": row.username, "cluster": row.cluster, "action": row.action, "reason": row.reason,
+        "before": row.before, "after": row.after, "result": row.result, "error": row.error,
+        "fingerprint": row.fingerprint, "prev_hash": row.prev_hash,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class Ledger:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = create_engine(url, connect_args=self._connect_args(url))
+            if url.startswith("sqlite"):
+                self._serialise_sqlite_writers()
+            SQLModel.metadata.create_all(self.engine)
+        except SQLAlchemyError as error:
+            raise LedgerError(f"cannot open the ledger at {self._safe_url()}: {error.__class__.__name__}") from None
+
+    @staticmethod
+    def _connect_args(url: str) -> dict:
+        return {"timeout": 30, "check_same_thread": False} if url.startswith("sqlite") else {}
+
+    def _serialise_sqlite_writers(self) -> None:
+        # Every transaction takes the write lock at BEGIN, so two processes never interleave the hash chain.
+        @sa_event.listens_for(self.engine, "connect")
+        def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            dbapi_connection.isolation_level = None
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA busy_timeout=30000")
+
+        @sa_event.listens_for(self.engine, "begin")
+        def _begin(connection):  # type: ignore[no-untyped-def]
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True) if hasattr(self, "engine") else "(unparsed URL)"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+                session.commit()
+        except SQLAlchemyError as error:
+            raise LedgerError(f"ledger write failed: {error.__class__.__name__}: {error.orig or error}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Runs
+
+    def start_run(self, source: str, *, dry_run: bool) -> str:
+        run_id = uuid.uuid4().hex[:12]
+        with self.session() as s:
+            s.add(RunRow(id=run_id, source=source, started_at=_utc(datetime.now(UTC)), dry_run=dry_run))
+        return run_id
+
+    def finish_run(self, run_id: str, result: str, summary: dict) -> None:
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is not None:
+                run.finished_at = _utc(datetime.now(UTC))
+                run.result = result
+                run.summary = json.dumps(summary, sort_keys=True)
+                s.add(run)
+
+    # What the planner needs
+
+    def known_people(self) -> dict[str, KnownPerson]:
+        with self.session() as s:
+            people = s.exec(select(PersonRow).where(PersonRow.removed_at.is_(None))).all()  # type: ignore[union-attr]
+            access_rows = s.exec(select(AccessRow)).all()
+            credentials = s.exec(select(CredentialRow).where(CredentialRow.state == "active")).all()
+        newest: dict[tuple[str, str], CredentialRow] = {}
+        for row in credentials:
+            key = (row.person_id, row.cluster)
+            if key not in newest or row.issued_at > newest[key].issued_at:
+                newest[key] = row
+        access: dict[str, dict[str, KnownAccess]] = {}
+        for row in access_rows:
+            cred = newest.get((row.person_id, row.cluster))
+            known_cred = (
+                KnownCredential(cred.secret_name, cred.fingerprint, _aware(cred.issued_at), _aware(cred.expires_at))
+                if cred else None
+            )
+            access.setdefault(row.person_id, {})[row.cluster] = KnownAccess(
+                row.cluster, scopes_from_json(row.scopes), known_cred
+            )
+        return {p.id: KnownPerson(p.id, p.source, p.username, access.get(p.id, {})) for p in people}
+
+    # Writes, each together with its event
+
+    def record(self, run_id: str | None, event: Event, *, session: Session | None = None) -> EventRow:
+        if session is None:
+            with self.session() as s:
+                return self.record(run_id, event, session=s)
+        last = session.exec(select(EventRow).order_by(EventRow.seq.desc()).limit(1)).first()  # type: ignore[union-attr]
+        row = EventRow(
+            seq=(last.seq + 1) if last else 1, run_id=run_id, at=_utc(datetime.now(UTC)),
+            person_id=event.person_id, username=event.username, cluster=event.cluster, action=event.action,
+            reason=event.reason, before=scopes_to_json(event.before), after=scopes_to_json(event.after),
+            result=event.result, error=event.error, fingerprint=event.fingerprint,
+            prev_hash=last.hash if last else GENESIS, hash="",
+        )
+        row.hash = event_hash(row)
+        session.add(row)
+        return row
+
+    def save_identity(self, session: Session, source: str, identity: Identity) -> None:
+        now = _utc(datetime.now(UTC))
+        row = session.get(PersonRow, identity.id)
+        if row is None:
+            row = PersonRow(id=identity.id, source=source, username=identity.username, first_seen=now, last_seen=now)
+        row.username = identity.username
+        row.email = identity.email
+        row.display_name = identity.display_name
+        row.active = identity.active
+        row.groups = json.dumps(sorted(identity.groups))
+        row.last_seen = now
+        row.removed_at = None
+        session.add(row)
+
+    def save_access(self, session: Session, person_id: str, cluster: str, scopes: frozenset[Scope],
+                    kubeconfig: str) -> None:
+        row = session.get(AccessRow, (person_id, cluster)) or AccessRow(
+            person_id=person_id, cluster=cluster, updated_at=_utc(datetime.now(UTC))
+        )
+        row.scopes = scopes_to_json(scopes)
+        row.kubeconfig = kubeconfig
+        row.updated_at = _utc(datetime.now(UTC))
+        session.add(row)
+
+    def add_credential(self, session: Session, person_id: str, cluster: str, secret_name: str, fingerprint: str,
+                       issued_at: datetime, expires_at: datetime) -> None:
+        session.add(CredentialRow(
+            person_id=person_id, cluster=cluster, secret_name=secret_name, fingerprint=fingerprint,
+            issued_at=_utc(issued_at), expires_at=_utc(expires_at),
+        ))
+
+    def retire_credentials(self, session: Session, person_id: str, cluster: str, *, state: str, reason: str,
+                           keep: str | None = None) -> list[CredentialRow]:
+        """Mark every active credential of a person on a cluster as superseded or revoked, except `keep`."""
+        rows = session.exec(select(CredentialRow).where(
+            CredentialRow.person_id == person_id, CredentialRow.cluster == cluster, CredentialRow.state == "active",
+        )).all()
+        retired = []
+        for row in rows:
+            if row.secret_name == keep:
+                continue
+            row.state = state
+            row.revoked_at = _utc(datetime.now(UTC))
+            row.revoke_reason = reason
+            session.add(row)
+            retired.append(row)
+        return retired
+
+    def remove_access(self, session: Session, person_id: str, cluster: str) -> None:
+        row = session.get(AccessRow, (person_id, cluster))
+        if row is not None:
+            session.delete(row)
+        remaining = session.exec(
+            select(AccessRow).where(AccessRow.person_id == person_id, AccessRow.cluster != cluster)
+        ).first()
+        person = session.get(PersonRow, person_id)
+        if person is not None and remaining is None:
+            person.removed_at = _utc(datetime.now(UTC))
+            session.add(person)
+
+    def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None:
+        with self.session() as s:
+            row = s.exec(select(CredentialRow).where(CredentialRow.fingerprint == fingerprint)).first()
+            if row is None:
+                return
+            row.rejected_at = _utc(at)
+            s.add(row)
+            person = s.get(PersonRow, row.person_id)
+            self.record(run_id, Event(row.person_id, person.username if person else row.person_id,
+                                      "confirm-revocation", "token-rejected", cluster=row.cluster,
+                                      fingerprint=fingerprint), session=s)
+
+    # Reading the log
+
+    def events(self, *, person: str | None = None, run_id: str | None = None, limit: int | None = None
+               ) -> list[EventRow]:
+        with self.session() as s:
+            query = select(EventRow).order_by(EventRow.seq)  # type: ignore[arg-type]
+            if person is not None:
+                query = query.where((EventRow.person_id == person) | (EventRow.username == person))
+            if run_id is not None:
+                query = query.where(EventRow.run_id == run_id)
+            rows = list(s.exec(query).all())
+        for row in rows:
+            row.at = _aware(row.at)
+        return rows[-limit:] if limit else rows
+
+    def credentials(self) -> list[CredentialRow]:
+        with self.session() as s:
+            return list(s.exec(select(CredentialRow).order_by(CredentialRow.id)).all())  # type: ignore[arg-type]
+
+    def runs(self) -> list[RunRow]:
+        with self.session() as s:
+            return list(s.exec(select(RunRow).order_by(RunRow.started_at)).all())  # type: ignore[arg-type]
+
+    def verify(self) -> int | None:
+        """The sequence number of the first event whose hash or link is wrong, or None when the chain holds."""
+        previous = GENESIS
+        with self.session() as s:
+            for row in s.exec(select(EventRow).order_by(EventRow.seq)):  # type: ignore[arg-type]
+                if row.prev_hash != previous or event_hash(row) != row.hash:
+                    return row.seq
+                previous = row.hash
+        return None

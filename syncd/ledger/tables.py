@@ -1,0 +1,80 @@
+"""The ledger's tables. Times are UTC; nothing here ever holds a token, only fingerprints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+
+class PersonRow(SQLModel, table=True):
+    __tablename__ = "person"
+
+    id: str = Field(primary_key=True, description="Stable id from the source (entryUUID, SCIM id, ...).")
+    source: str = Field(index=True)
+    username: str
+    email: str = ""
+    display_name: str = ""
+    active: bool = True
+    groups: str = "[]"  # JSON list
+    first_seen: datetime
+    last_seen: datetime
+    removed_at: datetime | None = None
+
+
+class AccessRow(SQLModel, table=True):
+    __tablename__ = "access"
+
+    person_id: str = Field(primary_key=True, foreign_key="person.id")
+    cluster: str = Field(primary_key=True)
+    scopes: str = "[]"  # JSON list of scopes
+    kubeconfig: str = ""
+    updated_at: datetime
+
+
+class CredentialRow(SQLModel, table=True):
+    __tablename__ = "credential"
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: str = Field(index=True, foreign_key="person.id")
+    cluster: str
+    secret_name: str
+    fingerprint: str = Field(index=True)
+    issued_at: datetime
+    expires_at: datetime
+    state: str = Field(default="active", index=True)  # active | superseded | revoked
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
+    rejected_at: datetime | None = None  # when a TokenReview first confirmed the token no longer works
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__ = "run"
+
+    id: str = Field(primary_key=True)
+    source: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    dry_run: bool = False
+    result: str = "running"  # running | ok | failed | no-op
+    summary: str = "{}"  # JSON
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "event"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    run_id: str | None = Field(default=None, index=True)
+    at: datetime
+    person_id: str = Field(index=True)
+    username: str
+    cluster: str | None = None
+    action: str
+    reason: str
+    before: str = "[]"
+    after: str = "[]"
+    result: str = "ok"  # ok | failed | held
+    error: str | None = None
+    fingerprint: str | None = None
+    prev_hash: str
+    hash: str

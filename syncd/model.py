@@ -1,0 +1,155 @@
+"""The plain data every layer shares: people, what they are entitled to, and how we name what we create for them."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "syncd"
+PERSON_LABEL = "syncd.io/person"
+SCOPE_LABEL = "syncd.io/scope"
+USERNAME_ANNOTATION = "syncd.io/username"
+PERSON_ID_ANNOTATION = "syncd.io/person-id"
+
+_LABEL_SAFE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One person as a source sees them. `id` is stable across renames and moves."""
+
+    id: str
+    username: str
+    email: str = ""
+    display_name: str = ""
+    groups: frozenset[str] = frozenset()
+    active: bool = True
+    attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a source returned. `complete` is False when the read was partial: nothing may be revoked from it."""
+
+    source: str
+    identities: tuple[Identity, ...]
+    complete: bool = True
+    problems: tuple[str, ...] = ()
+
+    def by_id(self) -> dict[str, Identity]:
+        return {identity.id: identity for identity in self.identities}
+
+
+class RoleKind(StrEnum):
+    CLUSTER_ROLE = "ClusterRole"
+    ROLE = "Role"
+
+
+@dataclass(frozen=True, order=True)
+class Scope:
+    """One binding: a role in a namespace, or cluster-wide when `namespace` is None."""
+
+    namespace: str | None
+    role_kind: RoleKind
+    role_name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace or '*'}:{self.role_kind}/{self.role_name}"
+
+    @property
+    def key(self) -> str:
+        """Short, label-safe, stable name for this scope."""
+        return hashlib.sha256(str(self).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Access:
+    """Everything one person may do on one cluster, and the life of the token that carries it."""
+
+    cluster: str
+    scopes: frozenset[Scope]
+    token_ttl: timedelta
+    rotation_period: timedelta
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How a delivered kubeconfig reaches a cluster."""
+
+    server: str
+    ca_data: str | None  # base64 PEM; None when the cluster's CA is the system's
+
+
+def person_key(person_id: str) -> str:
+    """A label-safe key for a stable id: the id itself when it already is one, else a hash of it."""
+    if _LABEL_SAFE.match(person_id):
+        return person_id
+    return "h" + hashlib.sha256(person_id.encode()).hexdigest()[:32]
+
+
+def service_account_name(person_id: str) -> str:
+    return f"syncd-{person_key(person_id)}"
+
+
+def binding_name(person_id: str, scope: Scope) -> str:
+    return f"syncd-{person_key(person_id)}-{scope.key}"
+
+
+def fingerprint(token: str) -> str:
+    """What the ledger keeps of a token: enough to recognise it, useless to replay it."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+# What the ledger remembers (input to the planner).
+
+
+@dataclass(frozen=True)
+class KnownCredential:
+    secret_name: str
+    fingerprint: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class KnownAccess:
+    cluster: str
+    scopes: frozenset[Scope]
+    credential: KnownCredential | None
+
+
+@dataclass(frozen=True)
+class KnownPerson:
+    id: str
+    source: str
+    username: str
+    access: dict[str, KnownAccess] = field(default_factory=dict, hash=False, compare=False)
+
+
+# What is in a cluster under our labels (input to the planner).
+
+
+@dataclass(frozen=True)
+class ObservedBinding:
+    name: str
+    namespace: str | None  # None for a ClusterRoleBinding
+    scope: Scope
+    subjects_intact: bool  # exactly our ServiceAccount, nothing else
+
+
+@dataclass(frozen=True)
+class ObservedAccount:
+    key: str
+    service_account: bool
+    bindings: tuple[ObservedBinding, ...] = ()
+    token_secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ObservedCluster:
+    name: str
+    accounts: dict[str, ObservedAccount] = field(default_factory=dict, hash=False, compare=False)

@@ -1,0 +1,283 @@
+"""The planner: a pure function from (people, policy, ledger, cluster state, now) to a list of actions.
+
+No I/O happens here. Every action is plain data with a message, so a dry run and a real run walk the same path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from syncd.model import (
+    Access,
+    Identity,
+    KnownAccess,
+    KnownPerson,
+    ObservedAccount,
+    ObservedBinding,
+    ObservedCluster,
+    Scope,
+    Snapshot,
+    binding_name,
+    person_key,
+)
+from syncd.policy import Policy
+
+
+class Kind(StrEnum):
+    ISSUE = "issue"
+    RESCOPE = "rescope"
+    REFRESH = "refresh"
+    REPAIR = "repair"
+    REVOKE = "revoke"
+    ORPHAN = "orphan"
+
+
+class Reason(StrEnum):
+    JOINER = "joiner"
+    MOVER = "mover"
+    RENAME = "rename"
+    EXPIRING = "expiring"
+    DRIFT = "drift"
+    LEAVER = "leaver"
+    DISABLED = "disabled"
+    NO_ENTITLEMENT = "no-entitlement"
+    ORPHAN = "orphan"
+
+
+_VERBS = {
+    Kind.ISSUE: "issue credentials for",
+    Kind.RESCOPE: "rescope",
+    Kind.REFRESH: "refresh the token of",
+    Kind.REPAIR: "repair access of",
+    Kind.REVOKE: "revoke",
+    Kind.ORPHAN: "remove orphaned objects of",
+}
+
+REVOKING = frozenset({Kind.REVOKE, Kind.ORPHAN})
+
+
+@dataclass(frozen=True)
+class Action:
+    """One change to one person's access on one cluster."""
+
+    kind: Kind
+    reason: Reason
+    cluster: str
+    person_id: str
+    username: str
+    before: frozenset[Scope] = frozenset()
+    after: frozenset[Scope] = frozenset()
+    access: Access | None = None
+    identity: Identity | None = None
+    create_bindings: tuple[Scope, ...] = ()
+    delete_bindings: tuple[ObservedBinding, ...] = ()
+    token_secrets: tuple[str, ...] = ()  # observed; what a revocation deletes
+    new_token: bool = False
+    previous_username: str | None = None  # set on a rename
+
+    @property
+    def message(self) -> str:
+        """Imperative description; a dry run prefixes it with "Would"."""
+        return f"{_VERBS[self.kind]} {self.username} on {self.cluster} ({self.reason})"
+
+    @property
+    def key(self) -> str:
+        return person_key(self.person_id)
+
+
+@dataclass(frozen=True)
+class Held:
+    action: Action
+    why: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str
+    actions: tuple[Action, ...] = ()
+    held: tuple[Held, ...] = ()
+    skipped_clusters: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def revocations(self) -> list[Action]:
+        return [a for a in self.actions if a.kind in REVOKING]
+
+    def __bool__(self) -> bool:
+        return bool(self.actions)
+
+
+@dataclass(frozen=True)
+class Safety:
+    max_revocations: int
+    max_revocation_percent: float
+    refresh_at: float
+
+
+@dataclass(frozen=True)
+class Inputs:
+    snapshot: Snapshot
+    policy: Policy
+    known: Mapping[str, KnownPerson]
+    observed: Mapping[str, ObservedCluster | None]  # None: the cluster could not be read
+    now: datetime
+    safety: Safety
+    only: frozenset[str] | None = None  # a targeted run plans these person ids and nothing else
+
+
+def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
+    snapshot = inputs.snapshot
+    identities = snapshot.by_id()
+    known = {pid: person for pid, person in inputs.known.items() if person.source == snapshot.source}
+    others = {person_key(pid) for pid, person in inputs.known.items() if person.source != snapshot.source}
+    reachable = {name: cluster for name, cluster in inputs.observed.items() if cluster is not None}
+    skipped = tuple(sorted(name for name, cluster in inputs.observed.items() if cluster is None))
+
+    people = set(identities) | set(known)
+    if inputs.only is not None:
+        people &= inputs.only
+
+    actions: list[Action] = []
+    for pid in sorted(people):
+        identity = identities.get(pid)
+        desired = inputs.policy.access_for(identity) if identity else {}
+        person = known.get(pid)
+        for cluster, observed in sorted(reachable.items()):
+            actions.extend(
+                _plan_person_on_cluster(
+                    pid=pid,
+                    identity=identity,
+                    person=person,
+                    desired=desired.get(cluster),
+                    known_access=person.access.get(cluster) if person else None,
+                    observed=observed.accounts.get(person_key(pid)),
+                    cluster=cluster,
+                    inputs=inputs,
+                )
+            )
+    if inputs.only is None:
+        actions.extend(_orphans(reachable, {person_key(pid) for pid in people} | others))
+
+    held: list[Held] = []
+    if not snapshot.complete:
+        held = [Held(a, "the source read was partial; nothing is revoked from partial data")
+                for a in actions if a.kind in REVOKING]
+        actions = [a for a in actions if a.kind not in REVOKING]
+    else:
+        why = _unsafe(actions, known, snapshot, inputs.safety)
+        if why and not allow_mass_revocation:
+            held = [Held(a, why) for a in actions if a.kind in REVOKING]
+            actions = [a for a in actions if a.kind not in REVOKING]
+    return Plan(snapshot.source, tuple(actions), tuple(held), skipped)
+
+
+def _plan_person_on_cluster(
+    *,
+    pid: str,
+    identity: Identity | None,
+    person: KnownPerson | None,
+    desired: Access | None,
+    known_access: KnownAccess | None,
+    observed: ObservedAccount | None,
+    cluster: str,
+    inputs: Inputs,
+) -> list[Action]:
+    username = identity.username if identity else (person.username if person else pid)
+    before = known_access.scopes if known_access else frozenset()
+
+    if desired is None:
+        if known_access is None and observed is None:
+            return []
+        if identity is None:
+            reason = Reason.LEAVER
+        elif not identity.active:
+            reason = Reason.DISABLED
+        else:
+            reason = Reason.NO_ENTITLEMENT
+        return [
+            Action(
+                Kind.REVOKE, reason, cluster, pid, username, before=before,
+                delete_bindings=observed.bindings if observed else (),
+                token_secrets=observed.token_secrets if observed else (),
+                previous_username=person.username if person else None,
+            )
+        ]
+
+    after = desired.scopes
+    create, delete = _binding_diff(pid, after, observed)
+    common = dict(cluster=cluster, person_id=pid, username=username, before=before, after=after,
+                  access=desired, identity=identity, create_bindings=create, delete_bindings=delete,
+                  previous_username=person.username if person else None)
+
+    credential = known_access.credential if known_access else None
+    token_present = (
+        credential is not None and observed is not None and observed.service_account
+        and credential.secret_name in observed.token_secrets
+    )
+    if not token_present:
+        reason = Reason.JOINER if known_access is None else Reason.DRIFT
+        kind = Kind.ISSUE if known_access is None else Kind.REPAIR
+        return [Action(kind, reason, new_token=True, **common)]
+
+    actions = []
+    renamed = person is not None and identity is not None and person.username != identity.username
+    if before != after:
+        actions.append(Action(Kind.RESCOPE, Reason.MOVER, **common))
+    elif renamed:
+        actions.append(Action(Kind.RESCOPE, Reason.RENAME, **common))
+    elif create or delete:
+        actions.append(Action(Kind.REPAIR, Reason.DRIFT, **common))
+
+    lifetime = credential.expires_at - credential.issued_at
+    if inputs.now >= credential.issued_at + lifetime * inputs.safety.refresh_at:
+        actions.append(Action(Kind.REFRESH, Reason.EXPIRING, new_token=True,
+                              **(common | dict(create_bindings=(), delete_bindings=()))))
+    return actions
+
+
+def _binding_diff(
+    pid: str, scopes: Iterable[Scope], observed: ObservedAccount | None
+) -> tuple[tuple[Scope, ...], tuple[ObservedBinding, ...]]:
+    """Bindings to create and observed bindings to delete so that exactly `scopes` are bound, unedited."""
+    wanted = {binding_name(pid, scope): scope for scope in scopes}
+    healthy: set[str] = set()
+    delete = []
+    for binding in observed.bindings if observed else ():
+        if wanted.get(binding.name) == binding.scope and binding.subjects_intact and binding.name not in healthy:
+            healthy.add(binding.name)
+        else:
+            delete.append(binding)
+    create = tuple(sorted(scope for name, scope in wanted.items() if name not in healthy))
+    return create, tuple(sorted(delete, key=lambda b: (b.namespace or "", b.name)))
+
+
+def _orphans(reachable: Mapping[str, ObservedCluster], accounted: set[str]) -> list[Action]:
+    return [
+        Action(Kind.ORPHAN, Reason.ORPHAN, cluster, key, key, delete_bindings=account.bindings,
+               token_secrets=account.token_secrets)
+        for cluster, observed in sorted(reachable.items())
+        for key, account in sorted(observed.accounts.items())
+        if key not in accounted
+    ]
+
+
+def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: Snapshot, safety: Safety) -> str | None:
+    """Why the revocations in this plan look like a broken source rather than real leavers, if they do."""
+    revoking = {a.person_id for a in actions if a.kind is Kind.REVOKE}
+    if not revoking:
+        return None
+    held = sum(1 for person in known.values() if any(a.credential for a in person.access.values()))
+    if not snapshot.identities:
+        return "the source returned no people at all; pass --allow-mass-revocation if that is true"
+    if len(revoking) > safety.max_revocations:
+        return (f"{len(revoking)} people would lose access, more than safety.max_revocations="
+                f"{safety.max_revocations}; pass --allow-mass-revocation if that is intended")
+    percent = 100.0 * len(revoking) / max(held, 1)
+    if held >= 10 and percent > safety.max_revocation_percent:
+        return (f"{percent:.0f}% of credential holders would lose access, more than "
+                f"safety.max_revocation_percent={safety.max_revocation_percent:g}; "
+                "pass --allow-mass-revocation if that is intended")
+    return None

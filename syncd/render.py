@@ -1,0 +1,94 @@
+"""How plans, runs and ledger events look on a terminal and as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from syncd.engine import RunReport
+from syncd.ledger.tables import EventRow
+from syncd.plan import Action, Kind, Plan
+
+_MARK = {Kind.ISSUE: "+", Kind.REVOKE: "-", Kind.ORPHAN: "-", Kind.RESCOPE: "~", Kind.REPAIR: "~", Kind.REFRESH: "~"}
+
+
+def _scopes(action: Action) -> list[str]:
+    lines = [f"      + {s}" for s in sorted(action.after - action.before)]
+    lines += [f"      - {s}" for s in sorted(action.before - action.after)]
+    if action.kind in (Kind.REPAIR,):
+        lines += [f"      + {s} (rebind)" for s in action.create_bindings]
+    if action.previous_username and action.previous_username != action.username and action.kind is Kind.RESCOPE:
+        lines.append(f"      renamed from {action.previous_username}")
+    return lines
+
+
+def plan_text(report: RunReport) -> str:
+    plan = report.plan or Plan(report.source)
+    verb = "Would apply" if report.dry_run else "Plan"
+    lines = [f"{verb} for source {report.source}: {len(plan.actions)} change(s), {len(plan.held)} held"]
+    if report.error is not None:
+        lines.append(f"  ! source could not be read: {report.error}")
+    for problem in report.problems:
+        lines.append(f"  ! skipped: {problem}")
+    for cluster in plan.skipped_clusters:
+        lines.append(f"  ! cluster {cluster} skipped: {report.cluster_errors.get(cluster, 'unreachable')}")
+    failed = {id(a): e for a, e in (report.outcome.failed if report.outcome else [])}
+    for action in plan.actions:
+        status = f"  FAILED: {failed[id(action)]}" if id(action) in failed else ""
+        lines.append(f"  {_MARK[action.kind]} {action.kind:<8} {action.username} on {action.cluster} "
+                     f"({action.reason}){status}")
+        lines.extend(_scopes(action))
+    for held in plan.held:
+        lines.append(f"  ! held    {held.action.kind} {held.action.username} on {held.action.cluster} "
+                     f"({held.action.reason}): {held.why}")
+    if not report.dry_run and report.plan is not None:
+        lines.append(f"  run {report.run_id}: {report.result}, {report.writes} write call(s)"
+                     + (f", {report.confirmed_rejections} revoked token(s) confirmed rejected"
+                        if report.confirmed_rejections else ""))
+    return "\n".join(lines)
+
+
+def action_json(action: Action) -> dict[str, Any]:
+    return {
+        "kind": str(action.kind),
+        "reason": str(action.reason),
+        "cluster": action.cluster,
+        "person_id": action.person_id,
+        "username": action.username,
+        "message": action.message,
+        "before": sorted(str(s) for s in action.before),
+        "after": sorted(str(s) for s in action.after),
+    }
+
+
+def report_json(report: RunReport) -> dict[str, Any]:
+    plan = report.plan or Plan(report.source)
+    failed = {id(a): str(e) for a, e in (report.outcome.failed if report.outcome else [])}
+    return {
+        "source": report.source,
+        "run_id": report.run_id,
+        "dry_run": report.dry_run,
+        "result": report.result,
+        "error": str(report.error) if report.error else None,
+        "problems": list(report.problems),
+        "actions": [action_json(a) | {"error": failed.get(id(a))} for a in plan.actions],
+        "held": [action_json(h.action) | {"why": h.why} for h in plan.held],
+        "skipped_clusters": list(plan.skipped_clusters),
+        "writes": report.writes,
+        "confirmed_rejections": report.confirmed_rejections,
+    }
+
+
+def event_json(row: EventRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq, "at": row.at.isoformat(), "run_id": row.run_id, "person_id": row.person_id,
+        "username": row.username, "cluster": row.cluster, "action": row.action, "reason": row.reason,
+        "before": row.before, "after": row.after, "result": row.result, "error": row.error,
+        "fingerprint": row.fingerprint, "hash": row.hash,
+    }
+
+
+def event_text(row: EventRow) -> str:
+    where = f" on {row.cluster}" if row.cluster else ""
+    error = f" error={row.error}" if row.error else ""
+    return (f"{row.seq:>5} {row.at:%Y-%m-%d %H:%M:%S} run={row.run_id or '-'} {row.action} {row.username}{where} "
+            f"({row.reason}) {row.result}{error}")

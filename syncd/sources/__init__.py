@@ -1,0 +1,46 @@
+"""Sources read people from somewhere and return a `Snapshot`. A source that cannot read everything says so.
+
+A read that fails raises `SourceUnavailable`; a read that skipped broken entries returns `complete=False` with
+`problems`. Either way the planner revokes nothing from it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from syncd.config import FileSourceSettings, SourceSettings
+from syncd.model import Snapshot
+
+_TRUE = {"true", "yes", "1", "enabled", "active", "on", ""}
+_FALSE = {"false", "no", "0", "disabled", "inactive", "off"}
+
+
+class Source(Protocol):
+    name: str
+
+    def read(self) -> Snapshot: ...
+
+
+def parse_active(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a yes/no value")
+
+
+def group_name(value: str) -> str:
+    """`cn=developers,ou=groups,dc=example,dc=org` -> `developers`; a plain name stays as it is."""
+    first = value.split(",", 1)[0]
+    if "=" in first and "," in value:
+        return first.split("=", 1)[1].strip()
+    return value.strip()
+
+
+def open_source(settings: SourceSettings) -> Source:
+    if isinstance(settings, FileSourceSettings):
+        from syncd.sources.file import FileSource
+
+        return FileSource(settings)
+    raise NotImplementedError(f"no source of type {settings.type}")
