@@ -13,7 +13,7 @@ from syncd.delivery import Delivery
 from syncd.errors import SyncdError
 from syncd.issuers.kube import KubernetesCluster
 from syncd.ledger import Ledger
-from syncd.model import ObservedCluster
+from syncd.model import ObservedCluster, Snapshot
 from syncd.plan import Inputs, Plan, Safety, make_plan
 from syncd.policy import Policy, load_policy
 from syncd.sources import open_source
@@ -68,7 +68,13 @@ class Engine:
         self.ledger.close()
 
     def reconcile(self, source: str | None = None, *, dry_run: bool = False, allow_mass_revocation: bool = False,
-                  only: frozenset[str] | None = None, now: datetime | None = None) -> list[RunReport]:
+                  only: frozenset[str] | None = None, snapshot: Snapshot | None = None,
+                  now: datetime | None = None) -> list[RunReport]:
+        """Reconcile every source, or one. A targeted run passes `only` (person ids) and may pass the
+        `snapshot` it already read (for instance the entries an incremental poll returned); people outside
+        `only` are not touched, whatever the snapshot holds."""
+        if snapshot is not None:
+            return [self._run(snapshot.source, dry_run, allow_mass_revocation, only, now, snapshot)]
         names = [source] if source else [s.name for s in self.settings.sources]
         return [self._run(name, dry_run, allow_mass_revocation, only, now) for name in names]
 
@@ -84,11 +90,12 @@ class Engine:
         return observed
 
     def _run(self, source_name: str, dry_run: bool, allow_mass_revocation: bool,
-             only: frozenset[str] | None, now: datetime | None) -> RunReport:
+             only: frozenset[str] | None, now: datetime | None, snapshot: Snapshot | None = None) -> RunReport:
         report = RunReport(source_name, dry_run)
         writes_before = sum(c.writes for c in self.clusters.values())
         try:
-            snapshot = open_source(self.settings.source(source_name)).read()
+            if snapshot is None:
+                snapshot = open_source(self.settings.source(source_name)).read()
         except SyncdError as error:
             log.error("abort a run whose source cannot be read", source=source_name, error=str(error))
             report.error = error
