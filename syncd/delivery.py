@@ -53,7 +53,9 @@ class Delivery:
 
     def folder(self, username: str) -> Path:
         if not _SAFE_NAME.match(username) or username in (".", ".."):
-            raise DeliveryError(f"username {username!r} cannot name a folder; it has characters outside A-Z a-z 0-9 ._@+-")
+            raise DeliveryError(
+                f"username {username!r} cannot name a folder; it has characters outside A-Z a-z 0-9 ._@+-"
+            )
         return self.directory / username
 
     def kubeconfig_path(self, username: str, cluster: str) -> Path:
@@ -75,7 +77,9 @@ class Delivery:
             write_secret_file(path, self.render(username, cluster, target, user, namespace))
             return path
         except OSError as error:
-            raise DeliveryError(f"cannot deliver the kubeconfig of {username} for {cluster}: {error.strerror}") from None
+            raise DeliveryError(
+                f"cannot deliver the kubeconfig of {username} for {cluster}: {error.strerror}"
+            ) from None
 
     def replace_token(self, username: str, cluster: str, target: Endpoint, token: str, namespace: str | None) -> Path:
         """A refresh: with a token file only that file changes, and running clients pick it up."""
@@ -83,7 +87,9 @@ class Delivery:
             try:
                 write_secret_file(self.token_path(username, cluster), token)
             except OSError as error:
-                raise DeliveryError(f"cannot replace the token of {username} for {cluster}: {error.strerror}") from None
+                raise DeliveryError(
+                    f"cannot replace the token of {username} for {cluster}: {error.strerror}"
+                ) from None
             return self.kubeconfig_path(username, cluster)
         return self.deliver(username, cluster, target, token, namespace)
 

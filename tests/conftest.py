@@ -22,10 +22,11 @@ class ControlPlane:
     directory: Path
     admin_kubeconfig: Path
 
-    def kubectl(self, *args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def kubectl(self, *args: str, kubeconfig: Path | None = None, check: bool = True, stdin: str | None = None
+                ) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["kubectl", "--kubeconfig", str(kubeconfig or self.admin_kubeconfig), *args],
-            capture_output=True, text=True, check=check, timeout=60,
+            input=stdin, capture_output=True, text=True, check=check, timeout=60,
         )
 
 

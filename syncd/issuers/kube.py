@@ -43,7 +43,7 @@ from syncd.model import (
     service_account_name,
 )
 
-TOKEN_LABEL = "syncd.io/token"
+TOKEN_LABEL = "syncd.io/token"  # noqa: S105 (a label name)
 OURS = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 T = TypeVar("T")

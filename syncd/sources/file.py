@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 from ldif import LDIFParser
 
@@ -79,7 +78,8 @@ class FileSource:
 
             person_id, username = first(s.id_attribute), first(s.username_attribute)
             if not person_id or not username:
-                problems.append(f"{self.settings.path}: {where}: no {s.id_attribute if not person_id else s.username_attribute}")
+                absent = s.id_attribute if not person_id else s.username_attribute
+                problems.append(f"{self.settings.path}: {where}: no {absent}")
                 continue
             if person_id in identities:
                 problems.append(f"{self.settings.path}: {where}: id {person_id!r} appears twice")

@@ -1,0 +1,213 @@
+"""`syncd reconcile` against a real Kubernetes control plane, for the whole joiner/mover/leaver story."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from syncd.model import person_key
+from tests.integration.conftest import World
+
+pytestmark = pytest.mark.kube
+
+ALICE = {"id": "1001", "username": "alice", "groups": "developers"}
+BOB = {"id": "1002", "username": "bob", "groups": "sre"}
+
+
+def token_authenticates(world: World, token: str) -> bool:
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    done = world.control_plane.kubectl("create", "-f", "-", "-o", "json", stdin=json.dumps(review))
+    return bool(json.loads(done.stdout)["status"].get("authenticated"))
+
+
+def test_joiner_can_work_in_the_granted_namespace_only(world: World):
+    world.write_people(ALICE)
+    run = world.reconcile()
+    assert [(a["kind"], a["reason"], a["username"]) for a in run["actions"]] == [("issue", "joiner", "alice")]
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
+    assert world.can("alice", "create", "deployments", world.ns("team-b")) == "no"
+    assert world.can("alice", "list", "secrets", "kube-system") == "no"
+    (account,) = world.ours("serviceaccounts", person_key("1001"))
+    assert account["metadata"]["annotations"]["syncd.io/username"] == "alice"
+
+
+def test_second_run_is_a_no_op_with_zero_writes(world: World):
+    world.write_people(ALICE, BOB)
+    world.reconcile()
+    versions = {i["metadata"]["uid"]: i["metadata"]["resourceVersion"]
+                for kind in ("serviceaccounts", "secrets", "rolebindings") for i in world.ours(kind)}
+    run = world.reconcile()
+    assert run["actions"] == [] and run["result"] == "no-op" and run["writes"] == 0
+    after = {i["metadata"]["uid"]: i["metadata"]["resourceVersion"]
+             for kind in ("serviceaccounts", "secrets", "rolebindings") for i in world.ours(kind)}
+    assert after == versions
+
+
+def test_mover_gains_the_new_scope_and_loses_the_old(world: World):
+    world.write_people(ALICE)
+    world.reconcile()
+    token_before = (world.directory / "kubeconfigs/alice/dev.token").read_text()
+    world.write_people(ALICE | {"groups": "sre"})
+    run = world.reconcile()
+    (action,) = run["actions"]
+    assert (action["kind"], action["reason"]) == ("rescope", "mover")
+    assert action["before"] == [f"{world.ns('team-a')}:ClusterRole/edit"]
+    assert action["after"] == [f"{world.ns('team-b')}:ClusterRole/view"]
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "no"
+    assert world.can("alice", "list", "pods", world.ns("team-b")) == "yes"
+    assert (world.directory / "kubeconfigs/alice/dev.token").read_text() == token_before  # no new token needed
+
+
+def test_rename_is_the_same_person_with_the_same_token(world: World):
+    world.write_people(ALICE)
+    world.reconcile()
+    token = (world.directory / "kubeconfigs/alice/dev.token").read_text()
+    world.write_people(ALICE | {"username": "alice.archer"})
+    run = world.reconcile()
+    assert [(a["kind"], a["reason"]) for a in run["actions"]] == [("rescope", "rename")]
+    assert not (world.directory / "kubeconfigs/alice").exists()
+    assert (world.directory / "kubeconfigs/alice.archer/dev.token").read_text() == token
+    assert world.can("alice.archer", "create", "deployments", world.ns("team-a")) == "yes"
+    (account,) = world.ours("serviceaccounts", person_key("1001"))
+    assert account["metadata"]["annotations"]["syncd.io/username"] == "alice.archer"
+
+
+def test_leaver_loses_permissions_at_once_and_the_token_dies_soon_after(world: World):
+    world.write_people(ALICE, BOB)
+    world.reconcile()
+    token = (world.directory / "kubeconfigs/alice/dev.token").read_text()
+    kept = world.keep_copy("alice")
+    world.write_people(BOB)
+    run = world.reconcile()
+    assert [(a["kind"], a["reason"], a["username"]) for a in run["actions"]] == [("revoke", "leaver", "alice")]
+    # The run confirmed by TokenReview that the token is rejected before it returned.
+    assert run["confirmed_rejections"] == 1
+    assert not token_authenticates(world, token)
+    assert not world.kubeconfig("alice").exists()
+    # The kubeconfig the leaver kept no longer works.
+    denied = world.control_plane.kubectl("auth", "can-i", "create", "deployments", "-n", world.ns("team-a"),
+                                         kubeconfig=kept, check=False)
+    assert denied.stdout.strip() != "yes"
+    assert world.ours("serviceaccounts", person_key("1001")) == []
+    assert world.ours("rolebindings", person_key("1001")) == []
+    assert world.ours("secrets", person_key("1001")) == []
+    events = json.loads(world.syncd("ledger", "log", "--config", str(world.config), "--person", "alice",
+                                    "--output", "json").stdout)
+    assert [(e["action"], e["reason"]) for e in events] == [
+        ("issue", "joiner"), ("revoke", "leaver"), ("confirm-revocation", "token-rejected")]
+
+
+def test_permissions_are_gone_before_the_token_is(world: World):
+    """RBAC is not cached: the first request after the revoke is denied even while the token still authenticates."""
+    world.write_people(ALICE, BOB)
+    world.reconcile()
+    config = world.config.read_text()
+    world.config.write_text(config.replace("confirm_revocation_timeout: 90s",
+                                                               "confirm_revocation_timeout: 0s"))
+    token = (world.directory / "kubeconfigs/alice/dev.token").read_text()
+    kept = world.keep_copy("alice")
+    world.write_people(BOB)
+    world.reconcile()
+    answer = world.control_plane.kubectl("auth", "can-i", "create", "deployments", "-n", world.ns("team-a"),
+                                         kubeconfig=kept, check=False)
+    assert answer.stdout.strip() != "yes"
+    deadline = time.monotonic() + 90
+    while token_authenticates(world, token):
+        assert time.monotonic() < deadline, "the revoked token still authenticates after 90 s"
+        time.sleep(1)
+
+
+def test_binding_deleted_by_hand_is_repaired(world: World):
+    world.write_people(ALICE)
+    world.reconcile()
+    (binding,) = world.ours("rolebindings", person_key("1001"))
+    world.control_plane.kubectl("delete", "rolebinding", "-n", binding["metadata"]["namespace"],
+                                binding["metadata"]["name"])
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "no"
+    run = world.reconcile()
+    assert [(a["kind"], a["reason"]) for a in run["actions"]] == [("repair", "drift")]
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
+
+
+def test_binding_edited_by_hand_is_repaired(world: World):
+    world.write_people(ALICE)
+    world.reconcile()
+    (binding,) = world.ours("rolebindings", person_key("1001"))
+    patch = json.dumps([{"op": "add", "path": "/subjects/-",
+                         "value": {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}}])
+    world.control_plane.kubectl("patch", "rolebinding", "-n", binding["metadata"]["namespace"],
+                                binding["metadata"]["name"], "--type=json", "-p", patch)
+    run = world.reconcile()
+    assert [(a["kind"], a["reason"]) for a in run["actions"]] == [("repair", "drift")]
+    (repaired,) = world.ours("rolebindings", person_key("1001"))
+    assert [s["name"] for s in repaired["subjects"]] == [f"syncd-{person_key('1001')}"]
+
+
+def test_labelled_service_account_with_nobody_behind_it_is_reported_and_removed(world: World):
+    world.write_people(ALICE)
+    world.reconcile()
+    world.control_plane.kubectl("create", "serviceaccount", "syncd-ghost", "-n", world.system_namespace)
+    world.control_plane.kubectl("label", "serviceaccount", "syncd-ghost", "-n", world.system_namespace,
+                                "app.kubernetes.io/managed-by=syncd", "syncd.io/person=ghost")
+    world.control_plane.kubectl("create", "rolebinding", "syncd-ghost-x", "-n", world.ns("team-a"),
+                                "--clusterrole=edit", f"--serviceaccount={world.system_namespace}:syncd-ghost")
+    world.control_plane.kubectl("label", "rolebinding", "syncd-ghost-x", "-n", world.ns("team-a"),
+                                "app.kubernetes.io/managed-by=syncd", "syncd.io/person=ghost")
+    dry = world.reconcile("--dry-run")
+    assert [(a["kind"], a["person_id"]) for a in dry["actions"]] == [("orphan", "ghost")]
+    assert world.ours("serviceaccounts", "ghost")
+    world.reconcile()
+    assert world.ours("serviceaccounts", "ghost") == [] and world.ours("rolebindings", "ghost") == []
+
+
+def test_dry_run_and_check_change_nothing(world: World):
+    world.write_people(ALICE)
+    dry = world.reconcile("--dry-run")
+    assert [a["kind"] for a in dry["actions"]] == ["issue"] and dry["writes"] == 0
+    world.reconcile("--check", expect=1)
+    assert world.ours("serviceaccounts") == []
+    assert not (world.directory / "kubeconfigs").exists()
+    world.reconcile()
+    world.reconcile("--check", expect=0)
+
+
+def test_unreadable_source_revokes_nothing(world: World):
+    world.write_people(ALICE)
+    world.reconcile()
+    (world.directory / "people.csv").unlink()
+    done = world.syncd("reconcile", "--config", str(world.config))
+    assert done.returncode == 69, done.stderr
+    assert "cannot read" in done.stderr
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
+
+
+def test_broken_row_holds_revocations_but_not_joiners(world: World):
+    world.write_people(ALICE)
+    world.reconcile()
+    (world.directory / "people.csv").write_text("id,username,groups,active\n,broken,developers,true\n"
+                                                "1002,bob,sre,true\n")
+    run = world.reconcile()
+    assert [(a["kind"], a["username"]) for a in run["actions"]] == [("issue", "bob")]
+    assert [(h["kind"], h["username"]) for h in run["held"]] == [("revoke", "alice")]
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
+
+
+def test_no_token_in_logs_or_ledger(world: World):
+    world.write_people(ALICE, BOB)
+    world.env["SYNCD_LOG_LEVEL"] = "debug"
+    world.reconcile()
+    logs = world.last_stderr
+    tokens = [(world.directory / f"kubeconfigs/{u}/dev.token").read_text() for u in ("alice", "bob")]
+    world.write_people(BOB)
+    world.reconcile()
+    logs += world.last_stderr
+    ledger = (world.directory / "ledger.db").read_bytes()
+    with sqlite3.connect(world.directory / "ledger.db") as db:
+        dump = "\n".join(db.iterdump())
+    for token in tokens:
+        assert token not in logs
+        assert token.encode() not in ledger and token not in dump
+        assert token[-20:] not in dump

@@ -1,0 +1,96 @@
+"""Small builders for planner inputs, so each test states only what its decision depends on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from syncd.model import (
+    Identity,
+    KnownAccess,
+    KnownCredential,
+    KnownPerson,
+    ObservedAccount,
+    ObservedBinding,
+    ObservedCluster,
+    RoleKind,
+    Scope,
+    Snapshot,
+    binding_name,
+    person_key,
+)
+from syncd.plan import Inputs, Plan, Safety, make_plan
+from syncd.policy import Policy
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SOURCE = "hr"
+CLUSTER = "dev"
+EDIT_A = Scope("team-a", RoleKind.CLUSTER_ROLE, "edit")
+VIEW_B = Scope("team-b", RoleKind.CLUSTER_ROLE, "view")
+
+POLICY = Policy.model_validate({
+    "defaults": {"token_ttl": "8h", "rotation_period": "90d"},
+    "rules": [
+        {"name": "developers", "match": {"groups": ["developers"]},
+         "grant": [{"cluster": CLUSTER, "namespaces": ["team-a"], "role": "edit"}]},
+        {"name": "sre", "match": {"groups": ["sre"]},
+         "grant": [{"cluster": CLUSTER, "namespaces": ["team-b"], "role": "view", "token_ttl": "1h"}]},
+    ],
+})
+SAFETY = Safety(max_revocations=50, max_revocation_percent=25.0, refresh_at=0.8)
+
+
+def person(pid: str = "1001", username: str = "alice", groups: tuple[str, ...] = ("developers",),
+           active: bool = True) -> Identity:
+    return Identity(pid, username, f"{username}@example.org", groups=frozenset(groups), active=active)
+
+
+def credential(issued: datetime = NOW - timedelta(hours=1), ttl: timedelta = timedelta(hours=8),
+               secret: str = "syncd-1001-abcde") -> KnownCredential:
+    return KnownCredential(secret, "sha256:00", issued, issued + ttl)
+
+
+def known(pid: str = "1001", username: str = "alice", scopes: tuple[Scope, ...] = (EDIT_A,),
+          cred: KnownCredential | None = None, source: str = SOURCE) -> KnownPerson:
+    cred = cred or credential(secret=f"syncd-{person_key(pid)}-abcde")
+    return KnownPerson(pid, source, username, {CLUSTER: KnownAccess(CLUSTER, frozenset(scopes), cred)})
+
+
+def binding(pid: str, scope: Scope, *, intact: bool = True, name: str | None = None) -> ObservedBinding:
+    return ObservedBinding(name or binding_name(pid, scope), scope.namespace, scope, intact)
+
+
+def account(pid: str = "1001", scopes: tuple[Scope, ...] = (EDIT_A,), *, service_account: bool = True,
+            secrets: tuple[str, ...] | None = None, bindings: tuple[ObservedBinding, ...] | None = None
+            ) -> ObservedAccount:
+    key = person_key(pid)
+    return ObservedAccount(
+        key, service_account,
+        bindings if bindings is not None else tuple(binding(pid, s) for s in scopes),
+        secrets if secrets is not None else (f"syncd-{key}-abcde",),
+    )
+
+
+def cluster(*accounts: ObservedAccount) -> ObservedCluster:
+    return ObservedCluster(CLUSTER, {a.key: a for a in accounts})
+
+
+def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] = (),
+         observed: ObservedCluster | None = None, *, complete: bool = True, now: datetime = NOW,
+         only: frozenset[str] | None = None, safety: Safety = SAFETY, allow_mass_revocation: bool = False,
+         reachable: bool = True) -> Plan:
+    inputs = Inputs(
+        snapshot=Snapshot(SOURCE, identities, complete=complete),
+        policy=POLICY,
+        known={p.id: p for p in people},
+        observed={CLUSTER: (observed if observed is not None else cluster()) if reachable else None},
+        now=now,
+        safety=safety,
+        only=only,
+    )
+    return make_plan(inputs, allow_mass_revocation=allow_mass_revocation)
+
+
+def kinds(result: Plan) -> list[tuple[str, str, str]]:
+    return [(str(a.kind), str(a.reason), a.person_id) for a in result.actions]
+
+

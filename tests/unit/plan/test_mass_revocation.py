@@ -1,0 +1,38 @@
+"""A plan that would revoke beyond the thresholds is held until a human allows it."""
+
+from syncd.plan import Safety
+from tests.unit.plan.builders import account, cluster, kinds, known, person, plan
+
+HOLDERS = tuple(known(str(1000 + n), f"user{n}") for n in range(20))
+ACCOUNTS = cluster(*(account(p.id) for p in HOLDERS))
+
+
+def test_empty_source_revokes_nobody():
+    result = plan((), HOLDERS[:2], cluster(account(HOLDERS[0].id), account(HOLDERS[1].id)))
+    assert kinds(result) == []
+    assert len(result.held) == 2 and "no people" in result.held[0].why
+
+
+def test_more_than_the_count_threshold_is_held():
+    staying = tuple(person(p.id, p.username) for p in HOLDERS[3:])
+    result = plan(staying, HOLDERS, ACCOUNTS, safety=Safety(2, 100.0, 0.8))
+    assert len(result.held) == 3
+    assert [a for a in result.actions if a.kind == "revoke"] == []
+    assert "max_revocations" in result.held[0].why
+
+
+def test_more_than_the_percent_threshold_is_held():
+    staying = tuple(person(p.id, p.username) for p in HOLDERS[:14])  # 6 of 20 leave: 30% > 25%
+    result = plan(staying, HOLDERS, ACCOUNTS)
+    assert kinds(result) == [] and len(result.held) == 6
+    assert "max_revocation_percent" in result.held[0].why
+
+
+def test_within_the_thresholds_is_applied():
+    staying = tuple(person(p.id, p.username) for p in HOLDERS[:16])  # 4 of 20: 20%
+    assert len(plan(staying, HOLDERS, ACCOUNTS).actions) == 4
+
+
+def test_allow_mass_revocation_lets_it_through():
+    result = plan((), HOLDERS[:3], ACCOUNTS, safety=Safety(2, 100.0, 0.8), allow_mass_revocation=True)
+    assert len([a for a in result.actions if a.kind == "revoke"]) == 3 and not result.held

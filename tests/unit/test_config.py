@@ -1,0 +1,100 @@
+"""Config and policy validation: every error names the file, the key path and what to do."""
+
+from pathlib import Path
+
+import pytest
+
+from syncd.config import load_settings, parse_duration
+from syncd.errors import ConfigError
+from syncd.policy import load_policy
+from tests.conftest import ROOT, write_yaml
+
+
+def config(tmp_path: Path, policy: dict | None = None, **overrides) -> Path:
+    write_yaml(tmp_path / "policy.yaml", policy if policy is not None else {
+        "rules": [{"name": "dev", "match": {"groups": ["developers"]},
+                   "grant": [{"cluster": "dev", "namespaces": ["a"], "role": "edit"}]}]})
+    data = {"policy": "policy.yaml", "sources": [{"name": "hr", "type": "file", "path": "people.csv"}],
+            "clusters": [{"name": "dev", "kubeconfig": "admin.kubeconfig"}]} | overrides
+    return write_yaml(tmp_path / "syncd.yaml", data)
+
+
+def test_example_configs_are_valid():
+    settings = load_settings(ROOT / "configs" / "syncd.example.yaml")
+    policy = load_policy(settings)
+    assert settings.sources[0].path == ROOT / "configs" / "people.example.csv"
+    assert policy.rules
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path):
+    settings = load_settings(config(tmp_path))
+    assert settings.policy == tmp_path / "policy.yaml"
+    assert settings.clusters[0].kubeconfig == tmp_path / "admin.kubeconfig"
+    assert settings.ledger.url == f"sqlite:///{tmp_path}/syncd-ledger.db"
+
+
+def test_unknown_key_is_an_error_naming_file_and_key(tmp_path):
+    path = config(tmp_path, clusters=[{"name": "dev", "kubeconfig": "k", "namespcae": "x"}])
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert f"{path}: clusters.0.namespcae: unknown key" in str(caught.value)
+
+
+def test_missing_key_is_reported(tmp_path):
+    path = write_yaml(tmp_path / "syncd.yaml", {"policy": "p.yaml", "clusters": []})
+    message = str(pytest.raises(ConfigError, load_settings, path).value)
+    assert "sources: required key is missing" in message
+    assert "clusters: List should have at least 1 item" in message
+
+
+def test_invalid_yaml_points_at_the_line(tmp_path):
+    path = tmp_path / "syncd.yaml"
+    path.write_text("policy: p.yaml\nsources: [\n")
+    assert f"{path}:3:" in str(pytest.raises(ConfigError, load_settings, path).value)
+
+
+def test_duplicate_cluster_names_are_refused(tmp_path):
+    path = config(tmp_path, clusters=[{"name": "dev", "kubeconfig": "a"}, {"name": "dev", "kubeconfig": "b"}])
+    assert "repeated: dev" in str(pytest.raises(ConfigError, load_settings, path).value)
+
+
+def test_policy_naming_an_unknown_cluster_says_where(tmp_path):
+    settings = load_settings(config(tmp_path, policy={"rules": [
+        {"name": "x", "match": {"groups": ["g"]}, "grant": [{"cluster": "prod", "namespaces": ["a"], "role": "v"}]}]}))
+    message = str(pytest.raises(ConfigError, load_policy, settings).value)
+    assert "rules.0.grant.0.cluster: unknown cluster 'prod'" in message
+
+
+def test_cluster_wide_grant_needs_the_cluster_to_allow_it(tmp_path):
+    policy = {"rules": [{"name": "admins", "match": {"groups": ["g"]},
+                         "grant": [{"cluster": "dev", "cluster_wide": True, "role": "cluster-admin"}]}]}
+    settings = load_settings(config(tmp_path, policy=policy))
+    assert "allow_cluster_wide: true" in str(pytest.raises(ConfigError, load_policy, settings).value)
+    allowed = load_settings(config(tmp_path, policy=policy,
+                                   clusters=[{"name": "dev", "kubeconfig": "k", "allow_cluster_wide": True}]))
+    assert load_policy(allowed).rules[0].grant[0].cluster_wide
+
+
+def test_token_shorter_than_kubernetes_allows_is_refused(tmp_path):
+    policy = {"rules": [{"name": "x", "match": {"groups": ["g"]},
+                         "grant": [{"cluster": "dev", "namespaces": ["a"], "role": "v", "token_ttl": "5m"}]}]}
+    settings = load_settings(config(tmp_path, policy=policy))
+    assert "shorter than 10m" in str(pytest.raises(ConfigError, load_policy, settings).value)
+
+
+def test_grant_needs_exactly_one_of_namespaces_or_cluster_wide(tmp_path):
+    policy = {"rules": [{"name": "x", "match": {"groups": ["g"]},
+                         "grant": [{"cluster": "dev", "role": "v"}]}]}
+    settings = load_settings(config(tmp_path, policy=policy))
+    message = str(pytest.raises(ConfigError, load_policy, settings).value)
+    assert "invalid policy" in message and "rules.0.grant.0" in message
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("45s", 45), ("30m", 1800), ("8h", 28800), ("90d", 7776000), (600, 600)])
+def test_durations(text, seconds):
+    assert parse_duration(text).total_seconds() == seconds
+
+
+def test_bad_duration_says_how_to_write_one():
+    with pytest.raises(ValueError, match="write e.g. 45s"):
+        parse_duration("soon")

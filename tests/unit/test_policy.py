@@ -1,0 +1,39 @@
+"""Policy evaluation: which rules match, and the union of what they grant."""
+
+from syncd.model import Identity, RoleKind, Scope
+from syncd.policy import Policy
+
+POLICY = Policy.model_validate({"rules": [
+    {"name": "devs", "match": {"groups": ["developers"]},
+     "grant": [{"cluster": "dev", "namespaces": ["a", "b"], "role": "edit"}]},
+    {"name": "platform sre", "match": {"groups": ["sre"], "attributes": {"department": ["platform", "infra"]}},
+     "grant": [{"cluster": "dev", "namespaces": ["a"], "role": "view"},
+               {"cluster": "prod", "namespaces": ["ops"], "role": "ops", "role_kind": "Role", "token_ttl": "1h"}]},
+]})
+
+
+def who(*groups: str, active: bool = True, **attributes: str) -> Identity:
+    return Identity("1", "alice", groups=frozenset(groups), active=active, attributes=attributes)
+
+
+def test_group_rule_grants_each_namespace():
+    access = POLICY.access_for(who("developers"))
+    assert set(access) == {"dev"}
+    assert access["dev"].scopes == {Scope(ns, RoleKind.CLUSTER_ROLE, "edit") for ns in ("a", "b")}
+
+
+def test_attribute_condition_must_hold_too():
+    assert POLICY.access_for(who("sre", department="sales")) == {}
+    assert set(POLICY.access_for(who("sre", department="infra"))) == {"dev", "prod"}
+
+
+def test_union_of_matching_rules():
+    access = POLICY.access_for(who("developers", "sre", department="platform"))
+    assert len(access["dev"].scopes) == 3
+    assert access["prod"].scopes == {Scope("ops", RoleKind.ROLE, "ops")}
+    assert access["prod"].token_ttl.total_seconds() == 3600
+    assert access["dev"].token_ttl.total_seconds() == 8 * 3600
+
+
+def test_inactive_person_gets_nothing():
+    assert POLICY.access_for(who("developers", active=False)) == {}
