@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -61,6 +62,7 @@ class Engine:
         self.ledger = Ledger(settings.ledger.url)
         self.delivery = Delivery(settings.delivery)
         self.clusters = {c.name: KubernetesCluster(c) for c in settings.clusters}
+        self._apply_lock = threading.Lock()
 
     def close(self) -> None:
         for cluster in self.clusters.values():
@@ -92,21 +94,34 @@ class Engine:
     def _run(self, source_name: str, dry_run: bool, allow_mass_revocation: bool,
              only: frozenset[str] | None, now: datetime | None, snapshot: Snapshot | None = None) -> RunReport:
         report = RunReport(source_name, dry_run)
-        writes_before = sum(c.writes for c in self.clusters.values())
-        try:
-            if snapshot is None:
+        if snapshot is None:
+            try:
                 snapshot = open_source(self.settings.source(source_name)).read()
-        except SyncdError as error:
-            log.error("abort a run whose source cannot be read", source=source_name, error=str(error))
-            report.error = error
-            return report
+            except SyncdError as error:
+                log.error("abort a run whose source cannot be read", source=source_name, error=str(error))
+                report.error = error
+                return report
         report.problems = snapshot.problems
         for problem in snapshot.problems:
             log.warning("skip a broken entry", source=source_name, problem=problem)
+        # Inspect, plan and apply under one lock: nobody else may change what we saw before we act on it.
+        with self._apply_lock, self.ledger.exclusive():
+            applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now)
+        # Waiting for revoked tokens to die needs no lock; other people's changes go ahead meanwhile.
+        timeout = self.settings.tokens.confirm_revocation_timeout.total_seconds()
+        if report.outcome and report.outcome.pending_rejections and timeout > 0:
+            report.confirmed_rejections = applier.confirm_rejections(report.outcome.pending_rejections, timeout)
+        if report.run_id is not None:
+            self.ledger.finish_run(report.run_id, report.result, report.summary())
+        log.info("finish a run", source=report.source, run_id=report.run_id, result=report.result,
+                 **report.summary())
+        return report
 
-        tokens = self.settings.tokens
+    def _plan_and_apply(self, report: RunReport, snapshot: Snapshot, allow_mass_revocation: bool,
+                        only: frozenset[str] | None, now: datetime | None) -> Applier:
+        writes_before = sum(c.writes for c in self.clusters.values())
         safety = Safety(self.settings.safety.max_revocations, self.settings.safety.max_revocation_percent,
-                        tokens.refresh_at)
+                        self.settings.tokens.refresh_at)
         inputs = Inputs(snapshot, self.policy, self.ledger.known_people(), self._observe(report),
                         now or datetime.now(UTC), safety, only)
         report.plan = plan = make_plan(inputs, allow_mass_revocation=allow_mass_revocation)
@@ -114,16 +129,9 @@ class Engine:
             log.warning(f"hold: {held.action.message}", why=held.why, person=held.action.username,
                         cluster=held.action.cluster)
 
-        if not dry_run:
-            report.run_id = self.ledger.start_run(source_name, dry_run=False)
-        applier = Applier(self.ledger, self.clusters, self.delivery, run_id=report.run_id, dry_run=dry_run)
+        if not report.dry_run:
+            report.run_id = self.ledger.start_run(report.source, dry_run=False)
+        applier = Applier(self.ledger, self.clusters, self.delivery, run_id=report.run_id, dry_run=report.dry_run)
         report.outcome = applier.apply(plan)
-        if report.outcome.pending_rejections and tokens.confirm_revocation_timeout.total_seconds() > 0:
-            report.confirmed_rejections = applier.confirm_rejections(
-                report.outcome.pending_rejections, tokens.confirm_revocation_timeout.total_seconds()
-            )
         report.writes = sum(c.writes for c in self.clusters.values()) - writes_before
-        if report.run_id is not None:
-            self.ledger.finish_run(report.run_id, report.result, report.summary())
-        log.info("finish a run", source=source_name, run_id=report.run_id, result=report.result, **report.summary())
-        return report
+        return applier

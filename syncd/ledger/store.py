@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import uuid
@@ -19,6 +20,7 @@ from syncd.ledger.tables import AccessRow, CredentialRow, EventRow, PersonRow, R
 from syncd.model import Identity, KnownAccess, KnownCredential, KnownPerson, RoleKind, Scope
 
 GENESIS = "0" * 64
+APPLY_LOCK_KEY = 0x73796E6364  # "syncd"
 
 
 def _utc(moment: datetime) -> datetime:
@@ -105,6 +107,34 @@ class Ledger:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the apply lock shared by every syncd process on this ledger: the daemon's jobs, SCIM pushes
+        and an on-demand `syncd reconcile` never plan and apply at the same time."""
+        if self.engine.url.get_backend_name() == "sqlite":
+            database = self.engine.url.database
+            lock_path = f"{database}.lock" if database and database != ":memory:" else None
+            if lock_path is None:
+                yield
+                return
+            with open(lock_path, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        try:
+            connection = self.engine.connect()
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({APPLY_LOCK_KEY})")
+        except SQLAlchemyError as error:
+            raise LedgerError(f"cannot take the apply lock: {error.__class__.__name__}") from None
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({APPLY_LOCK_KEY})")
+            connection.close()
 
     # Runs
 
