@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -20,6 +21,9 @@ from syncd.issuers.kube import IssuedToken, KubernetesCluster
 from syncd.ledger import Event, Ledger
 from syncd.model import fingerprint
 from syncd.plan import Action, Kind, Plan
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 log = structlog.get_logger("syncd.apply")
 
@@ -43,13 +47,15 @@ class Outcome:
 
 class Applier:
     def __init__(self, ledger: Ledger, clusters: Mapping[str, KubernetesCluster], delivery: Delivery,
-                 *, run_id: str | None, dry_run: bool) -> None:
+                 *, run_id: str | None, dry_run: bool, rotation_grace: timedelta = timedelta(hours=1)) -> None:
+        self.rotation_grace = rotation_grace
         self.ledger = ledger
         self.clusters = clusters
         self.delivery = delivery
         self.run_id = run_id
         self.dry_run = dry_run
         self._namespace_ready: set[str] = set()
+        self._intent: int | None = None
 
     def apply(self, plan: Plan) -> Outcome:
         outcome = Outcome()
@@ -65,11 +71,13 @@ class Applier:
                 error = ClusterUnavailable(f"cluster {action.cluster} is unreachable; action postponed")
                 self._fail(plan.source, action, error, outcome, fields)
                 continue
+            self._intent = self.ledger.begin_intent(self.run_id, self._event(action))
             try:
                 self._apply_one(plan.source, action, outcome)
             except SyncdError as error:
                 if isinstance(error, ClusterUnavailable):
                     down.add(action.cluster)
+                self.ledger.end_intent(self._intent, "failed")
                 self._fail(plan.source, action, error, outcome, fields)
                 continue
             log.info(action.message, result="ok", **fields)
@@ -81,6 +89,13 @@ class Applier:
         outcome.failed.append((action, error))
         self.ledger.record(self.run_id, self._event(action, result="failed", error=str(error)))
 
+    def _record(self, session: Session, action: Action, fingerprints: list[str] | None = None) -> None:
+        """The action's event, and the end of its intent, in the same transaction as its other ledger writes."""
+        fingerprint_text = ",".join(fingerprints) if fingerprints else None
+        self.ledger.record(self.run_id, self._event(action, fingerprint=fingerprint_text), session=session)
+        if self._intent is not None:
+            self.ledger.end_intent(self._intent, "done", session=session)
+
     @staticmethod
     def _event(action: Action, **extra) -> Event:
         return Event(action.person_id, action.username, str(action.kind), str(action.reason), cluster=action.cluster,
@@ -90,6 +105,9 @@ class Applier:
         cluster = self.clusters[action.cluster]
         if action.kind in (Kind.REVOKE, Kind.ORPHAN):
             self._remove(cluster, action, outcome)
+            return
+        if action.kind is Kind.RETIRE:
+            self._retire(cluster, action)
             return
         if action.cluster not in self._namespace_ready:
             cluster.ensure_namespace()
@@ -112,18 +130,19 @@ class Applier:
             self.ledger.save_identity(session, source, action.identity)
             self.ledger.save_access(session, action.person_id, action.cluster, action.after, str(kubeconfig or ""))
             if token is not None:
-                self.ledger.retire_credentials(session, action.person_id, action.cluster,
-                                               state="superseded", reason=str(action.reason))
+                # A refresh or rotation keeps the old token alive for the grace window; drift replaces it now.
+                overlap = action.kind in (Kind.REFRESH, Kind.ROTATE)
+                self.ledger.replace_credential(session, action.person_id, action.cluster, reason=str(action.reason),
+                                               grace=self.rotation_grace if overlap else None)
                 self.ledger.add_credential(session, action.person_id, action.cluster, token.secret_name,
                                            token.fingerprint, token.issued_at, token.expires_at)
-            self.ledger.record(self.run_id, self._event(action, fingerprint=token.fingerprint if token else None),
-                               session=session)
+            self._record(session, action, [token.fingerprint] if token else None)
 
     def _deliver(self, cluster: KubernetesCluster, action: Action, token: IssuedToken | None):  # type: ignore[no-untyped-def]
         namespace = min((s.namespace for s in action.after if s.namespace), default=None)
         endpoint = cluster.endpoint()
         if token is not None:
-            if action.kind is Kind.REFRESH:
+            if action.kind in (Kind.REFRESH, Kind.ROTATE):
                 return self.delivery.replace_token(action.username, action.cluster, endpoint, token.token, namespace)
             return self.delivery.deliver(action.username, action.cluster, endpoint, token.token, namespace)
         if action.previous_username and action.previous_username != action.username:
@@ -146,19 +165,26 @@ class Applier:
             token = self.delivery.read_token(action.previous_username or action.username, action.cluster)
         cluster.delete_account(action.key, action.token_secrets)
         with self.ledger.session() as session:
-            retired = self.ledger.retire_credentials(session, action.person_id, action.cluster,
-                                                     state="revoked", reason=str(action.reason))
+            retired = self.ledger.revoke_credentials(session, action.person_id, action.cluster,
+                                                     reason=str(action.reason))
             if action.kind is Kind.REVOKE:
                 self.ledger.remove_access(session, action.person_id, action.cluster)
-            fingerprints = [row.fingerprint for row in retired]
-            self.ledger.record(self.run_id, self._event(action, fingerprint=",".join(fingerprints) or None),
-                               session=session)
+            self._record(session, action, [row.fingerprint for row in retired])
         if action.kind is Kind.REVOKE:
             self.delivery.remove(action.previous_username or action.username, action.cluster)
         if token is not None:
             outcome.pending_rejections.append(
                 PendingRejection(action.cluster, action.person_id, fingerprint(token), token)
             )
+
+    def _retire(self, cluster: KubernetesCluster, action: Action) -> None:
+        """Delete old token Secrets: each deletion kills exactly the token bound to it."""
+        for name in action.token_secrets:
+            cluster.delete_token_secret(name)
+        with self.ledger.session() as session:
+            retired = self.ledger.revoke_credentials(session, action.person_id, action.cluster,
+                                                     reason=str(action.reason), secret_names=action.token_secrets)
+            self._record(session, action, [row.fingerprint for row in retired])
 
     def confirm_rejections(self, pending: list[PendingRejection], timeout: float, interval: float = 1.0) -> int:
         """Poll TokenReview until each revoked token is rejected or `timeout` passes. Returns how many are dead."""

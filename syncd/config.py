@@ -85,9 +85,28 @@ class TokenSettings(Strict):
     refresh_at: float = Field(
         0.8, gt=0, lt=1, description="Share of a token's lifetime after which it is refreshed."
     )
+    rotation_grace: Duration = Field(
+        timedelta(hours=1),
+        description="How long a replaced token (refresh or rotation) stays valid after its successor is delivered; "
+        "never past its own expiry.",
+    )
     confirm_revocation_timeout: Duration = Field(
         timedelta(seconds=60),
         description="How long to poll TokenReview after a revocation until the token is rejected (0 to skip).",
+    )
+
+
+class SweepSettings(Strict):
+    """What syncd does with what nobody asked for. `report` lists it as held in every plan instead of acting."""
+
+    orphans: Literal["remove", "report"] = Field(
+        "remove", description="Objects under our labels with no person behind them (in the ledger or the source)."
+    )
+    stale_tokens: Literal["remove", "report"] = Field(
+        "remove", description="Token Secrets no ledger credential explains (e.g. left by an interrupted run)."
+    )
+    drift: Literal["repair", "report"] = Field(
+        "repair", description="Bindings deleted or edited by hand."
     )
 
 
@@ -110,6 +129,7 @@ class Settings(Strict):
     delivery: DeliverySettings = DeliverySettings()
     tokens: TokenSettings = TokenSettings()
     safety: SafetySettings = SafetySettings()
+    sweep: SweepSettings = SweepSettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

@@ -15,7 +15,7 @@ from syncd.errors import SyncdError
 from syncd.issuers.kube import KubernetesCluster
 from syncd.ledger import Ledger
 from syncd.model import ObservedCluster, Snapshot
-from syncd.plan import Inputs, Plan, Safety, make_plan
+from syncd.plan import Inputs, Plan, Safety, Sweep, make_plan
 from syncd.policy import Policy, load_policy
 from syncd.sources import open_source
 
@@ -122,8 +122,9 @@ class Engine:
         writes_before = sum(c.writes for c in self.clusters.values())
         safety = Safety(self.settings.safety.max_revocations, self.settings.safety.max_revocation_percent,
                         self.settings.tokens.refresh_at)
+        sweep = Sweep(**self.settings.sweep.model_dump())
         inputs = Inputs(snapshot, self.policy, self.ledger.known_people(), self._observe(report),
-                        now or datetime.now(UTC), safety, only)
+                        now or datetime.now(UTC), safety, only, sweep)
         report.plan = plan = make_plan(inputs, allow_mass_revocation=allow_mass_revocation)
         for held in plan.held:
             log.warning(f"hold: {held.action.message}", why=held.why, person=held.action.username,
@@ -131,7 +132,11 @@ class Engine:
 
         if not report.dry_run:
             report.run_id = self.ledger.start_run(report.source, dry_run=False)
-        applier = Applier(self.ledger, self.clusters, self.delivery, run_id=report.run_id, dry_run=report.dry_run)
+            for intent in self.ledger.recover_intents(report.run_id):
+                log.warning("recover work an interrupted run left half done", person=intent.username,
+                            cluster=intent.cluster, action=intent.action, interrupted_run=intent.run_id)
+        applier = Applier(self.ledger, self.clusters, self.delivery, run_id=report.run_id, dry_run=report.dry_run,
+                          rotation_grace=self.settings.tokens.rotation_grace)
         report.outcome = applier.apply(plan)
         report.writes = sum(c.writes for c in self.clusters.values()) - writes_before
         return applier

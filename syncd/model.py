@@ -113,13 +113,15 @@ class KnownCredential:
     fingerprint: str
     issued_at: datetime
     expires_at: datetime
+    retire_at: datetime | None = None  # set once replaced: the old token stays valid until then
 
 
 @dataclass(frozen=True)
 class KnownAccess:
     cluster: str
     scopes: frozenset[Scope]
-    credential: KnownCredential | None
+    credential: KnownCredential | None  # the one delivered now
+    retiring: tuple[KnownCredential, ...] = ()  # replaced, still valid for their grace window
 
 
 @dataclass(frozen=True)

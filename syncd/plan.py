@@ -30,6 +30,8 @@ class Kind(StrEnum):
     ISSUE = "issue"
     RESCOPE = "rescope"
     REFRESH = "refresh"
+    ROTATE = "rotate"
+    RETIRE = "retire"
     REPAIR = "repair"
     REVOKE = "revoke"
     ORPHAN = "orphan"
@@ -40,6 +42,10 @@ class Reason(StrEnum):
     MOVER = "mover"
     RENAME = "rename"
     EXPIRING = "expiring"
+    ROTATION_DUE = "rotation-due"
+    GRACE_ENDED = "grace-ended"
+    VANISHED = "vanished"
+    STALE = "stale"
     DRIFT = "drift"
     LEAVER = "leaver"
     DISABLED = "disabled"
@@ -51,6 +57,8 @@ _VERBS = {
     Kind.ISSUE: "issue credentials for",
     Kind.RESCOPE: "rescope",
     Kind.REFRESH: "refresh the token of",
+    Kind.ROTATE: "rotate the token of",
+    Kind.RETIRE: "retire old tokens of",
     Kind.REPAIR: "repair access of",
     Kind.REVOKE: "revoke",
     Kind.ORPHAN: "remove orphaned objects of",
@@ -118,6 +126,15 @@ class Safety:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """What to do with what nobody asked for: act on it, or only report it (as held)."""
+
+    orphans: str = "remove"  # remove | report
+    stale_tokens: str = "remove"  # remove | report
+    drift: str = "repair"  # repair | report
+
+
+@dataclass(frozen=True)
 class Inputs:
     snapshot: Snapshot
     policy: Policy
@@ -126,6 +143,7 @@ class Inputs:
     now: datetime
     safety: Safety
     only: frozenset[str] | None = None  # a targeted run plans these person ids and nothing else
+    sweep: Sweep = Sweep()
 
 
 def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
@@ -161,15 +179,15 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
     if inputs.only is None:
         actions.extend(_orphans(reachable, {person_key(pid) for pid in people} | others))
 
-    held: list[Held] = []
+    actions, held = _report_only(actions, inputs.sweep)
     if not snapshot.complete:
-        held = [Held(a, "the source read was partial; nothing is revoked from partial data")
-                for a in actions if a.kind in REVOKING]
+        held += [Held(a, "the source read was partial; nothing is revoked from partial data")
+                 for a in actions if a.kind in REVOKING]
         actions = [a for a in actions if a.kind not in REVOKING]
     else:
         why = _unsafe(actions, known, snapshot, inputs.safety)
         if why and not allow_mass_revocation:
-            held = [Held(a, why) for a in actions if a.kind in REVOKING]
+            held += [Held(a, why) for a in actions if a.kind in REVOKING]
             actions = [a for a in actions if a.kind not in REVOKING]
     return Plan(snapshot.source, tuple(actions), tuple(held), skipped)
 
@@ -213,6 +231,7 @@ def _plan_person_on_cluster(
                   previous_username=person.username if person else None)
 
     credential = known_access.credential if known_access else None
+    retirements = _retirements(known_access, observed, inputs.now, common)
     token_present = (
         credential is not None and observed is not None and observed.service_account
         and credential.secret_name in observed.token_secrets
@@ -220,7 +239,7 @@ def _plan_person_on_cluster(
     if not token_present:
         reason = Reason.JOINER if known_access is None else Reason.DRIFT
         kind = Kind.ISSUE if known_access is None else Kind.REPAIR
-        return [Action(kind, reason, new_token=True, **common)]
+        return [Action(kind, reason, new_token=True, **common), *retirements]
 
     actions = []
     renamed = person is not None and identity is not None and person.username != identity.username
@@ -232,10 +251,52 @@ def _plan_person_on_cluster(
         actions.append(Action(Kind.REPAIR, Reason.DRIFT, **common))
 
     lifetime = credential.expires_at - credential.issued_at
+    token_only = common | dict(create_bindings=(), delete_bindings=())
     if inputs.now >= credential.issued_at + lifetime * inputs.safety.refresh_at:
-        actions.append(Action(Kind.REFRESH, Reason.EXPIRING, new_token=True,
-                              **(common | dict(create_bindings=(), delete_bindings=()))))
+        actions.append(Action(Kind.REFRESH, Reason.EXPIRING, new_token=True, **token_only))
+    elif inputs.now >= credential.issued_at + desired.rotation_period:
+        actions.append(Action(Kind.ROTATE, Reason.ROTATION_DUE, new_token=True, **token_only))
+    return actions + retirements
+
+
+def _retirements(known_access: KnownAccess | None, observed: ObservedAccount | None, now: datetime,
+                 common: dict) -> list[Action]:
+    """Old tokens whose grace window ended or whose Secret vanished, and token Secrets no record explains."""
+    present = set(observed.token_secrets) if observed else set()
+    explained = {known_access.credential.secret_name} if known_access and known_access.credential else set()
+    base = common | dict(create_bindings=(), delete_bindings=())
+    actions = []
+    for old in known_access.retiring if known_access else ():
+        explained.add(old.secret_name)
+        if old.secret_name not in present:
+            actions.append(Action(Kind.RETIRE, Reason.VANISHED, token_secrets=(old.secret_name,), **base))
+        elif old.retire_at is not None and now >= old.retire_at:
+            actions.append(Action(Kind.RETIRE, Reason.GRACE_ENDED, token_secrets=(old.secret_name,), **base))
+    stale = tuple(sorted(present - explained))
+    if stale:
+        actions.append(Action(Kind.RETIRE, Reason.STALE, token_secrets=stale, **base))
     return actions
+
+
+def _report_only(actions: list[Action], sweep: Sweep) -> tuple[list[Action], list[Held]]:
+    """Per the sweep settings, some clean-ups are reported (held) rather than done."""
+    def reported(action: Action) -> str | None:
+        if action.kind is Kind.ORPHAN and sweep.orphans == "report":
+            return "reported only (sweep.orphans: report)"
+        if action.reason is Reason.STALE and sweep.stale_tokens == "report":
+            return "reported only (sweep.stale_tokens: report)"
+        if action.kind is Kind.REPAIR and not action.new_token and sweep.drift == "report":
+            return "reported only (sweep.drift: report)"
+        return None
+
+    kept, held = [], []
+    for action in actions:
+        why = reported(action)
+        if why:
+            held.append(Held(action, why))
+        else:
+            kept.append(action)
+    return kept, held
 
 
 def _binding_diff(

@@ -9,14 +9,14 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from syncd.errors import LedgerError
-from syncd.ledger.tables import AccessRow, CredentialRow, EventRow, PersonRow, RunRow
+from syncd.ledger.tables import AccessRow, CredentialRow, EventRow, IntentRow, PersonRow, RunRow
 from syncd.model import Identity, KnownAccess, KnownCredential, KnownPerson, RoleKind, Scope
 
 GENESIS = "0" * 64
@@ -153,27 +153,65 @@ class Ledger:
                 run.summary = json.dumps(summary, sort_keys=True)
                 s.add(run)
 
+    # Intents: crash safety around external writes
+
+    def begin_intent(self, run_id: str | None, event: Event) -> int:
+        with self.session() as s:
+            row = IntentRow(run_id=run_id, person_id=event.person_id, username=event.username,
+                            cluster=event.cluster or "", action=event.action, reason=event.reason,
+                            started_at=datetime.now(UTC))
+            s.add(row)
+            s.flush()
+            return row.id  # type: ignore[return-value]
+
+    def end_intent(self, intent_id: int, state: str, *, session: Session | None = None) -> None:
+        if session is None:
+            with self.session() as s:
+                return self.end_intent(intent_id, state, session=s)
+        row = session.get(IntentRow, intent_id)
+        if row is not None:
+            row.state = state
+            row.finished_at = datetime.now(UTC)
+            session.add(row)
+        return None
+
+    def recover_intents(self, run_id: str | None) -> list[IntentRow]:
+        """Close intents left pending by a run that died. Call only while holding `exclusive()`."""
+        with self.session() as s:
+            rows = list(s.exec(select(IntentRow).where(IntentRow.state == "pending")).all())
+            for row in rows:
+                row.state = "recovered"
+                row.finished_at = datetime.now(UTC)
+                s.add(row)
+                self.record(run_id, Event(row.person_id, row.username, "recover", f"interrupted-{row.action}",
+                                          cluster=row.cluster, error=f"run {row.run_id} stopped mid-action"),
+                            session=s)
+        return rows
+
     # What the planner needs
 
     def known_people(self) -> dict[str, KnownPerson]:
         with self.session() as s:
             people = s.exec(select(PersonRow).where(PersonRow.removed_at.is_(None))).all()  # type: ignore[union-attr]
             access_rows = s.exec(select(AccessRow)).all()
-            credentials = s.exec(select(CredentialRow).where(CredentialRow.state == "active")).all()
-        newest: dict[tuple[str, str], CredentialRow] = {}
-        for row in credentials:
+            credentials = s.exec(
+                select(CredentialRow).where(CredentialRow.state.in_(("active", "retiring")))  # type: ignore[attr-defined]
+            ).all()
+        active: dict[tuple[str, str], KnownCredential] = {}
+        retiring: dict[tuple[str, str], list[KnownCredential]] = {}
+        for row in sorted(credentials, key=lambda r: r.issued_at):
+            known = KnownCredential(row.secret_name, row.fingerprint, _aware(row.issued_at), _aware(row.expires_at),
+                                    _aware(row.retire_at))
             key = (row.person_id, row.cluster)
-            if key not in newest or row.issued_at > newest[key].issued_at:
-                newest[key] = row
+            if row.state == "active":
+                active[key] = known
+            else:
+                retiring.setdefault(key, []).append(known)
         access: dict[str, dict[str, KnownAccess]] = {}
         for row in access_rows:
-            cred = newest.get((row.person_id, row.cluster))
-            known_cred = (
-                KnownCredential(cred.secret_name, cred.fingerprint, _aware(cred.issued_at), _aware(cred.expires_at))
-                if cred else None
-            )
+            key = (row.person_id, row.cluster)
             access.setdefault(row.person_id, {})[row.cluster] = KnownAccess(
-                row.cluster, scopes_from_json(row.scopes), known_cred
+                row.cluster, scopes_from_json(row.scopes), active.get(key), tuple(retiring.get(key, ()))
             )
         return {p.id: KnownPerson(p.id, p.source, p.username, access.get(p.id, {})) for p in people}
 
@@ -226,22 +264,45 @@ class Ledger:
             issued_at=_utc(issued_at), expires_at=_utc(expires_at),
         ))
 
-    def retire_credentials(self, session: Session, person_id: str, cluster: str, *, state: str, reason: str,
-                           keep: str | None = None) -> list[CredentialRow]:
-        """Mark every active credential of a person on a cluster as superseded or revoked, except `keep`."""
+    def replace_credential(self, session: Session, person_id: str, cluster: str, *, grace: timedelta | None,
+                           reason: str) -> list[CredentialRow]:
+        """The person's active credential is replaced: it retires after `grace` (never past its expiry),
+        or is revoked now when `grace` is None."""
         rows = session.exec(select(CredentialRow).where(
             CredentialRow.person_id == person_id, CredentialRow.cluster == cluster, CredentialRow.state == "active",
         )).all()
-        retired = []
+        now = datetime.now(UTC)
         for row in rows:
-            if row.secret_name == keep:
-                continue
-            row.state = state
-            row.revoked_at = _utc(datetime.now(UTC))
-            row.revoke_reason = reason
+            if grace is None:
+                self._revoke_row(row, reason, now)
+            else:
+                row.state = "retiring"
+                row.retire_at = min(_aware(row.expires_at), now + grace)
+                row.revoke_reason = reason
             session.add(row)
-            retired.append(row)
-        return retired
+        return list(rows)
+
+    @staticmethod
+    def _revoke_row(row: CredentialRow, reason: str, now: datetime) -> None:
+        row.state = "revoked"
+        row.revoked_at = now
+        row.revoke_reason = reason
+
+    def revoke_credentials(self, session: Session, person_id: str, cluster: str, *, reason: str,
+                           secret_names: tuple[str, ...] | None = None) -> list[CredentialRow]:
+        """Mark the person's live credentials on a cluster revoked: all of them, or those bound to `secret_names`."""
+        query = select(CredentialRow).where(
+            CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
+            CredentialRow.state.in_(("active", "retiring")),  # type: ignore[attr-defined]
+        )
+        if secret_names is not None:
+            query = query.where(CredentialRow.secret_name.in_(secret_names))  # type: ignore[attr-defined]
+        rows = session.exec(query).all()
+        now = datetime.now(UTC)
+        for row in rows:
+            self._revoke_row(row, reason, now)
+            session.add(row)
+        return list(rows)
 
     def remove_access(self, session: Session, person_id: str, cluster: str) -> None:
         row = session.get(AccessRow, (person_id, cluster))

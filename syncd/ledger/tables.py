@@ -42,7 +42,8 @@ class CredentialRow(SQLModel, table=True):
     fingerprint: str = Field(index=True)
     issued_at: datetime
     expires_at: datetime
-    state: str = Field(default="active", index=True)  # active | superseded | revoked
+    state: str = Field(default="active", index=True)  # active | retiring | revoked
+    retire_at: datetime | None = None  # retiring: when its Secret is deleted
     revoked_at: datetime | None = None
     revoke_reason: str | None = None
     rejected_at: datetime | None = None  # when a TokenReview first confirmed the token no longer works
@@ -78,3 +79,21 @@ class EventRow(SQLModel, table=True):
     fingerprint: str | None = None
     prev_hash: str
     hash: str
+
+
+class IntentRow(SQLModel, table=True):
+    """Written before an action's first external write, completed with its event. A pending intent found by a
+    later run marks work a crash interrupted."""
+
+    __tablename__ = "intent"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str | None = Field(default=None, index=True)
+    person_id: str
+    username: str
+    cluster: str
+    action: str
+    reason: str
+    state: str = Field(default="pending", index=True)  # pending | done | failed | recovered
+    started_at: datetime
+    finished_at: datetime | None = None

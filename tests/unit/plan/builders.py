@@ -18,7 +18,7 @@ from syncd.model import (
     binding_name,
     person_key,
 )
-from syncd.plan import Inputs, Plan, Safety, make_plan
+from syncd.plan import Inputs, Plan, Safety, Sweep, make_plan
 from syncd.policy import Policy
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -45,14 +45,15 @@ def person(pid: str = "1001", username: str = "alice", groups: tuple[str, ...] =
 
 
 def credential(issued: datetime = NOW - timedelta(hours=1), ttl: timedelta = timedelta(hours=8),
-               secret: str = "syncd-1001-abcde") -> KnownCredential:
-    return KnownCredential(secret, "sha256:00", issued, issued + ttl)
+               secret: str = "syncd-1001-abcde", retire_at: datetime | None = None) -> KnownCredential:
+    return KnownCredential(secret, "sha256:00", issued, issued + ttl, retire_at)
 
 
 def known(pid: str = "1001", username: str = "alice", scopes: tuple[Scope, ...] = (EDIT_A,),
-          cred: KnownCredential | None = None, source: str = SOURCE) -> KnownPerson:
+          cred: KnownCredential | None = None, source: str = SOURCE,
+          retiring: tuple[KnownCredential, ...] = ()) -> KnownPerson:
     cred = cred or credential(secret=f"syncd-{person_key(pid)}-abcde")
-    return KnownPerson(pid, source, username, {CLUSTER: KnownAccess(CLUSTER, frozenset(scopes), cred)})
+    return KnownPerson(pid, source, username, {CLUSTER: KnownAccess(CLUSTER, frozenset(scopes), cred, retiring)})
 
 
 def binding(pid: str, scope: Scope, *, intact: bool = True, name: str | None = None) -> ObservedBinding:
@@ -77,7 +78,7 @@ def cluster(*accounts: ObservedAccount) -> ObservedCluster:
 def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] = (),
          observed: ObservedCluster | None = None, *, complete: bool = True, now: datetime = NOW,
          only: frozenset[str] | None = None, safety: Safety = SAFETY, allow_mass_revocation: bool = False,
-         reachable: bool = True) -> Plan:
+         reachable: bool = True, sweep: Sweep = Sweep()) -> Plan:
     inputs = Inputs(
         snapshot=Snapshot(SOURCE, identities, complete=complete),
         policy=POLICY,
@@ -86,6 +87,7 @@ def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] 
         now=now,
         safety=safety,
         only=only,
+        sweep=sweep,
     )
     return make_plan(inputs, allow_mass_revocation=allow_mass_revocation)
 
