@@ -107,7 +107,7 @@ class Applier:
             self._remove(cluster, action, outcome)
             return
         if action.kind is Kind.RETIRE:
-            self._retire(cluster, action)
+            self._retire(cluster, action, outcome)
             return
         if action.cluster not in self._namespace_ready:
             cluster.ensure_namespace()
@@ -177,7 +177,7 @@ class Applier:
                 PendingRejection(action.cluster, action.person_id, fingerprint(token), token)
             )
 
-    def _retire(self, cluster: KubernetesCluster, action: Action) -> None:
+    def _retire(self, cluster: KubernetesCluster, action: Action, outcome: Outcome) -> None:
         """Delete old token Secrets: each deletion kills exactly the token bound to it."""
         for name in action.token_secrets:
             cluster.delete_token_secret(name)
@@ -185,6 +185,11 @@ class Applier:
             retired = self.ledger.revoke_credentials(session, action.person_id, action.cluster,
                                                      reason=str(action.reason), secret_names=action.token_secrets)
             self._record(session, action, [row.fingerprint for row in retired])
+        delivered = self.delivery.read_token(action.username, action.cluster)
+        if delivered is not None and fingerprint(delivered) in {row.fingerprint for row in retired}:
+            # The token people hold right now was revoked (e.g. exposed): confirm it dies.
+            outcome.pending_rejections.append(
+                PendingRejection(action.cluster, action.person_id, fingerprint(delivered), delivered))
 
     def confirm_rejections(self, pending: list[PendingRejection], timeout: float, interval: float = 1.0) -> int:
         """Poll TokenReview until each revoked token is rejected or `timeout` passes. Returns how many are dead."""

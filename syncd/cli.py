@@ -13,17 +13,21 @@ import typer
 
 from syncd import logs, render
 from syncd.config import load_settings
-from syncd.engine import Engine
+from syncd.delivery import exec_credential
+from syncd.engine import Engine, RunReport
 from syncd.errors import ApplyFailed, ChangesPending, LedgerTampered, SyncdError
 from syncd.ledger import Ledger
+from syncd.plan import Reason
 from syncd.policy import load_policy
 
 app = typer.Typer(help="Keep Kubernetes credentials in step with the people in your directory.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Check configuration and policy.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read and check the ledger.", no_args_is_help=True)
+token_app = typer.Typer(help="List and revoke credentials.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(token_app, name="token")
 
 
 class Output(StrEnum):
@@ -63,13 +67,7 @@ def reconcile(
         typer.echo(json.dumps({"runs": [render.report_json(r) for r in reports]}, indent=2))
     else:
         typer.echo("\n".join(render.plan_text(r) for r in reports))
-    for report in reports:
-        if report.error is not None:
-            raise report.error
-    failed = sum(len(r.outcome.failed) for r in reports if r.outcome)
-    if failed or any(r.cluster_errors for r in reports):
-        retryable = all(e.retryable for r in reports if r.outcome for _, e in r.outcome.failed)
-        raise ApplyFailed(f"{failed} action(s) failed; see the log", failed=failed, retryable=retryable)
+    _raise_for_failures(reports)
     if check and any(r.plan and (r.plan.actions or r.plan.held) for r in reports):
         raise ChangesPending("changes pending")
 
@@ -116,6 +114,103 @@ def ledger_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
     if broken is not None:
         raise LedgerTampered(f"the ledger's hash chain breaks at event {broken}")
     typer.echo(f"ledger ok: {count} event(s), hash chain intact")
+
+
+@ledger_app.command("export")
+def ledger_export(
+    config: ConfigOption = DEFAULT_CONFIG,
+    since: Annotated[int, typer.Option(help="Only events after this sequence number.")] = 0,
+    to: Annotated[Path | None, typer.Option("--to", help="Append to this file instead of stdout.")] = None,
+) -> None:
+    """Write events as JSON lines for a SIEM, each with its hash and the previous one's."""
+    ledger = Ledger(load_settings(config).ledger.url)
+    try:
+        rows = [r for r in ledger.events() if (r.seq or 0) > since]
+    finally:
+        ledger.close()
+    lines = "".join(json.dumps(render.event_json(r) | {"prev_hash": r.prev_hash}) + "\n" for r in rows)
+    if to is None:
+        sys.stdout.write(lines)
+    else:
+        with to.open("a") as handle:
+            handle.write(lines)
+
+
+class RevokeReason(StrEnum):
+    exposed = "exposed"
+    lost = "lost"
+    left = "left"
+    manual = "manual"
+
+
+@token_app.command("list")
+def token_list(
+    config: ConfigOption = DEFAULT_CONFIG,
+    all_states: Annotated[bool, typer.Option("--all", help="Include revoked credentials.")] = False,
+    output: OutputOption = Output.text,
+) -> None:
+    """Every credential: owner, cluster, state, fingerprint, issued (last rotation), expiry, scopes."""
+    ledger = Ledger(load_settings(config).ledger.url)
+    try:
+        rows = ledger.credentials(include_revoked=all_states)
+    finally:
+        ledger.close()
+    if output is Output.json:
+        typer.echo(json.dumps([render.credential_json(*row) for row in rows], indent=2))
+    else:
+        typer.echo(render.credentials_text(rows))
+
+
+@token_app.command("revoke")
+def token_revoke(
+    target: Annotated[str, typer.Argument(help="A token fingerprint (sha256:..., a prefix will do), or a person "
+                                               "id or username to revoke all of that person's access.")],
+    reason: Annotated[RevokeReason, typer.Option(help="Why; recorded in the ledger.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    output: OutputOption = Output.text,
+) -> None:
+    """Revoke now, with no grace window. The next reconcile gives a person the source still entitles new access."""
+    engine = Engine(load_settings(config))
+    try:
+        report = engine.revoke(target, Reason(reason.value))
+    finally:
+        engine.close()
+    if output is Output.json:
+        typer.echo(json.dumps(render.report_json(report), indent=2))
+    else:
+        typer.echo(render.plan_text(report))
+    _raise_for_failures([report])
+
+
+@app.command()
+def credential(
+    token_file: Annotated[Path | None, typer.Option(help="Token file written by syncd (exec-mode kubeconfigs "
+                                                         "pass it).")] = None,
+    cluster: Annotated[str | None, typer.Option(help="Cluster name, with --user and --directory.")] = None,
+    user: Annotated[str | None, typer.Option(envvar="USER", help="Whose token (default: $USER).")] = None,
+    directory: Annotated[Path | None, typer.Option(envvar="SYNCD_DELIVERY_DIR",
+                                                   help="syncd's delivery directory.")] = None,
+) -> None:
+    """kubectl exec credential plugin: print an ExecCredential (client.authentication.k8s.io/v1) with the
+    current token and its expiry, so kubectl asks again once it expires."""
+    if token_file is None:
+        if not (cluster and user and directory):
+            raise typer.BadParameter("give --token-file, or --cluster with --user and --directory")
+        token_file = directory / user / f"{cluster}.token"
+    typer.echo(json.dumps(exec_credential(token_file)))
+
+
+def _raise_for_failures(reports: list[RunReport]) -> None:
+    for report in reports:
+        if report.error is not None:
+            raise report.error
+    failed = sum(len(r.outcome.failed) for r in reports if r.outcome)
+    unread = sorted({cluster for r in reports for cluster in r.cluster_errors})
+    if failed or unread:
+        retryable = all(e.retryable for r in reports if r.outcome for _, e in r.outcome.failed)
+        problems = [f"{failed} action(s) failed"] if failed else []
+        problems += [f"cluster {cluster} could not be read; its changes wait for the next run" for cluster in unread]
+        raise ApplyFailed("; ".join(problems) + " (see the log)", failed=failed, retryable=retryable)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -76,8 +76,14 @@ class DeliverySettings(Strict):
     directory: Path = Field(
         Path("kubeconfigs"), description="Where kubeconfigs go, one folder per person (relative to the config file)."
     )
-    token_file: bool = Field(
-        True, description="Write the token to a file next to the kubeconfig (refreshes reach kubectl/K9s untouched)."
+    mode: Literal["token-file", "inline", "exec"] = Field(
+        "token-file",
+        description="token-file: the kubeconfig reads the token from CLUSTER.token beside it, so refreshes reach "
+        "running kubectl/K9s untouched. inline: the token sits in the kubeconfig. exec: kubectl runs "
+        "`syncd credential`, which hands it the token file's token with its expiry (ExecCredential).",
+    )
+    exec_command: str | None = Field(
+        None, description="Path of the syncd command written into exec-mode kubeconfigs (default: this syncd)."
     )
 
 

@@ -6,10 +6,14 @@ atomically (temporary file, fsync, rename) with mode 0600, so kubectl or K9s nev
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shutil
+import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -19,6 +23,38 @@ from syncd.errors import PermanentError
 from syncd.model import Endpoint
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._@+-]+$")
+EXEC_API_VERSION = "client.authentication.k8s.io/v1"
+
+
+def _this_syncd() -> str:
+    beside_python = Path(sys.executable).parent / "syncd"
+    return str(beside_python) if beside_python.exists() else (shutil.which("syncd") or "syncd")
+
+
+def token_expiry(token: str) -> datetime | None:
+    """The `exp` claim of a service account token (a JWT), read without verifying: only for display and
+    ExecCredential's expirationTimestamp, never for trust."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return datetime.fromtimestamp(int(claims["exp"]), UTC)
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+def exec_credential(token_file: Path) -> dict:
+    """What `syncd credential` prints for kubectl: client.authentication.k8s.io/v1 ExecCredential."""
+    try:
+        token = token_file.read_text().strip()
+    except OSError as error:
+        raise DeliveryError(f"cannot read the token file {token_file}: {error.strerror}") from None
+    if not token:
+        raise DeliveryError(f"the token file {token_file} is empty")
+    status: dict[str, str] = {"token": token}
+    expiry = token_expiry(token)
+    if expiry is not None:
+        status["expirationTimestamp"] = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"apiVersion": EXEC_API_VERSION, "kind": "ExecCredential", "status": status}
 
 
 class DeliveryError(PermanentError):
@@ -49,7 +85,9 @@ def write_secret_file(path: Path, content: str) -> None:
 class Delivery:
     def __init__(self, settings: DeliverySettings) -> None:
         self.directory = settings.directory
-        self.token_file = settings.token_file
+        self.mode = settings.mode
+        self.token_file = settings.mode != "inline"
+        self.exec_command = settings.exec_command or _this_syncd()
 
     def folder(self, username: str) -> Path:
         if not _SAFE_NAME.match(username) or username in (".", ".."):
@@ -67,12 +105,20 @@ class Delivery:
     def deliver(self, username: str, cluster: str, target: Endpoint, token: str, namespace: str | None) -> Path:
         """Write the token (to its own file when configured) and a kubeconfig that uses it."""
         try:
-            user: dict[str, str] = {}
+            user: dict[str, object]
             if self.token_file:
                 write_secret_file(self.token_path(username, cluster), token)
-                user["tokenFile"] = str(self.token_path(username, cluster).resolve())
+            if self.mode == "token-file":
+                user = {"tokenFile": str(self.token_path(username, cluster).resolve())}
+            elif self.mode == "exec":
+                user = {"exec": {
+                    "apiVersion": EXEC_API_VERSION,
+                    "command": self.exec_command,
+                    "args": ["credential", "--token-file", str(self.token_path(username, cluster).resolve())],
+                    "interactiveMode": "Never",
+                }}
             else:
-                user["token"] = token
+                user = {"token": token}
             path = self.kubeconfig_path(username, cluster)
             write_secret_file(path, self.render(username, cluster, target, user, namespace))
             return path
@@ -121,7 +167,7 @@ class Delivery:
             shutil.rmtree(folder, ignore_errors=True)
 
     @staticmethod
-    def render(username: str, cluster: str, target: Endpoint, user: dict[str, str], namespace: str | None) -> str:
+    def render(username: str, cluster: str, target: Endpoint, user: dict[str, object], namespace: str | None) -> str:
         cluster_entry: dict[str, str] = {"server": target.server}
         if target.ca_data:
             cluster_entry["certificate-authority-data"] = target.ca_data

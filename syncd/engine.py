@@ -11,13 +11,13 @@ import structlog
 from syncd.apply import Applier, Outcome
 from syncd.config import Settings
 from syncd.delivery import Delivery
-from syncd.errors import SyncdError
+from syncd.errors import InputError, SyncdError
 from syncd.issuers.kube import KubernetesCluster
 from syncd.ledger import Ledger
 from syncd.model import ObservedCluster, Snapshot
-from syncd.plan import Inputs, Plan, Safety, Sweep, make_plan
+from syncd.plan import Inputs, Plan, Reason, Safety, Sweep, make_plan, plan_manual_revocation
 from syncd.policy import Policy, load_policy
-from syncd.sources import open_source
+from syncd.sources import Source, open_source
 
 log = structlog.get_logger("syncd.engine")
 
@@ -42,7 +42,7 @@ class RunReport:
         return "ok" if self.plan else "no-op"
 
     def summary(self) -> dict:
-        plan = self.plan or Plan(self.source)
+        plan = self.plan if self.plan is not None else Plan(self.source)
         return {
             "actions": len(plan.actions),
             "held": len(plan.held),
@@ -62,11 +62,15 @@ class Engine:
         self.ledger = Ledger(settings.ledger.url)
         self.delivery = Delivery(settings.delivery)
         self.clusters = {c.name: KubernetesCluster(c) for c in settings.clusters}
+        # Sources live as long as the engine: an incremental source keeps its watermark between runs.
+        self.sources: dict[str, Source] = {s.name: open_source(s) for s in settings.sources}
         self._apply_lock = threading.Lock()
 
     def close(self) -> None:
         for cluster in self.clusters.values():
             cluster.close()
+        for source in self.sources.values():
+            source.close()
         self.ledger.close()
 
     def reconcile(self, source: str | None = None, *, dry_run: bool = False, allow_mass_revocation: bool = False,
@@ -77,8 +81,27 @@ class Engine:
         `only` are not touched, whatever the snapshot holds."""
         if snapshot is not None:
             return [self._run(snapshot.source, dry_run, allow_mass_revocation, only, now, snapshot)]
-        names = [source] if source else [s.name for s in self.settings.sources]
+        names = [self.settings.source(source).name] if source else list(self.sources)
         return [self._run(name, dry_run, allow_mass_revocation, only, now) for name in names]
+
+    def revoke(self, target: str, reason: Reason) -> RunReport:
+        """Revoke one token (by fingerprint) or a person's access (by id or username) now, through the same lock
+        and apply path as every run. A person the source still entitles gets new access on the next reconcile."""
+        report = RunReport("manual", dry_run=False)
+        with self._apply_lock, self.ledger.exclusive():
+            known = self.ledger.known_people()
+            report.plan = plan = plan_manual_revocation(target, reason, known, self._observe(report))
+            if not plan.actions and not plan.skipped_clusters:
+                raise InputError(f"no live credential or person matches {target!r}",
+                                 hint="see `syncd token list`; fingerprints start with sha256:")
+            report.run_id = self.ledger.start_run("manual", dry_run=False)
+            applier = self._applier(report.run_id, dry_run=False)
+            report.outcome = applier.apply(plan)
+        return self._confirm_and_finish(report, applier)
+
+    def _applier(self, run_id: str | None, *, dry_run: bool) -> Applier:
+        return Applier(self.ledger, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
+                       rotation_grace=self.settings.tokens.rotation_grace)
 
     def _observe(self, report: RunReport) -> dict[str, ObservedCluster | None]:
         observed: dict[str, ObservedCluster | None] = {}
@@ -96,7 +119,7 @@ class Engine:
         report = RunReport(source_name, dry_run)
         if snapshot is None:
             try:
-                snapshot = open_source(self.settings.source(source_name)).read()
+                snapshot = self.sources[source_name].read()
             except SyncdError as error:
                 log.error("abort a run whose source cannot be read", source=source_name, error=str(error))
                 report.error = error
@@ -107,6 +130,9 @@ class Engine:
         # Inspect, plan and apply under one lock: nobody else may change what we saw before we act on it.
         with self._apply_lock, self.ledger.exclusive():
             applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now)
+        return self._confirm_and_finish(report, applier)
+
+    def _confirm_and_finish(self, report: RunReport, applier: Applier) -> RunReport:
         # Waiting for revoked tokens to die needs no lock; other people's changes go ahead meanwhile.
         timeout = self.settings.tokens.confirm_revocation_timeout.total_seconds()
         if report.outcome and report.outcome.pending_rejections and timeout > 0:
@@ -135,8 +161,7 @@ class Engine:
             for intent in self.ledger.recover_intents(report.run_id):
                 log.warning("recover work an interrupted run left half done", person=intent.username,
                             cluster=intent.cluster, action=intent.action, interrupted_run=intent.run_id)
-        applier = Applier(self.ledger, self.clusters, self.delivery, run_id=report.run_id, dry_run=report.dry_run,
-                          rotation_grace=self.settings.tokens.rotation_grace)
+        applier = self._applier(report.run_id, dry_run=report.dry_run)
         report.outcome = applier.apply(plan)
         report.writes = sum(c.writes for c in self.clusters.values()) - writes_before
         return applier

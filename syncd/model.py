@@ -11,6 +11,7 @@ from enum import StrEnum
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "syncd"
 PERSON_LABEL = "syncd.io/person"
+INSTANCE_LABEL = "syncd.io/instance"  # syncd's namespace: several syncd deployments can share one cluster
 SCOPE_LABEL = "syncd.io/scope"
 USERNAME_ANNOTATION = "syncd.io/username"
 PERSON_ID_ANNOTATION = "syncd.io/person-id"
@@ -95,7 +96,11 @@ def service_account_name(person_id: str) -> str:
     return f"syncd-{person_key(person_id)}"
 
 
-def binding_name(person_id: str, scope: Scope) -> str:
+def binding_name(person_id: str, scope: Scope, instance: str) -> str:
+    """RoleBindings live in the target namespace; ClusterRoleBindings share one cluster-wide name space, so
+    their names carry the instance (syncd's namespace)."""
+    if scope.namespace is None:
+        return f"syncd-{instance}-{person_key(person_id)}-{scope.key}"
     return f"syncd-{person_key(person_id)}-{scope.key}"
 
 

@@ -20,7 +20,6 @@ from syncd.model import (
     ObservedCluster,
     Scope,
     Snapshot,
-    binding_name,
     person_key,
 )
 from syncd.policy import Policy
@@ -51,6 +50,11 @@ class Reason(StrEnum):
     DISABLED = "disabled"
     NO_ENTITLEMENT = "no-entitlement"
     ORPHAN = "orphan"
+    # Given by a person running `syncd token revoke`:
+    EXPOSED = "exposed"
+    LOST = "lost"
+    LEFT = "left"
+    MANUAL = "manual"
 
 
 _VERBS = {
@@ -303,15 +307,15 @@ def _binding_diff(
     pid: str, scopes: Iterable[Scope], observed: ObservedAccount | None
 ) -> tuple[tuple[Scope, ...], tuple[ObservedBinding, ...]]:
     """Bindings to create and observed bindings to delete so that exactly `scopes` are bound, unedited."""
-    wanted = {binding_name(pid, scope): scope for scope in scopes}
-    healthy: set[str] = set()
+    wanted = set(scopes)
+    healthy: set[Scope] = set()
     delete = []
     for binding in observed.bindings if observed else ():
-        if wanted.get(binding.name) == binding.scope and binding.subjects_intact and binding.name not in healthy:
-            healthy.add(binding.name)
+        if binding.scope in wanted and binding.subjects_intact and binding.scope not in healthy:
+            healthy.add(binding.scope)
         else:
             delete.append(binding)
-    create = tuple(sorted(scope for name, scope in wanted.items() if name not in healthy))
+    create = tuple(sorted(wanted - healthy))
     return create, tuple(sorted(delete, key=lambda b: (b.namespace or "", b.name)))
 
 
@@ -342,3 +346,33 @@ def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: S
                 f"safety.max_revocation_percent={safety.max_revocation_percent:g}; "
                 "pass --allow-mass-revocation if that is intended")
     return None
+
+
+def plan_manual_revocation(target: str, reason: Reason, known: Mapping[str, KnownPerson],
+                           observed: Mapping[str, ObservedCluster | None]) -> Plan:
+    """`syncd token revoke`: a fingerprint (or its prefix) revokes that one token; a person id or username
+    revokes all of that person's access on every cluster. No grace window either way."""
+    actions: list[Action] = []
+    if target.startswith("sha256:"):
+        for person in known.values():
+            for cluster, access in sorted(person.access.items()):
+                for credential in filter(None, (access.credential, *access.retiring)):
+                    if credential.fingerprint.startswith(target):
+                        actions.append(Action(Kind.RETIRE, reason, cluster, person.id, person.username,
+                                              before=access.scopes, after=access.scopes,
+                                              token_secrets=(credential.secret_name,)))
+    else:
+        for person in known.values():
+            if target not in (person.id, person.username):
+                continue
+            for cluster, access in sorted(person.access.items()):
+                seen = observed.get(cluster)
+                account = seen.accounts.get(person_key(person.id)) if seen else None
+                actions.append(Action(
+                    Kind.REVOKE, reason, cluster, person.id, person.username, before=access.scopes,
+                    delete_bindings=account.bindings if account else (),
+                    token_secrets=account.token_secrets if account else (),
+                    previous_username=person.username,
+                ))
+    skipped = tuple(sorted({a.cluster for a in actions if observed.get(a.cluster) is None}))
+    return Plan("manual", tuple(a for a in actions if a.cluster not in skipped), (), skipped)

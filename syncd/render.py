@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from syncd.engine import RunReport
-from syncd.ledger.tables import EventRow
+from syncd.ledger.tables import CredentialRow, EventRow
+from syncd.model import Scope
 from syncd.plan import Action, Kind, Plan
 
 _MARK = {Kind.ISSUE: "+", Kind.REVOKE: "-", Kind.ORPHAN: "-", Kind.RESCOPE: "~", Kind.REPAIR: "~", Kind.REFRESH: "~"}
@@ -22,7 +23,7 @@ def _scopes(action: Action) -> list[str]:
 
 
 def plan_text(report: RunReport) -> str:
-    plan = report.plan or Plan(report.source)
+    plan = report.plan if report.plan is not None else Plan(report.source)
     verb = "Would apply" if report.dry_run else "Plan"
     lines = [f"{verb} for source {report.source}: {len(plan.actions)} change(s), {len(plan.held)} held"]
     if report.error is not None:
@@ -61,7 +62,7 @@ def action_json(action: Action) -> dict[str, Any]:
 
 
 def report_json(report: RunReport) -> dict[str, Any]:
-    plan = report.plan or Plan(report.source)
+    plan = report.plan if report.plan is not None else Plan(report.source)
     failed = {id(a): str(e) for a, e in (report.outcome.failed if report.outcome else [])}
     return {
         "source": report.source,
@@ -76,6 +77,30 @@ def report_json(report: RunReport) -> dict[str, Any]:
         "writes": report.writes,
         "confirmed_rejections": report.confirmed_rejections,
     }
+
+
+def credential_json(row: CredentialRow, username: str, scopes: frozenset[Scope]) -> dict[str, Any]:
+    def when(moment):  # type: ignore[no-untyped-def]
+        return moment.isoformat() if moment else None
+
+    return {
+        "owner": username, "person_id": row.person_id, "cluster": row.cluster, "state": row.state,
+        "fingerprint": row.fingerprint, "secret": row.secret_name, "scopes": sorted(str(s) for s in scopes),
+        "issued_at": when(row.issued_at), "expires_at": when(row.expires_at), "retire_at": when(row.retire_at),
+        "revoked_at": when(row.revoked_at), "revoke_reason": row.revoke_reason, "rejected_at": when(row.rejected_at),
+    }
+
+
+def credentials_text(rows: list[tuple[CredentialRow, str, frozenset[Scope]]]) -> str:
+    header = f"{'OWNER':<16} {'CLUSTER':<10} {'STATE':<9} {'FINGERPRINT':<24} {'ISSUED (LAST ROTATION)':<20} " \
+             f"{'EXPIRES':<20} SCOPES"
+    lines = [header]
+    for row, username, scopes in rows:
+        state = row.state + (f" ({row.revoke_reason})" if row.state != "active" and row.revoke_reason else "")
+        lines.append(f"{username:<16} {row.cluster:<10} {state:<9} {row.fingerprint[:24]:<24} "
+                     f"{row.issued_at:%Y-%m-%d %H:%M:%S}  {row.expires_at:%Y-%m-%d %H:%M:%S}  "
+                     f"{', '.join(sorted(str(s) for s in scopes)) or '-'}")
+    return "\n".join(lines)
 
 
 def event_json(row: EventRow) -> dict[str, Any]:

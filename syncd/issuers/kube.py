@@ -25,6 +25,7 @@ from kubernetes.config.config_exception import ConfigException
 from syncd.config import ClusterSettings
 from syncd.errors import ClusterRejected, ClusterUnavailable, ConfigError
 from syncd.model import (
+    INSTANCE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     PERSON_ID_ANNOTATION,
@@ -44,7 +45,6 @@ from syncd.model import (
 )
 
 TOKEN_LABEL = "syncd.io/token"  # noqa: S105 (a label name)
-OURS = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 T = TypeVar("T")
 
@@ -78,6 +78,8 @@ class KubernetesCluster:
         self.settings = settings
         self.name = settings.name
         self.namespace = settings.namespace
+        self.instance_labels = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: self.namespace}
+        self.ours = ",".join(f"{key}={value}" for key, value in self.instance_labels.items())
         self.writes = 0
         try:
             self.api = k8s_config.new_client_from_config(
@@ -149,18 +151,20 @@ class KubernetesCluster:
             return accounts.setdefault(key, {"service_account": False, "bindings": [], "token_secrets": []})
 
         for sa in self._call("list ServiceAccounts", self.core.list_namespaced_service_account,
-                             self.namespace, label_selector=OURS).items:
+                             self.namespace, label_selector=self.ours).items:
             key = (sa.metadata.labels or {}).get(PERSON_LABEL)
             if key:
                 account(key)["service_account"] = True
         for secret in self._call("list token Secrets", self.core.list_namespaced_secret, self.namespace,
-                                 label_selector=f"{OURS},{TOKEN_LABEL}=true").items:
+                                 label_selector=f"{self.ours},{TOKEN_LABEL}=true").items:
             key = (secret.metadata.labels or {}).get(PERSON_LABEL)
             if key and secret.metadata.deletion_timestamp is None:
                 account(key)["token_secrets"].append(secret.metadata.name)
         bindings = [
-            *self._call("list RoleBindings", self.rbac.list_role_binding_for_all_namespaces, label_selector=OURS).items,
-            *self._call("list ClusterRoleBindings", self.rbac.list_cluster_role_binding, label_selector=OURS).items,
+            *self._call("list RoleBindings", self.rbac.list_role_binding_for_all_namespaces,
+                        label_selector=self.ours).items,
+            *self._call("list ClusterRoleBindings", self.rbac.list_cluster_role_binding,
+                        label_selector=self.ours).items,
         ]
         for binding in bindings:
             key = (binding.metadata.labels or {}).get(PERSON_LABEL)
@@ -193,7 +197,7 @@ class KubernetesCluster:
     def _meta(self, person_id: str, username: str, name: str | None = None, **extra) -> k8s.V1ObjectMeta:
         return k8s.V1ObjectMeta(
             name=name,
-            labels={MANAGED_BY_LABEL: MANAGED_BY, PERSON_LABEL: person_key(person_id), **extra.pop("labels", {})},
+            labels={**self.instance_labels, PERSON_LABEL: person_key(person_id), **extra.pop("labels", {})},
             annotations={USERNAME_ANNOTATION: username, PERSON_ID_ANNOTATION: person_id},
             **extra,
         )
@@ -205,7 +209,7 @@ class KubernetesCluster:
             if error.status != 404:
                 raise
             body = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(
-                name=self.namespace, labels={MANAGED_BY_LABEL: MANAGED_BY}))
+                name=self.namespace, labels=self.instance_labels))
             self._create_or_get(
                 "create namespace",
                 lambda: self.core.create_namespace(body, _request_timeout=self.timeout),
@@ -260,7 +264,7 @@ class KubernetesCluster:
                            expires_at.astimezone(UTC) if expires_at.tzinfo else expires_at.replace(tzinfo=UTC))
 
     def create_binding(self, person_id: str, username: str, scope: Scope) -> None:
-        name = binding_name(person_id, scope)
+        name = binding_name(person_id, scope, self.namespace)
         subject = k8s.RbacV1Subject(kind="ServiceAccount", name=service_account_name(person_id),
                                     namespace=self.namespace)
         role_ref = k8s.V1RoleRef(api_group=RBAC_GROUP, kind=str(scope.role_kind), name=scope.role_name)

@@ -343,9 +343,16 @@ class Ledger:
             row.at = _aware(row.at)
         return rows[-limit:] if limit else rows
 
-    def credentials(self) -> list[CredentialRow]:
+    def credentials(self, *, include_revoked: bool = False) -> list[tuple[CredentialRow, str, frozenset[Scope]]]:
+        """Credentials with their owner's username and current scopes on that cluster, oldest first."""
         with self.session() as s:
-            return list(s.exec(select(CredentialRow).order_by(CredentialRow.id)).all())  # type: ignore[arg-type]
+            query = select(CredentialRow, PersonRow).join(PersonRow).order_by(CredentialRow.id)  # type: ignore[arg-type]
+            if not include_revoked:
+                query = query.where(CredentialRow.state != "revoked")
+            rows = s.exec(query).all()
+            scopes = {(a.person_id, a.cluster): scopes_from_json(a.scopes) for a in s.exec(select(AccessRow))}
+        return [(cred, person.username, scopes.get((cred.person_id, cred.cluster), frozenset()))
+                for cred, person in rows]
 
     def runs(self) -> list[RunRow]:
         with self.session() as s:

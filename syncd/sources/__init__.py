@@ -6,7 +6,7 @@ A read that fails raises `SourceUnavailable`; a read that skipped broken entries
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from syncd.config import FileSourceSettings, SourceSettings
 from syncd.model import Snapshot
@@ -18,7 +18,19 @@ _FALSE = {"false", "no", "0", "disabled", "inactive", "off"}
 class Source(Protocol):
     name: str
 
-    def read(self) -> Snapshot: ...
+    def read(self) -> Snapshot:
+        """Everyone, in full. Raises `SourceUnavailable` when the read fails."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class IncrementalSource(Source, Protocol):
+    def poll(self) -> Snapshot:
+        """Only the people changed since the last `read` or `poll` (a disabled or deleted person comes back with
+        `active=False`). The engine reconciles just those people; deletions a poll cannot see wait for `read`."""
+        ...
 
 
 def parse_active(value: str) -> bool:

@@ -25,6 +25,9 @@ class FileSource:
             return self.settings.format
         return "ldif" if self.settings.path.suffix.lower() == ".ldif" else "csv"
 
+    def close(self) -> None:
+        pass
+
     def read(self) -> Snapshot:
         path = self.settings.path
         try:

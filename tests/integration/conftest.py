@@ -6,8 +6,9 @@ import csv
 import json
 import subprocess
 import sys
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,20 @@ class World:
     directory: Path
     suffix: str
     env: dict[str, str]
+    settings: dict = field(default_factory=dict)
+    policy: dict = field(default_factory=dict)
+
+    def configure(self, **sections: dict) -> None:
+        """Merge these sections into syncd.yaml (e.g. tokens={...}) and write it."""
+        for name, values in sections.items():
+            self.settings[name] = self.settings.get(name, {}) | values
+        write_yaml(self.config, self.settings)
+
+    def set_policy(self, defaults: dict | None = None, extra_rules: tuple[dict, ...] = ()) -> None:
+        if defaults:
+            self.policy["defaults"] = self.policy.get("defaults", {}) | defaults
+        self.policy["rules"] = self.policy["rules"][:2] + list(extra_rules)
+        write_yaml(self.directory / "policy.yaml", self.policy)
 
     @property
     def config(self) -> Path:
@@ -53,6 +68,21 @@ class World:
     def kubeconfig(self, username: str) -> Path:
         return self.directory / "kubeconfigs" / username / "dev.kubeconfig"
 
+    def token(self, username: str) -> str:
+        return (self.directory / "kubeconfigs" / username / "dev.token").read_text()
+
+    def token_authenticates(self, token: str) -> bool:
+        """Ask the API server, as admin, whether a token still logs in (TokenReview)."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        done = self.control_plane.kubectl("create", "-f", "-", "-o", "json", stdin=json.dumps(review))
+        return bool(json.loads(done.stdout)["status"].get("authenticated"))
+
+    def wait_until_rejected(self, token: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while self.token_authenticates(token):
+            assert time.monotonic() < deadline, f"the revoked token still authenticates after {timeout} s"
+            time.sleep(1)
+
     def keep_copy(self, username: str) -> Path:
         """What a leaver might keep: a copy of the delivered kubeconfig and token, outside syncd's reach."""
         token = self.directory / f"kept-{username}.token"
@@ -70,8 +100,18 @@ class World:
     def kubectl_json(self, *args: str) -> dict:
         return json.loads(self.control_plane.kubectl(*args, "-o", "json").stdout)
 
+    @property
+    def our_labels(self) -> list[str]:
+        return ["app.kubernetes.io/managed-by=syncd", f"syncd.io/instance={self.system_namespace}"]
+
+    def label_ours(self, kind: str, name: str, namespace: str | None, person: str, *labels: str) -> None:
+        """Put our labels on an object made by hand, as if syncd had made it for `person`."""
+        where = ["-n", namespace] if namespace else []
+        self.control_plane.kubectl("label", kind, name, *where, *self.our_labels, f"syncd.io/person={person}",
+                                   *labels)
+
     def ours(self, kind: str, person: str | None = None) -> list[dict]:
-        selector = "app.kubernetes.io/managed-by=syncd" + (f",syncd.io/person={person}" if person else "")
+        selector = ",".join(self.our_labels) + (f",syncd.io/person={person}" if person else "")
         scope = ["-n", self.system_namespace] if kind in ("serviceaccounts", "secrets") else ["-A"]
         items = self.kubectl_json("get", kind, *scope, "-l", selector)["items"]
         if kind in ("rolebindings",):
@@ -86,7 +126,7 @@ def world(control_plane: ControlPlane, tmp_path: Path, syncd_env: dict[str, str]
     w = World(control_plane, tmp_path, suffix, syncd_env)
     for name in ("team-a", "team-b"):
         control_plane.kubectl("create", "namespace", w.ns(name))
-    write_yaml(tmp_path / "policy.yaml", {
+    w.policy = {
         "defaults": {"token_ttl": "1h"},
         "rules": [
             {"name": "developers", "match": {"groups": ["developers"]},
@@ -94,8 +134,9 @@ def world(control_plane: ControlPlane, tmp_path: Path, syncd_env: dict[str, str]
             {"name": "sre", "match": {"groups": ["sre"]},
              "grant": [{"cluster": "dev", "namespaces": [w.ns("team-b")], "role": "view"}]},
         ],
-    })
-    write_yaml(w.config, {
+    }
+    write_yaml(tmp_path / "policy.yaml", w.policy)
+    w.settings = {
         "policy": "policy.yaml",
         "ledger": {"url": "sqlite:///ledger.db"},
         "sources": [{"name": "hr", "type": "file", "path": "people.csv"}],
@@ -103,5 +144,6 @@ def world(control_plane: ControlPlane, tmp_path: Path, syncd_env: dict[str, str]
                       "namespace": w.system_namespace}],
         "delivery": {"directory": "kubeconfigs"},
         "tokens": {"confirm_revocation_timeout": "90s"},
-    })
+    }
+    write_yaml(w.config, w.settings)
     return w

@@ -37,7 +37,7 @@ def test_refresh_replaces_only_the_token_file(tmp_path):
 
 
 def test_inline_mode_puts_the_token_in_the_kubeconfig(tmp_path):
-    delivery = Delivery(DeliverySettings(directory=tmp_path, token_file=False))
+    delivery = Delivery(DeliverySettings(directory=tmp_path, mode="inline"))
     delivery.deliver("alice", "dev", ENDPOINT, "inline-token", None)
     assert delivery.read_token("alice", "dev") == "inline-token"
     assert not delivery.token_path("alice", "dev").exists()

@@ -37,6 +37,7 @@ POLICY = Policy.model_validate({
     ],
 })
 SAFETY = Safety(max_revocations=50, max_revocation_percent=25.0, refresh_at=0.8)
+SWEEP = Sweep()
 
 
 def person(pid: str = "1001", username: str = "alice", groups: tuple[str, ...] = ("developers",),
@@ -57,7 +58,7 @@ def known(pid: str = "1001", username: str = "alice", scopes: tuple[Scope, ...] 
 
 
 def binding(pid: str, scope: Scope, *, intact: bool = True, name: str | None = None) -> ObservedBinding:
-    return ObservedBinding(name or binding_name(pid, scope), scope.namespace, scope, intact)
+    return ObservedBinding(name or binding_name(pid, scope, "syncd"), scope.namespace, scope, intact)
 
 
 def account(pid: str = "1001", scopes: tuple[Scope, ...] = (EDIT_A,), *, service_account: bool = True,
@@ -78,7 +79,7 @@ def cluster(*accounts: ObservedAccount) -> ObservedCluster:
 def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] = (),
          observed: ObservedCluster | None = None, *, complete: bool = True, now: datetime = NOW,
          only: frozenset[str] | None = None, safety: Safety = SAFETY, allow_mass_revocation: bool = False,
-         reachable: bool = True, sweep: Sweep = Sweep()) -> Plan:
+         reachable: bool = True, sweep: Sweep = SWEEP) -> Plan:
     inputs = Inputs(
         snapshot=Snapshot(SOURCE, identities, complete=complete),
         policy=POLICY,
