@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,16 @@ class ControlPlane:
     directory: Path
     admin_kubeconfig: Path
 
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The API server hangs (SIGSTOP), as a cluster behind a dead network would, then comes back."""
+        pid = int((self.directory / "kube-apiserver.pid").read_text())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
     def kubectl(self, *args: str, kubeconfig: Path | None = None, check: bool = True, stdin: str | None = None
                 ) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -30,11 +42,10 @@ class ControlPlane:
         )
 
 
-@pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+@contextmanager
+def started_control_plane(directory: Path) -> Iterator[ControlPlane]:
     if shutil.which("kubectl") is None:
         pytest.fail("kubectl is not installed; run the README's test command, which installs it")
-    directory = tmp_path_factory.mktemp("kube")
     script = ROOT / "scripts" / "kube-control-plane"
     started = subprocess.run([str(script), "start", str(directory)], capture_output=True, text=True, timeout=1800)
     if started.returncode != 0:
@@ -43,6 +54,19 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield ControlPlane(directory, Path(started.stdout.strip().splitlines()[-1]))
     finally:
         subprocess.run([str(script), "stop", str(directory)], check=False, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with started_control_plane(tmp_path_factory.mktemp("kube")) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def second_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """Another cluster, for people with access to several."""
+    with started_control_plane(tmp_path_factory.mktemp("kube-second")) as started:
+        yield started
 
 
 def write_yaml(path: Path, data: object) -> Path:

@@ -176,9 +176,15 @@ class Ledger:
         return None
 
     def recover_intents(self, run_id: str | None) -> list[IntentRow]:
-        """Close intents left pending by a run that died. Call only while holding `exclusive()`."""
+        """Close intents left pending by a run that died, and mark that run interrupted. Call only while holding
+        `exclusive()`."""
         with self.session() as s:
             rows = list(s.exec(select(IntentRow).where(IntentRow.state == "pending")).all())
+            for run_id_left in {row.run_id for row in rows if row.run_id}:
+                run = s.get(RunRow, run_id_left)
+                if run is not None and run.result == "running":
+                    run.result, run.finished_at = "interrupted", datetime.now(UTC)
+                    s.add(run)
             for row in rows:
                 row.state = "recovered"
                 row.finished_at = datetime.now(UTC)
