@@ -58,11 +58,8 @@ def reconcile(
     output: OutputOption = Output.text,
 ) -> None:
     """Bring clusters, delivered kubeconfigs and the ledger in line with the sources and the policy."""
-    engine = Engine(load_settings(config))
-    try:
+    with Engine(load_settings(config)) as engine:
         reports = engine.reconcile(source, dry_run=dry_run or check, allow_mass_revocation=allow_mass_revocation)
-    finally:
-        engine.close()
     if output is Output.json:
         typer.echo(json.dumps({"runs": [render.report_json(r) for r in reports]}, indent=2))
     else:
@@ -90,11 +87,8 @@ def ledger_log(
     output: OutputOption = Output.text,
 ) -> None:
     """List ledger events, oldest first."""
-    ledger = Ledger(load_settings(config).ledger.url)
-    try:
+    with Ledger(load_settings(config).ledger.url) as ledger:
         rows = ledger.events(person=person, run_id=run, limit=limit)
-    finally:
-        ledger.close()
     if output is Output.json:
         typer.echo(json.dumps([render.event_json(r) for r in rows], indent=2))
     else:
@@ -105,12 +99,9 @@ def ledger_log(
 @ledger_app.command("verify")
 def ledger_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Check the hash chain of the event log."""
-    ledger = Ledger(load_settings(config).ledger.url)
-    try:
+    with Ledger(load_settings(config).ledger.url) as ledger:
         broken = ledger.verify()
         count = len(ledger.events())
-    finally:
-        ledger.close()
     if broken is not None:
         raise LedgerTampered(f"the ledger's hash chain breaks at event {broken}")
     typer.echo(f"ledger ok: {count} event(s), hash chain intact")
@@ -123,11 +114,8 @@ def ledger_export(
     to: Annotated[Path | None, typer.Option("--to", help="Append to this file instead of stdout.")] = None,
 ) -> None:
     """Write events as JSON lines for a SIEM, each with its hash and the previous one's."""
-    ledger = Ledger(load_settings(config).ledger.url)
-    try:
+    with Ledger(load_settings(config).ledger.url) as ledger:
         rows = [r for r in ledger.events() if (r.seq or 0) > since]
-    finally:
-        ledger.close()
     lines = "".join(json.dumps(render.event_json(r) | {"prev_hash": r.prev_hash}) + "\n" for r in rows)
     if to is None:
         sys.stdout.write(lines)
@@ -150,11 +138,8 @@ def token_list(
     output: OutputOption = Output.text,
 ) -> None:
     """Every credential: owner, cluster, state, fingerprint, issued (last rotation), expiry, scopes."""
-    ledger = Ledger(load_settings(config).ledger.url)
-    try:
+    with Ledger(load_settings(config).ledger.url) as ledger:
         rows = ledger.credentials(include_revoked=all_states)
-    finally:
-        ledger.close()
     if output is Output.json:
         typer.echo(json.dumps([render.credential_json(*row) for row in rows], indent=2))
     else:
@@ -170,11 +155,8 @@ def token_revoke(
     output: OutputOption = Output.text,
 ) -> None:
     """Revoke now, with no grace window. The next reconcile gives a person the source still entitles new access."""
-    engine = Engine(load_settings(config))
-    try:
+    with Engine(load_settings(config)) as engine:
         report = engine.revoke(target, Reason(reason.value))
-    finally:
-        engine.close()
     if output is Output.json:
         typer.echo(json.dumps(render.report_json(report), indent=2))
     else:

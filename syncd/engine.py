@@ -73,6 +73,12 @@ class Engine:
             source.close()
         self.ledger.close()
 
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def reconcile(self, source: str | None = None, *, dry_run: bool = False, allow_mass_revocation: bool = False,
                   only: frozenset[str] | None = None, snapshot: Snapshot | None = None,
                   now: datetime | None = None) -> list[RunReport]:

@@ -108,6 +108,12 @@ class Ledger:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the apply lock shared by every syncd process on this ledger: the daemon's jobs, SCIM pushes
