@@ -69,6 +69,15 @@ def reconcile(
         raise ChangesPending("changes pending")
 
 
+@app.command()
+def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Run as a service: scheduled jobs, /healthz, /readyz and /metrics over HTTP, systemd notify.
+    SIGHUP reloads config and policy; SIGTERM stops after the running jobs."""
+    from syncd import daemon  # the service's libraries stay out of the short-lived commands
+
+    daemon.run(config)
+
+
 @config_app.command("check")
 def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Validate syncd.yaml and the policy it names."""

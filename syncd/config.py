@@ -125,6 +125,61 @@ class SafetySettings(Strict):
     )
 
 
+class JobSchedule(Strict):
+    """When a daemon job runs: every fixed interval, or on a crontab line (UTC). Exactly one of the two."""
+
+    every: Duration | None = Field(None, description="Interval between runs, e.g. 1m, 1h.")
+    cron: str | None = Field(None, description="Crontab line in UTC (minute hour day month weekday), e.g. '0 3 * * *'.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> JobSchedule:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("set exactly one of every or cron")
+        if self.every is not None and self.every.total_seconds() < 1:
+            raise ValueError("every must be at least 1s")
+        if self.cron is not None and len(self.cron.split()) != 5:
+            raise ValueError(f"cron {self.cron!r} needs five fields: minute hour day month weekday")
+        return self
+
+
+class SourceJobs(Strict):
+    """Per-source schedules; an absent one falls back to `daemon.jobs`."""
+
+    poll: JobSchedule | None = Field(None, description="Incremental poll (sources that support it).")
+    reconcile: JobSchedule | None = Field(None, description="Full reconcile of this source.")
+    credentials: JobSchedule | None = Field(None, description="Refresh, rotate and retire this source's tokens.")
+
+
+class DaemonJobs(Strict):
+    poll: JobSchedule = Field(JobSchedule(every=timedelta(minutes=1)),
+                              description="Incremental poll of each source that supports it: changed people only.")
+    reconcile: JobSchedule = Field(
+        JobSchedule(every=timedelta(hours=1)),
+        description="Full reconcile of each source: joiners, movers, leavers, drift repair and the orphan sweep. "
+        "Also runs once at start.")
+    credentials: JobSchedule = Field(
+        JobSchedule(every=timedelta(minutes=5)),
+        description="Refresh tokens before they expire, rotate and retire them: a run targeted at the people whose "
+        "tokens are due.")
+
+
+class BackoffSettings(Strict):
+    initial: Duration = Field(timedelta(seconds=30), description="Wait before retrying a job that failed.")
+    max: Duration = Field(timedelta(minutes=15), description="The wait doubles on each failure in a row up to this.")
+
+
+class DaemonSettings(Strict):
+    """`syncd run`: scheduled jobs and the HTTP endpoint (/healthz, /readyz, /metrics and SCIM)."""
+
+    listen: str = Field("127.0.0.1", description="Address the HTTP endpoint listens on.")
+    port: int = Field(9464, ge=1, le=65535, description="Port the HTTP endpoint listens on.")
+    jobs: DaemonJobs = DaemonJobs()
+    sources: dict[str, SourceJobs] = Field(default_factory=dict, description="Schedules for one source by name.")
+    backoff: BackoffSettings = BackoffSettings()
+    stop_timeout: Duration = Field(
+        timedelta(seconds=60), description="On SIGTERM, how long to wait for running jobs before leaving them.")
+
+
 class Settings(Strict):
     """The whole of `syncd.yaml`."""
 
@@ -136,6 +191,7 @@ class Settings(Strict):
     tokens: TokenSettings = TokenSettings()
     safety: SafetySettings = SafetySettings()
     sweep: SweepSettings = SweepSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -143,6 +199,9 @@ class Settings(Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
+        unknown = sorted(set(self.daemon.sources) - {s.name for s in self.sources})
+        if unknown:
+            raise ValueError(f"daemon.sources names no source: {', '.join(unknown)}")
         return self
 
     def cluster(self, name: str) -> ClusterSettings:

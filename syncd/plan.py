@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from syncd.model import (
     Access,
     Identity,
     KnownAccess,
+    KnownCredential,
     KnownPerson,
     ObservedAccount,
     ObservedBinding,
@@ -104,6 +105,7 @@ class Action:
 class Held:
     action: Action
     why: str
+    unsafe: bool = False  # held by the mass-revocation thresholds: a human must pass --allow-mass-revocation
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
     else:
         why = _unsafe(actions, known, snapshot, inputs.safety)
         if why and not allow_mass_revocation:
-            held += [Held(a, why) for a in actions if a.kind in REVOKING]
+            held += [Held(a, why, unsafe=True) for a in actions if a.kind in REVOKING]
             actions = [a for a in actions if a.kind not in REVOKING]
     return Plan(snapshot.source, tuple(actions), tuple(held), skipped)
 
@@ -254,9 +256,8 @@ def _plan_person_on_cluster(
     elif create or delete:
         actions.append(Action(Kind.REPAIR, Reason.DRIFT, **common))
 
-    lifetime = credential.expires_at - credential.issued_at
     token_only = common | dict(create_bindings=(), delete_bindings=())
-    if inputs.now >= credential.issued_at + lifetime * inputs.safety.refresh_at:
+    if refresh_due(credential, inputs.now, inputs.safety.refresh_at):
         actions.append(Action(Kind.REFRESH, Reason.EXPIRING, new_token=True, **token_only))
     elif inputs.now >= credential.issued_at + desired.rotation_period:
         actions.append(Action(Kind.ROTATE, Reason.ROTATION_DUE, new_token=True, **token_only))
@@ -376,3 +377,23 @@ def plan_manual_revocation(target: str, reason: Reason, known: Mapping[str, Know
                 ))
     skipped = tuple(sorted({a.cluster for a in actions if observed.get(a.cluster) is None}))
     return Plan("manual", tuple(a for a in actions if a.cluster not in skipped), (), skipped)
+
+
+def refresh_due(credential: KnownCredential, now: datetime, refresh_at: float) -> bool:
+    return now >= credential.issued_at + (credential.expires_at - credential.issued_at) * refresh_at
+
+
+def credentials_due(known: Iterable[KnownPerson], now: datetime, refresh_at: float,
+                    shortest_rotation: timedelta) -> frozenset[str]:
+    """Ids of the people whose tokens need a refresh, a rotation or a retirement now: what a targeted run has to
+    plan for. Errs on the side of including someone; the planner decides what, if anything, to do."""
+    due = set()
+    for person in known:
+        for access in person.access.values():
+            credential = access.credential
+            if credential is not None and (refresh_due(credential, now, refresh_at)
+                                           or now >= credential.issued_at + shortest_rotation):
+                due.add(person.id)
+            if any(old.retire_at is None or now >= old.retire_at for old in access.retiring):
+                due.add(person.id)
+    return frozenset(due)

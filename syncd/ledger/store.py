@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, SQLModel, create_engine, func, select
 
 from syncd.errors import LedgerError
 from syncd.ledger.tables import AccessRow, CredentialRow, EventRow, IntentRow, PersonRow, RunRow
@@ -388,3 +388,16 @@ class Ledger:
                     return row.seq
                 previous = row.hash
         return None
+
+    # Health and gauges for the daemon
+
+    def ping(self) -> None:
+        """Raise `LedgerError` unless the database answers."""
+        with self.session() as s:
+            s.exec(select(func.count()).select_from(RunRow)).one()  # type: ignore[call-overload]
+
+    def credential_states(self) -> dict[str, int]:
+        """How many credentials are in each state (active, retiring, revoked)."""
+        with self.session() as s:
+            rows = s.exec(select(CredentialRow.state, func.count()).group_by(CredentialRow.state)).all()
+        return {state: count for state, count in rows}

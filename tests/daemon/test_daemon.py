@@ -1,0 +1,175 @@
+"""`syncd run` against the real control plane: systemd notify, HTTP endpoints, jobs, outages, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from syncd.model import person_key
+from tests.daemon.conftest import RunningDaemon
+from tests.integration.conftest import World
+
+pytestmark = pytest.mark.kube
+
+ALICE = {"id": "2001", "username": "alice", "groups": "developers"}
+BOB = {"id": "2002", "username": "bob", "groups": "sre"}
+
+
+def people_file_moved_away(world: World) -> Path:
+    moved = world.directory / "people.csv.away"
+    os.replace(world.directory / "people.csv", moved)
+    return moved
+
+
+def revocations(daemon: RunningDaemon) -> list[dict]:
+    return [e for e in daemon.ledger_events() if e["action"] == "revoke"]
+
+
+def test_ready_endpoints_leaver_and_clean_stop(world: World, start_daemon):
+    world.write_people(ALICE, BOB)
+    daemon = start_daemon(jobs={"reconcile": {"every": "3s"}})
+
+    status, body = daemon.get_json("/healthz")
+    assert (status, body) == (200, {"status": "alive"})
+    daemon.wait_until(lambda: world.can("alice", "create", "deployments", world.ns("team-a")) == "yes",
+                      "the first reconcile at start issues alice's access")
+    status, ready = daemon.get_json("/readyz")
+    assert status == 200 and ready["ledger"] == "ok" and ready["sources"] == {"hr": "ok"}
+
+    token = world.token("bob")
+    world.write_people(ALICE)  # bob leaves
+    daemon.wait_until(lambda: not world.token_authenticates(token), "the leaver's token is rejected", timeout=45)
+    (revoked,) = revocations(daemon)
+    assert (revoked["username"], revoked["reason"], revoked["result"]) == ("bob", "leaver", "ok")
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
+
+    assert daemon.metric("syncd_runs_total", job="reconcile", source="hr", result="ok") >= 1
+    assert daemon.metric("syncd_actions_total", kind="revoke", reason="leaver", result="ok") == 1
+    assert daemon.metric("syncd_actions_total", kind="issue", reason="joiner", result="ok") == 2
+    assert daemon.metric("syncd_credentials", state="active") == 1
+    assert daemon.metric("syncd_credentials", state="revoked") == 1
+    assert daemon.metric("syncd_last_successful_sync_timestamp_seconds", source="hr") > 0
+    assert daemon.metric("syncd_run_duration_seconds_count", job="reconcile") >= 2
+    assert daemon.metric("syncd_scim_requests_total", status="200") is None  # no SCIM endpoint configured
+
+    status_line = daemon.wait_notification(lambda m: m.startswith("STATUS=last run reconcile:hr"))
+    assert "action(s)" in status_line
+    daemon.wait_notification(lambda m: m == "WATCHDOG=1", timeout=10)
+    actions = [e for e in daemon.log_events() if e.get("event") == "revoke bob on dev (leaver)"]
+    assert actions and actions[0]["result"] == "ok" and actions[0]["cluster"] == "dev"
+    assert token not in daemon.log_text()
+
+    assert daemon.stop() == 0
+    assert any(e.get("event") == "stopped: ledger closed" for e in daemon.log_events())
+    assert "STOPPING=1" in daemon.read_notifications()
+    verify = world.syncd("ledger", "verify", "--config", str(world.config))
+    assert verify.returncode == 0 and "hash chain intact" in verify.stdout
+
+
+def test_source_outage_marks_it_unhealthy_and_revokes_nothing(world: World, start_daemon):
+    world.write_people(ALICE, BOB)
+    daemon = start_daemon(jobs={"reconcile": {"every": "2s"}})
+    daemon.wait_until(lambda: daemon.get_json("/readyz")[1]["sources"]["hr"] == "ok", "the first run succeeds")
+    token = world.token("bob")
+
+    moved = people_file_moved_away(world)
+    status, ready = daemon.wait_until(
+        lambda: (answer := daemon.get_json("/readyz"))[0] == 503 and answer, "readyz reports the outage")
+    assert ready["sources"]["hr"].startswith("unavailable: source hr: cannot read")
+    daemon.wait_until(lambda: (daemon.metric("syncd_job_failures_total", job="reconcile") or 0) >= 2,
+                      "the failing job backs off and retries")
+    assert daemon.metric("syncd_source_up", source="hr") == 0
+    assert revocations(daemon) == []
+    assert world.token_authenticates(token)
+    daemon.assert_alive()
+    assert (daemon.get("/healthz"))[0] == 200
+
+    os.replace(moved, world.directory / "people.csv")
+    daemon.wait_until(lambda: daemon.get("/readyz")[0] == 200, "readyz recovers with the source")
+    assert daemon.metric("syncd_source_up", source="hr") == 1
+    assert revocations(daemon) == []
+    assert daemon.stop() == 0
+
+
+def test_sighup_rejects_a_bad_config_and_applies_a_good_one(world: World, start_daemon):
+    world.write_people(ALICE)
+    daemon = start_daemon(jobs={"reconcile": {"every": "2s"}})
+    daemon.wait_until(lambda: world.can("alice", "create", "deployments", world.ns("team-a")) == "yes",
+                      "alice gets access")
+
+    good = world.config.read_text()
+    world.config.write_text(good + "surprise: true\n")
+    daemon.send(signal.SIGHUP)
+    rejected = daemon.wait_until(
+        lambda: [e for e in daemon.log_events() if e.get("event", "").startswith("reject the new configuration")],
+        "the bad config is rejected")
+    assert "surprise: unknown key" in rejected[0]["error"]
+    assert daemon.metric("syncd_reloads_total", result="rejected") == 1
+    daemon.assert_alive()
+    assert daemon.get("/readyz")[0] == 200
+
+    world.config.write_text(good)
+    world.set_policy(extra_rules=({"name": "developers-read-b", "match": {"groups": ["developers"]},
+                                   "grant": [{"cluster": "dev", "namespaces": [world.ns("team-b")],
+                                              "role": "view"}]},))
+    daemon.send(signal.SIGHUP)
+    daemon.wait_until(lambda: daemon.metric("syncd_reloads_total", result="ok") == 1, "the good config is applied")
+    daemon.wait_until(lambda: world.can("alice", "list", "pods", world.ns("team-b")) == "yes",
+                      "the reloaded policy takes effect")
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
+    assert daemon.stop() == 0
+
+
+def test_reconcile_beside_the_daemon_issues_nobody_twice(world: World, start_daemon):
+    people = [{"id": f"30{n:02d}", "username": f"user{n}", "groups": "developers"} for n in range(6)]
+    world.write_people(*people)
+    world.configure(tokens={"confirm_revocation_timeout": "0s"})
+    cli_runs: list[subprocess.CompletedProcess] = []
+
+    def reconcile_on_demand() -> None:
+        for _ in range(3):
+            cli_runs.append(subprocess.run([sys.executable, "-m", "syncd", "reconcile", "--config", str(world.config)],
+                                           capture_output=True, text=True, env=world.env, timeout=300))
+
+    on_demand = threading.Thread(target=reconcile_on_demand)
+    on_demand.start()  # races the daemon's first reconcile, which runs at start
+    daemon = start_daemon(jobs={"reconcile": {"every": "1s"}, "credentials": {"every": "1s"}})
+    on_demand.join(timeout=300)
+    assert [run.returncode for run in cli_runs] == [0, 0, 0], [run.stderr[-2000:] for run in cli_runs]
+    daemon.wait_until(lambda: (daemon.metric("syncd_runs_total", job="reconcile", source="hr", result="no-op")
+                               or 0) >= 1, "the daemon runs while the CLI does")
+
+    issues = [e for e in daemon.ledger_events() if e["action"] == "issue"]
+    assert sorted(e["username"] for e in issues) == sorted(p["username"] for p in people)
+    for person in people:
+        assert len(world.ours("secrets", person_key(person["id"]))) == 1
+    assert daemon.stop() == 0
+
+
+def test_mass_revocation_is_quarantined_not_applied(world: World, start_daemon):
+    world.write_people(ALICE, BOB)
+    world.configure(safety={"max_revocations": 0})
+    daemon = start_daemon(jobs={"reconcile": {"every": "1s"}})
+    daemon.wait_until(lambda: world.can("alice", "create", "deployments", world.ns("team-a")) == "yes",
+                      "both get access")
+    token = world.token("bob")
+
+    world.write_people(ALICE)
+    quarantined = daemon.wait_until(
+        lambda: [e for e in daemon.ledger_events() if e["action"] == "quarantine"], "the held revocation is recorded")
+    runs = daemon.metric("syncd_runs_total", job="reconcile", source="hr", result="no-op")
+    daemon.wait_until(lambda: daemon.metric("syncd_runs_total", job="reconcile", source="hr", result="no-op")
+                      >= runs + 3, "a few more runs")
+    (event,) = [e for e in daemon.ledger_events() if e["action"] == "quarantine"]  # recorded once, not per run
+    assert (event["username"], event["reason"], event["result"]) == ("bob", "leaver", "held") == (
+        quarantined[0]["username"], quarantined[0]["reason"], quarantined[0]["result"])
+    assert "safety.max_revocations" in event["error"]
+    assert daemon.metric("syncd_quarantined_revocations", source="hr") == 1
+    assert revocations(daemon) == [] and world.token_authenticates(token)
+    assert daemon.stop() == 0
