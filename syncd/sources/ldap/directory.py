@@ -3,7 +3,7 @@ disabled accounts, and the watermark an incremental poll starts from."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -75,11 +75,12 @@ class Groups:
                         todo.append(member)
         return found
 
-    def effective(self, direct: Iterable[str]) -> frozenset[str]:
+    def effective(self, direct: Mapping[str, str]) -> frozenset[str]:
+        """Names of the groups (DN key -> DN as written) and of every group they are nested in."""
         keys: set[str] = set()
         for group in direct:
             keys |= self.ancestors(group)
-        return frozenset(self.names.get(key) or group_name(key) for key in keys)
+        return frozenset(self.names.get(key) or group_name(direct.get(key) or key) for key in keys)
 
 
 class LdapSource:
@@ -225,6 +226,12 @@ class LdapSource:
 
     # Mapping.
 
+    def map_entries(self, entries: Iterable[Entry]) -> Snapshot:
+        """Map entries read elsewhere (a recorded export, say) with the groups read last, if any."""
+        if self.groups is None:
+            self.groups = Groups(nested=self.settings.membership.nested == "client")
+        return self._snapshot(entries, [])
+
     def _snapshot(self, entries: Iterable[Entry], marks: list[str]) -> Snapshot:
         identities: dict[str, Identity] = {}
         problems: list[str] = []
@@ -255,9 +262,10 @@ class LdapSource:
         key = dn_key(entry.dn)
         assert self.groups is not None
         if s.membership.source == "memberOf" and s.membership.nested != "in_chain":
-            direct = [dn_key(v.decode("utf-8", "replace")) for v in entry.attributes.get("memberof", ())]
+            written = [v.decode("utf-8", "replace") for v in entry.attributes.get("memberof", ())]
+            direct = {dn_key(dn): dn for dn in written}
         else:
-            direct = list(self.groups.member_of().get(username.lower() if self._by_uid else key, ()))
+            direct = dict.fromkeys(self.groups.member_of().get(username.lower() if self._by_uid else key, ()), "")
         return Identity(
             id=person_id,
             username=username,
