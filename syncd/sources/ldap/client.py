@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import ldap3
 import structlog
 from ldap3.core import exceptions as lx
+from ldap3.strategy.sync import SyncStrategy
 from ldap3.utils.conv import escape_filter_chars
 
 from syncd.config import LdapSourceSettings
@@ -28,6 +29,21 @@ NO_ATTRIBUTES = "1.1"
 _REJECTED = (lx.LDAPInvalidCredentialsResult, lx.LDAPInsufficientAccessRightsResult, lx.LDAPInvalidFilterError,
              lx.LDAPNoSuchObjectResult, lx.LDAPInvalidDNSyntaxResult, lx.LDAPUnwillingToPerformResult,
              lx.LDAPStrongerAuthRequiredResult, lx.LDAPConfidentialityRequiredResult)
+
+
+class _RawEntries(SyncStrategy):
+    """ldap3's synchronous strategy, decoding search entries to raw values only. ldap3 also builds a second, decoded
+    copy of every value (str conversions with per-value config look-ups): a third of a large read's time, for a copy
+    syncd never reads. Everything else is ldap3's own decoding."""
+
+    def decode_response_fast(self, ldap_message):
+        if ldap_message["protocolOp"] != 4:  # not a searchResEntry
+            return super().decode_response_fast(ldap_message)
+        payload = ldap_message["payload"]
+        raw = {bytes(attribute[3][0][3]).decode("utf-8").lower(): [bytes(value[3]) for value in attribute[3][1][3]]
+               for attribute in payload[1][3]}
+        return {"type": "searchResEntry", "dn": bytes(payload[0][3]).decode("utf-8"), "raw_attributes": raw,
+                "attributes": raw}
 
 
 def escape(value: str) -> str:
@@ -99,6 +115,7 @@ class LdapClient:
             check_names=False, fast_decoder=True, auto_range=False, auto_referrals=False,
             return_empty_attributes=False, receive_timeout=int(s.timeout.total_seconds()),
         )
+        connection.strategy = _RawEntries(connection)
         try:
             connection.open()
             if s.tls == "starttls":
@@ -153,8 +170,7 @@ class LdapClient:
                 for response in connection.response or ():
                     kind = response["type"]
                     if kind == "searchResEntry":
-                        raw = response["raw_attributes"]
-                        yield Entry(response["dn"], {name.lower(): values for name, values in raw.items()})
+                        yield Entry(response["dn"], response["raw_attributes"])  # names in lower case
                     elif kind == "searchResRef":
                         raise SourceUnavailable(
                             f"source {self.settings.name}: the server referred part of {base} elsewhere "

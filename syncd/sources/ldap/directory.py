@@ -3,7 +3,9 @@ disabled accounts, and the watermark an incremental poll starts from."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import gc
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import structlog
@@ -21,7 +23,21 @@ MEMBER_CHUNK = 50  # usernames per (|(uid=..)..) filter when a poll looks people
 
 def dn_key(dn: str) -> str:
     """Compare DNs the way the directory does for our purposes: case and spaces after separators ignored."""
-    return ",".join(part.strip() for part in dn.lower().split(","))
+    key = dn.lower()
+    return ",".join(part.strip() for part in key.split(",")) if " " in key else key
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """A read allocates hundreds of thousands of objects that all stay alive; Python's cycle collector would scan
+    them again and again (a third of a large read's time) and find nothing to free."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass
@@ -32,21 +48,33 @@ class Groups:
     members: dict[str, set[str]] = field(default_factory=dict)
     nested: bool = True
     _member_of: dict[str, set[str]] | None = None
+    _parents: dict[str, set[str]] | None = None
     _closure: dict[str, frozenset[str]] = field(default_factory=dict)
+    _effective: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
 
     def put(self, key: str, name: str, members: set[str]) -> None:
         self.names[key], self.members[key] = name, members
-        self._member_of, self._closure = None, {}
+        self._member_of, self._parents, self._closure, self._effective = None, None, {}, {}
 
     def member_of(self) -> dict[str, set[str]]:
         """Member key -> groups that list it directly."""
         if self._member_of is None:
-            index: dict[str, set[str]] = {}
-            for group, members in self.members.items():
-                for member in members:
-                    index.setdefault(member, set()).add(group)
-            self._member_of = index
+            self._member_of = self._index(lambda member: True)
         return self._member_of
+
+    def parents(self) -> dict[str, set[str]]:
+        """Group key -> groups that list it directly (the nesting alone: small even when groups are large)."""
+        if self._parents is None:
+            self._parents = self._index(self.members.__contains__)
+        return self._parents
+
+    def _index(self, wanted) -> dict[str, set[str]]:
+        index: dict[str, set[str]] = {}
+        for group, members in self.members.items():
+            for member in members:
+                if wanted(member):
+                    index.setdefault(member, set()).add(group)
+        return index
 
     def ancestors(self, group: str) -> frozenset[str]:
         """The group and every group that contains it, through any depth of nesting (cycles are fine)."""
@@ -54,7 +82,7 @@ class Groups:
         if cached is not None:
             return cached
         seen, todo = {group}, [group]
-        index = self.member_of()
+        index = self.parents()
         while todo and self.nested:
             for parent in index.get(todo.pop(), ()):
                 if parent not in seen:
@@ -76,11 +104,31 @@ class Groups:
         return found
 
     def effective(self, direct: Mapping[str, str]) -> frozenset[str]:
-        """Names of the groups (DN key -> DN as written) and of every group they are nested in."""
-        keys: set[str] = set()
-        for group in direct:
-            keys |= self.ancestors(group)
-        return frozenset(self.names.get(key) or group_name(direct.get(key) or key) for key in keys)
+        """Names of the groups (DN key -> DN as written) and of every group they are nested in. People with the
+        same groups share one set."""
+        cache_key = tuple(direct)
+        cached = self._effective.get(cache_key)
+        if cached is None:
+            keys: set[str] = set()
+            for group in direct:
+                keys |= self.ancestors(group)
+            cached = frozenset(self.names.get(key) or group_name(direct.get(key) or key) for key in keys)
+            self._effective[cache_key] = cached
+        return cached
+
+
+class Watermark:
+    """The highest change mark seen (modifyTimestamp and entryCSN sort as text, uSNChanged as a number)."""
+
+    def __init__(self, numeric: bool) -> None:
+        self.numeric = numeric
+        self.highest: str | None = None
+
+    def add(self, mark: str) -> None:
+        if not mark or (self.numeric and not mark.isdigit()):
+            return
+        if self.highest is None or (int(mark) > int(self.highest) if self.numeric else mark > self.highest):
+            self.highest = mark
 
 
 class LdapSource:
@@ -124,8 +172,17 @@ class LdapSource:
     # Reads.
 
     def read(self) -> Snapshot:
+        with gc_paused():
+            return self._read()
+
+    def poll(self) -> Snapshot:
+        """People changed since the last read or poll, and the members a changed group gained or lost."""
+        with gc_paused():
+            return self._poll()
+
+    def _read(self) -> Snapshot:
         s = self.settings
-        marks: list[str] = []
+        marks = Watermark(self.settings.incremental.attribute == "uSNChanged")
         self.groups = self._read_groups(s.group_filter, Groups(nested=s.membership.nested == "client"), marks)
         self._disabled_dns = self._read_disabled()
         people = self.client.search(s.people_base, s.people_filter, self._people_attributes())
@@ -135,12 +192,11 @@ class LdapSource:
                  people=len(snapshot.identities), groups=len(self.groups.names), problems=len(snapshot.problems))
         return snapshot
 
-    def poll(self) -> Snapshot:
-        """People changed since the last read or poll, and the members a changed group gained or lost."""
+    def _poll(self) -> Snapshot:
         if self.groups is None or self.watermark is None:
-            return self.read()
+            return self._read()
         s = self.settings
-        marks: list[str] = []
+        marks = Watermark(self.settings.incremental.attribute == "uSNChanged")
         before = {key: set(members) for key, members in self.groups.members.items()}
         changed_groups = set()
         for entry in self.client.search(s.group_base, self._changed_since(s.group_filter), self._group_attributes()):
@@ -177,7 +233,7 @@ class LdapSource:
         m = self.settings.membership
         return list(dict.fromkeys([m.group_name_attribute, m.member_attribute, self.settings.incremental.attribute]))
 
-    def _put_group(self, groups: Groups, entry: Entry, marks: list[str]) -> str:
+    def _put_group(self, groups: Groups, entry: Entry, marks: Watermark) -> str:
         m = self.settings.membership
         key = dn_key(entry.dn)
         if m.nested == "in_chain":
@@ -192,10 +248,10 @@ class LdapSource:
         groups.put(key, entry.text(m.group_name_attribute) or group_name(entry.dn), members)
         mark = entry.text(self.settings.incremental.attribute)
         if mark:
-            marks.append(mark)
+            marks.add(mark)
         return key
 
-    def _read_groups(self, filter_: str, groups: Groups, marks: list[str]) -> Groups:
+    def _read_groups(self, filter_: str, groups: Groups, marks: Watermark) -> Groups:
         for entry in self.client.search(self.settings.group_base, filter_, self._group_attributes()):
             self._put_group(groups, entry, marks)
         return groups
@@ -232,7 +288,7 @@ class LdapSource:
             self.groups = Groups(nested=self.settings.membership.nested == "client")
         return self._snapshot(entries, [])
 
-    def _snapshot(self, entries: Iterable[Entry], marks: list[str]) -> Snapshot:
+    def _snapshot(self, entries: Iterable[Entry], marks: Watermark) -> Snapshot:
         identities: dict[str, Identity] = {}
         problems: list[str] = []
         for entry in entries:
@@ -247,7 +303,7 @@ class LdapSource:
             identities[identity.id] = identity
             mark = entry.text(self.settings.incremental.attribute)
             if mark:
-                marks.append(mark)
+                marks.add(mark)
         return Snapshot(self.name, tuple(identities.values()), complete=not problems, problems=tuple(problems))
 
     def _identity(self, entry: Entry) -> Identity:
@@ -288,9 +344,6 @@ class LdapSource:
             return True
         return d.ppolicy_locked and entry.first("pwdAccountLockedTime") is not None
 
-    def _advance(self, marks: list[str]) -> None:
-        if self.settings.incremental.attribute == "uSNChanged":
-            numbers = [int(m) for m in marks if m.isdigit()] + [int(self.watermark or "0")]
-            self.watermark = str(max(numbers))
-        elif marks:
-            self.watermark = max([*marks, self.watermark or ""])
+    def _advance(self, marks: Watermark) -> None:
+        marks.add(self.watermark or "")
+        self.watermark = marks.highest or self.watermark
