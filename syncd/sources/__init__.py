@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from syncd.config import FileSourceSettings, SourceSettings
+from syncd.config import FileSourceSettings, LdapSourceSettings, SourceSettings
 from syncd.model import Snapshot
 
 _TRUE = {"true", "yes", "1", "enabled", "active", "on", ""}
@@ -55,4 +55,8 @@ def open_source(settings: SourceSettings) -> Source:
         from syncd.sources.file import FileSource
 
         return FileSource(settings)
+    if isinstance(settings, LdapSourceSettings):
+        from syncd.sources.ldap import LdapSource
+
+        return LdapSource(settings)
     raise NotImplementedError(f"no source of type {settings.type}")
