@@ -127,6 +127,9 @@ class ScimPullSource:
         log.info("read a SCIM server", source=self.name, users=len(users), groups=len(groups))
         return snapshot_of(self.name, users, groups)
 
+    def close(self) -> None:
+        pass
+
     def _all(self, client: Any, resource_type: str) -> list[dict[str, Any]]:
         """Every page, by startIndex, until totalResults are in hand. A short or failed page raises."""
         from scim2_models import SearchRequest
