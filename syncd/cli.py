@@ -86,6 +86,7 @@ def serve(config: ConfigOption = DEFAULT_CONFIG) -> None:
     assert options is not None
     try:
         uvicorn.run(scim, host=options.host, port=options.port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=10,
                     ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
                     ssl_keyfile=str(options.tls_key) if options.tls_key else None)
     finally:
