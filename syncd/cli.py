@@ -75,6 +75,28 @@ def reconcile(
         raise UnsafePlan(f"{len(unsafe)} revocation(s) held: {unsafe[0].why}")
 
 
+@app.command()
+def serve(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Serve the SCIM 2.0 endpoint (the `scim:` section) alone; every change is reconciled at once."""
+    import uvicorn
+
+    from syncd.scim import create_app
+
+    settings = load_settings(config)
+    engine = Engine(settings)
+    scim = create_app(engine, settings)
+    options = settings.scim
+    assert options is not None
+    try:
+        uvicorn.run(scim, host=options.host, port=options.port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=10,
+                    ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
+                    ssl_keyfile=str(options.tls_key) if options.tls_key else None)
+    finally:
+        scim.reconciler.close()
+        engine.close()
+
+
 @config_app.command("check")
 def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Validate syncd.yaml and the policy it names."""

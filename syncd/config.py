@@ -136,7 +136,30 @@ class LdapSourceSettings(Strict):
         return self
 
 
-SourceSettings = Annotated[FileSourceSettings | LdapSourceSettings, Field(discriminator="type")]
+
+
+class ScimSourceSettings(Strict):
+    type: Literal["scim"] = "scim"
+    name: str = Field(description="Name of this source in the ledger and the logs.")
+    mode: Literal["push", "pull"] = Field(
+        description="push: identity providers send SCIM requests to syncd's endpoint (a `scim.tenants` entry names "
+        "this source). pull: syncd polls a SCIM server's /Users and /Groups."
+    )
+    url: str | None = Field(None, description="pull: base URL of the SCIM server, e.g. https://idp.example.org/scim/v2.")
+    token_file: Path | None = Field(
+        None, description="pull: file holding the bearer token for that server (relative to the config file)."
+    )
+    page_size: int = Field(100, ge=1, le=1000, description="pull: resources asked for per page.")
+    timeout: Duration = Field(timedelta(seconds=30), description="pull: per-request timeout.")
+
+    @model_validator(mode="after")
+    def _pull_needs_url(self) -> ScimSourceSettings:
+        if self.mode == "pull" and not self.url:
+            raise ValueError("a scim source in pull mode needs `url`")
+        return self
+
+
+SourceSettings = Annotated[FileSourceSettings | LdapSourceSettings | ScimSourceSettings, Field(discriminator="type")]
 
 
 class ClusterSettings(Strict):
@@ -200,6 +223,39 @@ class SafetySettings(Strict):
     max_revocation_percent: float = Field(
         25.0, ge=0, le=100, description="Same guard as a share of the credentials currently held."
     )
+    targeted_window: Duration = Field(
+        timedelta(minutes=10),
+        description="Targeted runs (a SCIM push, an incremental poll) count the revocations their source made within "
+        "this window toward both limits, so a mass deactivation sent one request at a time is held as well.",
+    )
+
+
+class ScimTenantSettings(Strict):
+    name: str = Field(description="Name of this identity provider or tenant, in logs and the ledger.")
+    source: str = Field(description="The `scim` source (mode: push) this tenant's users and groups feed.")
+    token_file: Path = Field(
+        description="File holding this tenant's bearer token (relative to the config file); tokens are read at start."
+    )
+
+
+class ScimSettings(Strict):
+    """The SCIM 2.0 endpoint identity providers push to, served at /scim/v2 (`syncd serve`)."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8443, ge=1, le=65535, description="Port to listen on.")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain); with tls_key, serve HTTPS.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies are refused with 413.")
+    tenants: list[ScimTenantSettings] = Field(min_length=1, description="One entry, and one token, per tenant.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ScimSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        names = [t.name for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ValueError("tenant names must be unique")
+        return self
 
 
 class Settings(Strict):
@@ -213,6 +269,7 @@ class Settings(Strict):
     tokens: TokenSettings = TokenSettings()
     safety: SafetySettings = SafetySettings()
     sweep: SweepSettings = SweepSettings()
+    scim: ScimSettings | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -220,6 +277,11 @@ class Settings(Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
+        push = {s.name for s in self.sources if isinstance(s, ScimSourceSettings) and s.mode == "push"}
+        for tenant in self.scim.tenants if self.scim else ():
+            if tenant.source not in push:
+                raise ValueError(f"scim tenant {tenant.name!r} feeds {tenant.source!r}, which is no scim source "
+                                 "with mode: push")
         return self
 
     def cluster(self, name: str) -> ClusterSettings:
@@ -260,7 +322,8 @@ def validation_error(path: Path, error: ValidationError, what: str = "configurat
     return ConfigError(f"invalid {what}\n  " + "\n  ".join(lines))
 
 
-_SOURCE_PATHS = ("path", "ca_file", "password_file")  # source settings that are paths relative to the config
+# Source settings that are paths relative to the config file.
+_SOURCE_PATHS = ("path", "ca_file", "password_file", "token_file")
 
 
 def _resolve(base: Path, path: Path) -> Path:
@@ -292,5 +355,11 @@ def load_settings(path: Path) -> Settings:
             "delivery": settings.delivery.model_copy(
                 update={"directory": _resolve(base, settings.delivery.directory)}
             ),
+            "scim": settings.scim and settings.scim.model_copy(update={
+                "tls_cert": settings.scim.tls_cert and _resolve(base, settings.scim.tls_cert),
+                "tls_key": settings.scim.tls_key and _resolve(base, settings.scim.tls_key),
+                "tenants": [t.model_copy(update={"token_file": _resolve(base, t.token_file)})
+                            for t in settings.scim.tenants],
+            }),
         }
     )
