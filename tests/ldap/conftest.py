@@ -16,11 +16,11 @@ from tests.integration.conftest import World, world  # noqa: F401  (the World ha
 from tests.ldap.slapd import BASE_LDIF, BIND_DN, BIND_PASSWORD, SUFFIX, Slapd
 
 
-def start_slapd(directory: Path) -> Slapd:
+def start_slapd(directory: Path, sizelimit: int | str = "unlimited") -> Slapd:
     if shutil.which("slapd") is None:
         pytest.fail("slapd is not installed; run scripts/setup (it installs the slapd package)")
     server = Slapd(directory)
-    server.configure()
+    server.configure(sizelimit)
     server.slapadd(BASE_LDIF)
     server.start()
     return server

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from syncd.errors import ConfigError, SourceRejected, SourceUnavailable
-from tests.ldap.conftest import Directory
+from tests.ldap.conftest import Directory, start_slapd
 from tests.ldap.slapd import BIND_PASSWORD, Slapd, free_port
 
 
@@ -116,6 +116,18 @@ def test_a_referral_aborts_the_read(directory: Directory):
                           manage_dsa_it=True)
     with pytest.raises(SourceUnavailable, match="referrals are not followed"):
         directory.source().read()
+
+
+def test_a_size_limit_that_cuts_the_read_short_aborts_it(tmp_path):
+    server = start_slapd(tmp_path / "slapd", sizelimit=3)
+    try:
+        directory = Directory(server, "limited").create()
+        for index in range(5):
+            directory.person(f"user{index}")
+        with pytest.raises(SourceUnavailable, match="cut short: sizeLimitExceeded"):
+            directory.source().read()
+    finally:
+        server.stop()
 
 
 def test_slapd_stopping_in_the_middle_of_a_paged_read_aborts_it(own_slapd: Slapd):

@@ -167,7 +167,9 @@ class LdapClient:
                             if paged else None)
                 connection.search(base, filter_, search_scope=ldap_scope, attributes=list(attributes),
                                   controls=controls)
-                for response in connection.response or ():
+                # Taken now: the caller may run other searches on this connection between our entries.
+                responses, result = connection.response or [], connection.result
+                for response in responses:
                     kind = response["type"]
                     if kind == "searchResEntry":
                         yield Entry(response["dn"], response["raw_attributes"])  # names in lower case
@@ -176,9 +178,16 @@ class LdapClient:
                             f"source {self.settings.name}: the server referred part of {base} elsewhere "
                             f"({', '.join(response.get('uri') or [])}); referrals are not followed",
                             hint="point people_base/group_base at the server that holds the entries")
+                if result and result.get("result") != 0:
+                    # ldap3 passes sizeLimitExceeded, timeLimitExceeded and referral off as answers: a cut-short
+                    # page is a failed read here.
+                    raise SourceUnavailable(
+                        f"source {self.settings.name}: search under {base} was cut short: "
+                        f"{result.get('description')}{': ' + result['message'] if result.get('message') else ''}",
+                        hint="raise the server's limits for the bind DN, or narrow people_base/people_filter")
                 if not paged:
                     return
-                cookie = _cookie(connection.result)
+                cookie = _cookie(result)
                 if not cookie:
                     return
         except SyncdError:

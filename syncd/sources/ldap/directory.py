@@ -131,9 +131,33 @@ class Watermark:
             self.highest = mark
 
 
+@dataclass(frozen=True)
+class _AttributeNames:
+    """The attribute map in lower case (entries' attribute names are), worked out once per source."""
+
+    id: str
+    username: str
+    email: str
+    display_name: str
+    extra: tuple[tuple[str, str], ...]  # (name as configured, lower case)
+    groups_from_member_of: bool
+
+    @classmethod
+    def of(cls, settings: LdapSourceSettings) -> _AttributeNames:
+        a, m = settings.attributes, settings.membership
+        return cls(a.id.lower(), a.username.lower(), a.email.lower(), a.display_name.lower(),
+                   tuple((name, name.lower()) for name in a.extra),
+                   m.source == "memberOf" and m.nested != "in_chain")
+
+
+def _text(values: list[bytes] | None) -> str:
+    return values[0].decode("utf-8", "replace").strip() if values else ""
+
+
 class LdapSource:
     def __init__(self, settings: LdapSourceSettings) -> None:
         self.settings = settings
+        self._names = _AttributeNames.of(settings)
         self.name = settings.name
         self.client = LdapClient(settings)
         self.groups: Groups | None = None
@@ -307,29 +331,27 @@ class LdapSource:
         return Snapshot(self.name, tuple(identities.values()), complete=not problems, problems=tuple(problems))
 
     def _identity(self, entry: Entry) -> Identity:
-        s, a = self.settings, self.settings.attributes
-        raw_id = entry.first(a.id)
-        username = entry.text(a.username)
+        a, values = self._names, entry.attributes
+        raw_id, username = values.get(a.id), _text(values.get(a.username))
         if not raw_id:
-            raise ValueError(f"no {a.id}")
+            raise ValueError(f"no {self.settings.attributes.id}")
         if not username:
-            raise ValueError(f"no {a.username}")
-        person_id = ad.object_guid(raw_id) if a.id.lower() == "objectguid" else raw_id.decode("utf-8").strip()
+            raise ValueError(f"no {self.settings.attributes.username}")
+        person_id = ad.object_guid(raw_id[0]) if a.id == "objectguid" else raw_id[0].decode("utf-8").strip()
         key = dn_key(entry.dn)
         assert self.groups is not None
-        if s.membership.source == "memberOf" and s.membership.nested != "in_chain":
-            written = [v.decode("utf-8", "replace") for v in entry.attributes.get("memberof", ())]
-            direct = {dn_key(dn): dn for dn in written}
+        if a.groups_from_member_of:
+            direct = {dn_key(dn): dn for dn in (v.decode("utf-8", "replace") for v in values.get("memberof", ()))}
         else:
             direct = dict.fromkeys(self.groups.member_of().get(username.lower() if self._by_uid else key, ()), "")
         return Identity(
             id=person_id,
             username=username,
-            email=entry.text(a.email),
-            display_name=entry.text(a.display_name),
+            email=_text(values.get(a.email)),
+            display_name=_text(values.get(a.display_name)),
             groups=self.groups.effective(direct),
             active=not self._disabled(entry, key),
-            attributes={name: entry.text(name) for name in a.extra if entry.first(name) is not None},
+            attributes={name: _text(values[lower]) for name, lower in a.extra if lower in values},
         )
 
     def _disabled(self, entry: Entry, key: str) -> bool:
