@@ -15,19 +15,22 @@ from syncd import logs, render
 from syncd.config import load_settings
 from syncd.delivery import exec_credential
 from syncd.engine import Engine, RunReport
-from syncd.errors import ApplyFailed, ChangesPending, LedgerTampered, SyncdError
+from syncd.errors import ApplyFailed, ChangesPending, LedgerTampered, SyncdError, UnsafePlan
 from syncd.ledger import Ledger
 from syncd.plan import Reason
 from syncd.policy import load_policy
+from syncd.sources import open_source
 
 app = typer.Typer(help="Keep Kubernetes credentials in step with the people in your directory.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Check configuration and policy.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read and check the ledger.", no_args_is_help=True)
 token_app = typer.Typer(help="List and revoke credentials.", no_args_is_help=True)
+source_app = typer.Typer(help="Check the identity sources.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(token_app, name="token")
+app.add_typer(source_app, name="source")
 
 
 class Output(StrEnum):
@@ -67,6 +70,31 @@ def reconcile(
     _raise_for_failures(reports)
     if check and any(r.plan and (r.plan.actions or r.plan.held) for r in reports):
         raise ChangesPending("changes pending")
+    unsafe = [held for r in reports if r.plan is not None for held in r.plan.held if held.unsafe]
+    if unsafe and not dry_run:
+        raise UnsafePlan(f"{len(unsafe)} revocation(s) held: {unsafe[0].why}")
+
+
+@app.command()
+def serve(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Serve the SCIM 2.0 endpoint (the `scim:` section) alone; every change is reconciled at once."""
+    import uvicorn
+
+    from syncd.scim import create_app
+
+    settings = load_settings(config)
+    engine = Engine(settings)
+    scim = create_app(engine, settings)
+    options = settings.scim
+    assert options is not None
+    try:
+        uvicorn.run(scim, host=options.host, port=options.port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=10,
+                    ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
+                    ssl_keyfile=str(options.tls_key) if options.tls_key else None)
+    finally:
+        scim.reconciler.close()
+        engine.close()
 
 
 @app.command()
@@ -85,6 +113,34 @@ def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
     policy = load_policy(settings)
     typer.echo(f"{config}: ok ({len(settings.sources)} source(s), {len(settings.clusters)} cluster(s), "
                f"{len(policy.rules)} policy rule(s))")
+
+
+@source_app.command("test")
+def source_test(
+    config: ConfigOption = DEFAULT_CONFIG,
+    source: Annotated[str | None, typer.Option(help="Test this source only.")] = None,
+    output: OutputOption = Output.text,
+) -> None:
+    """Connect, bind, count people (and groups) and print one mapped identity. Changes nothing."""
+    settings = load_settings(config)
+    results = []
+    for source_settings in [settings.source(source)] if source else settings.sources:
+        opened = open_source(source_settings)
+        try:
+            check = getattr(opened, "check", None)
+            if check is not None:
+                results.append({"source": opened.name} | check())
+            else:
+                snapshot = opened.read()
+                results.append({"source": opened.name, "people": len(snapshot.identities),
+                                "sample": snapshot.identities[0] if snapshot.identities else None,
+                                "problems": list(snapshot.problems[:5])})
+        finally:
+            opened.close()
+    if output is Output.json:
+        typer.echo(json.dumps([render.source_check_json(r) for r in results], indent=2))
+    else:
+        typer.echo("\n".join(render.source_check_text(r) for r in results))
 
 
 @ledger_app.command("log")

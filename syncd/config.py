@@ -59,7 +59,107 @@ class FileSourceSettings(Strict):
     )
 
 
-SourceSettings = Annotated[FileSourceSettings, Field(discriminator="type")]
+class LdapAttributeMap(Strict):
+    id: str = Field("entryUUID", description="Stable id that survives renames and moves (AD: objectGUID).")
+    username: str = Field("uid", description="Login name (AD: sAMAccountName).")
+    email: str = Field("mail", description="Email address.")
+    display_name: str = Field("cn", description="Full name (AD: displayName).")
+    extra: list[str] = Field([], description="Further attributes handed to policy rules (first value of each).")
+
+
+class LdapMembership(Strict):
+    source: Literal["memberOf", "group"] = Field(
+        "memberOf", description="memberOf: a person's groups come from their memberOf attribute. group: from the "
+        "groups' member_attribute.")
+    member_attribute: Literal["member", "uniqueMember", "memberUid"] = Field(
+        "member", description="Group attribute listing members (DNs; memberUid lists usernames). Also used to "
+        "find the people a changed group affects between full reads.")
+    group_name_attribute: str = Field("cn", description="Attribute giving a group's name as policy sees it.")
+    nested: Literal["none", "client", "in_chain"] = Field(
+        "client", description="Nested groups: none; client (resolved from the groups read); in_chain (Active "
+        "Directory's LDAP_MATCHING_RULE_IN_CHAIN, one query per group).")
+
+
+class LdapDisabled(Strict):
+    """Which signals mark an account disabled (its person is revoked). Any that applies wins."""
+
+    ad_user_account_control: bool = Field(False, description="Active Directory userAccountControl bit 2.")
+    ns_account_lock: bool = Field(False, description="389-ds nsAccountLock: true.")
+    ppolicy_locked: bool = Field(False, description="OpenLDAP ppolicy pwdAccountLockedTime present.")
+    filter: str | None = Field(None, description="An LDAP filter matching disabled people, e.g. (employeeType=left).")
+
+
+class LdapIncremental(Strict):
+    attribute: Literal["modifyTimestamp", "entryCSN", "uSNChanged"] = Field(
+        "modifyTimestamp", description="Attribute whose value grows with every change; polls ask for newer ones.")
+    poll_interval: Duration = Field(timedelta(minutes=1), description="How often the daemon polls for changes.")
+    full_interval: Duration = Field(
+        timedelta(hours=1), description="How often the daemon reads everything (deletions show up only then).")
+
+
+class LdapSourceSettings(Strict):
+    type: Literal["ldap"]
+    name: str = Field(description="Name of this source in the ledger and the logs.")
+    servers: list[str] = Field(min_length=1, description="ldap:// or ldaps:// URLs, tried in order (failover).")
+    tls: Literal["ldaps", "starttls", "none"] = Field(
+        "ldaps", description="ldaps, starttls, or none (plain text; for tests only, must be set explicitly).")
+    ca_file: Path | None = Field(None, description="PEM CA bundle that signed the servers' certificates "
+                                                   "(default: the system's).")
+    verify_hostname: bool = Field(True, description="Check the server certificate names the host connected to.")
+    bind_dn: str = Field(description="DN syncd binds as (simple bind; needs read access only).")
+    password_file: Path | None = Field(None, description="File holding the bind password (one line).")
+    password_env: str | None = Field(None, description="Environment variable holding the bind password.")
+    connect_timeout: Duration = Field(timedelta(seconds=5), description="Timeout to open a connection.")
+    timeout: Duration = Field(timedelta(seconds=60), description="Timeout for each answer from the server.")
+    retries: int = Field(2, ge=0, description="Extra rounds over all servers when none could be reached.")
+    backoff: Duration = Field(timedelta(seconds=1), description="Wait before the first retry; doubles each round.")
+    people_base: str = Field(description="Base DN of the people search (subtree).")
+    people_filter: str = Field("(objectClass=inetOrgPerson)", description="Filter selecting people.")
+    group_base: str = Field(description="Base DN of the group search (subtree).")
+    group_filter: str = Field("(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)"
+                              "(objectClass=posixGroup))", description="Filter selecting groups.")
+    page_size: int = Field(500, ge=1, le=10000, description="Entries per page of the paged searches.")
+    attributes: LdapAttributeMap = LdapAttributeMap()
+    membership: LdapMembership = LdapMembership()
+    disabled: LdapDisabled = LdapDisabled()
+    incremental: LdapIncremental = LdapIncremental()
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> LdapSourceSettings:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("set exactly one of password_file or password_env (never the password itself)")
+        for url in self.servers:
+            if not url.lower().startswith(("ldap://", "ldaps://")):
+                raise ValueError(f"server {url!r} must start with ldap:// or ldaps://")
+            if self.tls == "ldaps" and not url.lower().startswith("ldaps://"):
+                raise ValueError(f"server {url!r}: tls is ldaps, so use an ldaps:// URL (or set tls: starttls)")
+        return self
+
+
+
+
+class ScimSourceSettings(Strict):
+    type: Literal["scim"] = "scim"
+    name: str = Field(description="Name of this source in the ledger and the logs.")
+    mode: Literal["push", "pull"] = Field(
+        description="push: identity providers send SCIM requests to syncd's endpoint (a `scim.tenants` entry names "
+        "this source). pull: syncd polls a SCIM server's /Users and /Groups."
+    )
+    url: str | None = Field(None, description="pull: base URL of the SCIM server, e.g. https://idp.example.org/scim/v2.")
+    token_file: Path | None = Field(
+        None, description="pull: file holding the bearer token for that server (relative to the config file)."
+    )
+    page_size: int = Field(100, ge=1, le=1000, description="pull: resources asked for per page.")
+    timeout: Duration = Field(timedelta(seconds=30), description="pull: per-request timeout.")
+
+    @model_validator(mode="after")
+    def _pull_needs_url(self) -> ScimSourceSettings:
+        if self.mode == "pull" and not self.url:
+            raise ValueError("a scim source in pull mode needs `url`")
+        return self
+
+
+SourceSettings = Annotated[FileSourceSettings | LdapSourceSettings | ScimSourceSettings, Field(discriminator="type")]
 
 
 class ClusterSettings(Strict):
@@ -123,6 +223,39 @@ class SafetySettings(Strict):
     max_revocation_percent: float = Field(
         25.0, ge=0, le=100, description="Same guard as a share of the credentials currently held."
     )
+    targeted_window: Duration = Field(
+        timedelta(minutes=10),
+        description="Targeted runs (a SCIM push, an incremental poll) count the revocations their source made within "
+        "this window toward both limits, so a mass deactivation sent one request at a time is held as well.",
+    )
+
+
+class ScimTenantSettings(Strict):
+    name: str = Field(description="Name of this identity provider or tenant, in logs and the ledger.")
+    source: str = Field(description="The `scim` source (mode: push) this tenant's users and groups feed.")
+    token_file: Path = Field(
+        description="File holding this tenant's bearer token (relative to the config file); tokens are read at start."
+    )
+
+
+class ScimSettings(Strict):
+    """The SCIM 2.0 endpoint identity providers push to, served at /scim/v2 (`syncd serve`)."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8443, ge=1, le=65535, description="Port to listen on.")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain); with tls_key, serve HTTPS.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies are refused with 413.")
+    tenants: list[ScimTenantSettings] = Field(min_length=1, description="One entry, and one token, per tenant.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ScimSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        names = [t.name for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ValueError("tenant names must be unique")
+        return self
 
 
 class JobSchedule(Strict):
@@ -192,6 +325,7 @@ class Settings(Strict):
     safety: SafetySettings = SafetySettings()
     sweep: SweepSettings = SweepSettings()
     daemon: DaemonSettings = DaemonSettings()
+    scim: ScimSettings | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -202,6 +336,11 @@ class Settings(Strict):
         unknown = sorted(set(self.daemon.sources) - {s.name for s in self.sources})
         if unknown:
             raise ValueError(f"daemon.sources names no source: {', '.join(unknown)}")
+        push = {s.name for s in self.sources if isinstance(s, ScimSourceSettings) and s.mode == "push"}
+        for tenant in self.scim.tenants if self.scim else ():
+            if tenant.source not in push:
+                raise ValueError(f"scim tenant {tenant.name!r} feeds {tenant.source!r}, which is no scim source "
+                                 "with mode: push")
         return self
 
     def cluster(self, name: str) -> ClusterSettings:
@@ -242,6 +381,10 @@ def validation_error(path: Path, error: ValidationError, what: str = "configurat
     return ConfigError(f"invalid {what}\n  " + "\n  ".join(lines))
 
 
+# Source settings that are paths relative to the config file.
+_SOURCE_PATHS = ("path", "ca_file", "password_file", "token_file")
+
+
 def _resolve(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else (base / path)
 
@@ -263,12 +406,19 @@ def load_settings(path: Path) -> Settings:
             "policy": _resolve(base, settings.policy),
             "ledger": LedgerSettings(url=url),
             "sources": [
-                s.model_copy(update={"path": _resolve(base, s.path)}) if hasattr(s, "path") else s
+                s.model_copy(update={key: _resolve(base, getattr(s, key)) for key in _SOURCE_PATHS
+                                     if getattr(s, key, None) is not None})
                 for s in settings.sources
             ],
             "clusters": [c.model_copy(update={"kubeconfig": _resolve(base, c.kubeconfig)}) for c in settings.clusters],
             "delivery": settings.delivery.model_copy(
                 update={"directory": _resolve(base, settings.delivery.directory)}
             ),
+            "scim": settings.scim and settings.scim.model_copy(update={
+                "tls_cert": settings.scim.tls_cert and _resolve(base, settings.scim.tls_cert),
+                "tls_key": settings.scim.tls_key and _resolve(base, settings.scim.tls_key),
+                "tenants": [t.model_copy(update={"token_file": _resolve(base, t.token_file)})
+                            for t in settings.scim.tenants],
+            }),
         }
     )

@@ -63,7 +63,7 @@ class Engine:
         self.delivery = Delivery(settings.delivery)
         self.clusters = {c.name: KubernetesCluster(c) for c in settings.clusters}
         # Sources live as long as the engine: an incremental source keeps its watermark between runs.
-        self.sources: dict[str, Source] = {s.name: open_source(s) for s in settings.sources}
+        self.sources: dict[str, Source] = {s.name: open_source(s, self.ledger) for s in settings.sources}
         self._apply_lock = threading.Lock()
 
     def close(self) -> None:
@@ -169,11 +169,14 @@ class Engine:
     def _plan_and_apply(self, report: RunReport, snapshot: Snapshot, allow_mass_revocation: bool,
                         only: frozenset[str] | None, now: datetime | None) -> Applier:
         writes_before = sum(c.writes for c in self.clusters.values())
-        safety = Safety(self.settings.safety.max_revocations, self.settings.safety.max_revocation_percent,
-                        self.settings.tokens.refresh_at)
+        now = now or datetime.now(UTC)
+        limits = self.settings.safety
+        recent = 0 if only is None else self.ledger.recent_revocations(snapshot.source, now - limits.targeted_window)
+        safety = Safety(limits.max_revocations, limits.max_revocation_percent, self.settings.tokens.refresh_at,
+                        recent)
         sweep = Sweep(**self.settings.sweep.model_dump())
         inputs = Inputs(snapshot, self.policy, self.ledger.known_people(), self._observe(report),
-                        now or datetime.now(UTC), safety, only, sweep)
+                        now, safety, only, sweep)
         report.plan = plan = make_plan(inputs, allow_mass_revocation=allow_mass_revocation)
         for held in plan.held:
             log.warning(f"hold: {held.action.message}", why=held.why, person=held.action.username,

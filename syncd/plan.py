@@ -129,6 +129,7 @@ class Safety:
     max_revocations: int
     max_revocation_percent: float
     refresh_at: float
+    recent_revocations: int = 0  # people this source revoked lately (targeted runs): they count toward the limits
 
 
 @dataclass(frozen=True)
@@ -338,10 +339,12 @@ def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: S
     held = sum(1 for person in known.values() if any(a.credential for a in person.access.values()))
     if not snapshot.identities:
         return "the source returned no people at all; pass --allow-mass-revocation if that is true"
-    if len(revoking) > safety.max_revocations:
-        return (f"{len(revoking)} people would lose access, more than safety.max_revocations="
+    losing = len(revoking) + safety.recent_revocations
+    held += safety.recent_revocations
+    if losing > safety.max_revocations:
+        return (f"{losing} people would lose access, more than safety.max_revocations="
                 f"{safety.max_revocations}; pass --allow-mass-revocation if that is intended")
-    percent = 100.0 * len(revoking) / max(held, 1)
+    percent = 100.0 * losing / max(held, 1)
     if held >= 10 and percent > safety.max_revocation_percent:
         return (f"{percent:.0f}% of credential holders would lose access, more than "
                 f"safety.max_revocation_percent={safety.max_revocation_percent:g}; "

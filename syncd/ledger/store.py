@@ -375,6 +375,14 @@ class Ledger:
         return [(cred, person.username, scopes.get((cred.person_id, cred.cluster), frozenset()))
                 for cred, person in rows]
 
+    def recent_revocations(self, source: str, since: datetime) -> int:
+        """How many people runs of this source revoked since then (held revocations do not count)."""
+        with self.session() as s:
+            query = (select(EventRow.person_id).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
+                     .where(RunRow.source == source, EventRow.action == "revoke", EventRow.result == "ok",
+                            EventRow.at >= _utc(since)).distinct())
+            return len(s.exec(query).all())
+
     def runs(self) -> list[RunRow]:
         with self.session() as s:
             return list(s.exec(select(RunRow).order_by(RunRow.started_at)).all())  # type: ignore[arg-type]

@@ -6,10 +6,13 @@ A read that fails raises `SourceUnavailable`; a read that skipped broken entries
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from syncd.config import FileSourceSettings, SourceSettings
+from syncd.config import FileSourceSettings, LdapSourceSettings, ScimSourceSettings, SourceSettings
 from syncd.model import Snapshot
+
+if TYPE_CHECKING:
+    from syncd.ledger import Ledger
 
 _TRUE = {"true", "yes", "1", "enabled", "active", "on", ""}
 _FALSE = {"false", "no", "0", "disabled", "inactive", "off"}
@@ -50,9 +53,22 @@ def group_name(value: str) -> str:
     return value.strip()
 
 
-def open_source(settings: SourceSettings) -> Source:
+def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Source:
+    """`ledger`: where a SCIM push source finds what identity providers pushed."""
     if isinstance(settings, FileSourceSettings):
         from syncd.sources.file import FileSource
 
         return FileSource(settings)
+    if isinstance(settings, LdapSourceSettings):
+        from syncd.sources.ldap import LdapSource
+
+        return LdapSource(settings)
+    if isinstance(settings, ScimSourceSettings):
+        from syncd.sources.scim import ScimPullSource, ScimPushSource
+
+        if settings.mode == "pull":
+            return ScimPullSource(settings)
+        if ledger is None:
+            raise NotImplementedError("a scim push source reads the ledger; pass it")
+        return ScimPushSource(settings, ledger)
     raise NotImplementedError(f"no source of type {settings.type}")

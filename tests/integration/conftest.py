@@ -26,9 +26,10 @@ class World:
     policy: dict = field(default_factory=dict)
 
     def configure(self, **sections: dict) -> None:
-        """Merge these sections into syncd.yaml (e.g. tokens={...}) and write it."""
+        """Merge these sections into syncd.yaml (e.g. tokens={...}; a list such as sources=[...] replaces) and
+        write it."""
         for name, values in sections.items():
-            self.settings[name] = self.settings.get(name, {}) | values
+            self.settings[name] = self.settings.get(name, {}) | values if isinstance(values, dict) else values
         write_yaml(self.config, self.settings)
 
     def set_policy(self, defaults: dict | None = None, extra_rules: tuple[dict, ...] = ()) -> None:

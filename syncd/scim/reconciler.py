@@ -1,0 +1,94 @@
+"""Targeted reconciles of the people SCIM changes touch, off the request path.
+
+Requests only queue person ids; worker threads take everything queued for a source at once (so a burst of
+pushes becomes one run) and reconcile just those people through the engine's usual lock and apply path. Several
+workers let one run wait for its revoked tokens to be rejected while the next plans and applies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from syncd.engine import Engine, RunReport
+from syncd.errors import SyncdError
+from syncd.ledger import Event
+
+log = structlog.get_logger("syncd.scim")
+
+
+class Reconciler:
+    def __init__(self, engine: Engine, workers: int = 3) -> None:
+        self.engine = engine
+        self._pending: dict[str, set[str]] = {}
+        self._busy = 0
+        self._closed = False
+        self._changed = threading.Condition()
+        self.reports: list[RunReport] = []  # the latest runs, for tests and metrics
+        self._threads = [threading.Thread(target=self._work, name=f"scim-reconcile-{n}", daemon=True)
+                         for n in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, source: str, people: frozenset[str]) -> None:
+        with self._changed:
+            self._pending.setdefault(source, set()).update(people)
+            self._changed.notify()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once nothing is queued or running (bounded by `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._pending or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._closed:
+                    self._changed.wait()
+                if self._closed:
+                    return
+                source, people = self._pending.popitem()
+                self._busy += 1
+            try:
+                self._run(source, frozenset(people))
+            finally:
+                with self._changed:
+                    self._busy -= 1
+                    self._changed.notify_all()
+
+    def _run(self, source: str, people: frozenset[str]) -> None:
+        try:
+            (report,) = self.engine.reconcile(source, only=people)
+        except SyncdError as error:
+            log.error("fail a targeted reconcile", source=source, people=len(people), error=str(error))
+            return
+        except Exception:  # a worker must outlive any one run
+            log.exception("fail a targeted reconcile", source=source, people=len(people))
+            return
+        self.reports = [*self.reports[-99:], report]
+        if report.plan is not None and report.plan.held:
+            self._record_held(report)
+
+    def _record_held(self, report: RunReport) -> None:
+        """Quarantined revocations go into the ledger as held events: visible, auditable, not applied."""
+        assert report.plan is not None
+        for held in report.plan.held:
+            action = held.action
+            self.engine.ledger.record(report.run_id, Event(
+                action.person_id, action.username, str(action.kind), str(action.reason), cluster=action.cluster,
+                before=action.before, after=action.after, result="held", error=held.why))

@@ -1,0 +1,128 @@
+"""Pushed users and groups: scim2-server's in-memory storage (filters, paging, uniqueness, versions) as a cache in
+front of the ledger database, written through on every change and loaded back at start."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from scim2_models import Resource, ResourceType, ScimProvider
+from scim2_server.memory import AsyncInMemoryStorage, InMemoryStorage, _key
+
+from syncd.ledger import ScimResource, ScimStore
+
+log = structlog.get_logger("syncd.scim")
+
+_VERSION = re.compile(r'(\d+)"?$')
+
+# Called with the resource type and the person ids a change touches.
+OnChange = Callable[[str, frozenset[str]], None]
+
+
+def _members(resource: Resource[Any] | None) -> set[str]:
+    return {m.value for m in getattr(resource, "members", None) or [] if m.value}
+
+
+def touched(resource_type: str, before: Resource[Any] | None, after: Resource[Any] | None) -> frozenset[str]:
+    """The people whose access a change can alter: the user, or every member a group had or has."""
+    if resource_type == "User":
+        return frozenset(r.id for r in (before, after) if r is not None and r.id)
+    return frozenset(_members(before) | _members(after))
+
+
+class LedgerStorage(InMemoryStorage):
+    """One tenant's resources. A write reaches the ledger database before it is answered; if it cannot, the
+    in-memory state goes back to what it was and the request fails."""
+
+    def __init__(self, store: ScimStore, tenant: str, source: str, provider: ScimProvider,
+                 on_change: OnChange) -> None:
+        super().__init__()
+        self.store, self.tenant, self.source, self.on_change = store, tenant, source, on_change
+        types = {rt.name: rt for rt in provider.resource_types}
+        loaded = [provider.model_for(types[r.resource_type]).model_validate(r.body)
+                  for r in store.tenant_resources(tenant) if r.resource_type in types]
+        self.resources = loaded
+        last = max((int(m.group(1)) for r in loaded if r.meta and r.meta.version
+                    and (m := _VERSION.search(r.meta.version))), default=0)
+        self.versions = itertools.count(last + 1)
+
+    @staticmethod
+    def _without_secrets(resource: Resource[Any]) -> Resource[Any]:
+        # Passwords are write-only in SCIM and have no use here: never kept, not even in memory.
+        if getattr(resource, "password", None) is not None:
+            resource = resource.model_copy(update={"password": None})
+        return resource
+
+    @contextmanager
+    def _restoring(self, resource_type: ResourceType, resource_id: str | None) -> Iterator[Resource[Any] | None]:
+        """Yield the stored resource (or None); put it back if the block fails."""
+        before = self._resources.get(resource_type.name, {}).get(resource_id or "")
+        before = before.model_copy(deep=True) if before is not None else None
+        try:
+            yield before
+        except BaseException:
+            if before is not None:
+                self._store(before, self._values_of(before))
+            raise
+
+    def _changed(self, resource_type: ResourceType, before: Resource[Any] | None, after: Resource[Any] | None,
+                 verb: str) -> None:
+        resource = after or before
+        log.info(f"{verb} a SCIM {resource_type.name}", tenant=self.tenant, source=self.source,
+                 id=resource.id if resource else None)
+        people = touched(resource_type.name, before, after)
+        if people:
+            self.on_change(self.source, people)
+
+    def _persist(self, resource_type: ResourceType, resource: Resource[Any]) -> None:
+        self.store.put(self.tenant, self.source, ScimResource(resource_type.name, str(resource.id),
+                                                              resource.model_dump()))
+
+    def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        with self.lock:
+            created = super().create(resource_type, self._without_secrets(resource))
+            try:
+                self._persist(resource_type, created)
+            except BaseException:
+                self._remove(_key(created))
+                raise
+        self._changed(resource_type, None, created, "create")
+        return created
+
+    def update(self, resource_type: ResourceType, resource: Resource[Any], *,
+               expected_version: str | None = None) -> Resource[Any]:
+        with self.lock, self._restoring(resource_type, resource.id) as before:
+            updated = super().update(resource_type, self._without_secrets(resource),
+                                     expected_version=expected_version)
+            self._persist(resource_type, updated)
+        self._changed(resource_type, before, updated, "update")
+        return updated
+
+    def delete(self, resource_type: ResourceType, resource_id: str, *, expected_version: str | None = None) -> None:
+        with self.lock, self._restoring(resource_type, resource_id) as before:
+            super().delete(resource_type, resource_id, expected_version=expected_version)
+            self.store.delete(self.tenant, resource_type.name, resource_id)
+        self._changed(resource_type, before, None, "delete")
+
+
+class AsyncLedgerStorage(AsyncInMemoryStorage):
+    """Reads answer from memory on the event loop; writes wait for the database in a worker thread."""
+
+    storage: LedgerStorage
+
+    async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        return await asyncio.to_thread(self.storage.create, resource_type, resource)
+
+    async def update(self, resource_type: ResourceType, resource: Resource[Any], *,
+                     expected_version: str | None = None) -> Resource[Any]:
+        return await asyncio.to_thread(self.storage.update, resource_type, resource,
+                                       expected_version=expected_version)
+
+    async def delete(self, resource_type: ResourceType, resource_id: str, *,
+                     expected_version: str | None = None) -> None:
+        await asyncio.to_thread(self.storage.delete, resource_type, resource_id, expected_version=expected_version)
