@@ -302,7 +302,7 @@ class BackoffSettings(Strict):
 
 
 class DaemonSettings(Strict):
-    """`syncd run`: scheduled jobs and the HTTP endpoint (/healthz, /readyz, /metrics and SCIM)."""
+    """`syncd run`: scheduled jobs, /healthz, /readyz and /metrics here, and the `scim:` endpoint on its own port."""
 
     listen: str = Field("127.0.0.1", description="Address the HTTP endpoint listens on.")
     port: int = Field(9464, ge=1, le=65535, description="Port the HTTP endpoint listens on.")
@@ -341,6 +341,8 @@ class Settings(Strict):
             if tenant.source not in push:
                 raise ValueError(f"scim tenant {tenant.name!r} feeds {tenant.source!r}, which is no scim source "
                                  "with mode: push")
+        if self.scim and self.scim.port == self.daemon.port:
+            raise ValueError("daemon.port and scim.port must differ: `syncd run` serves both")
         return self
 
     def cluster(self, name: str) -> ClusterSettings:

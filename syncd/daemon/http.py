@@ -1,4 +1,5 @@
-"""The daemon's HTTP endpoint, plain ASGI: /healthz, /readyz, /metrics, and the SCIM app under /scim."""
+"""The daemon's HTTP apps, plain ASGI: /healthz, /readyz and /metrics; and the SCIM endpoint's app, which forwards
+to the current SCIM app (replaced on reload) and counts its responses by status."""
 
 from __future__ import annotations
 
@@ -17,16 +18,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-SCIM_PREFIX = "/scim"
-
 
 class Readiness(Protocol):
     def readiness(self) -> tuple[bool, dict]:
         """Whether the daemon is ready, and why (blocking: may ask the ledger)."""
         ...
-
-    @property
-    def scim_app(self) -> ASGIApp | None: ...
 
 
 async def send_json(send: Send, status: int, body: dict) -> None:
@@ -36,16 +32,20 @@ async def send_json(send: Send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def counting_statuses(app: ASGIApp, metrics: Metrics) -> ASGIApp:
-    """`app`, counting its responses in `syncd_scim_requests_total` by status."""
+def counting_statuses(current: Callable[[], ASGIApp], metrics: Metrics) -> ASGIApp:
+    """Serves each HTTP request with the app `current()` returns then, counting its responses in
+    `syncd_scim_requests_total` by status."""
 
     async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+
         async def send_counted(message: Message) -> None:
             if message["type"] == "http.response.start":
                 metrics.scim_requests.labels(str(message["status"])).inc()
             await send(message)
 
-        await app(scope, receive, send_counted)
+        await current()(scope, receive, send_counted)
 
     return counted
 
@@ -59,7 +59,6 @@ class HttpApp:
         if scope["type"] != "http":
             return
         path = scope["path"]
-        scim = self.daemon.scim_app
         if path == "/healthz":
             await send_json(send, 200, {"status": "alive"})
         elif path == "/readyz":
@@ -67,7 +66,5 @@ class HttpApp:
             await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "not ready"} | detail)
         elif path == "/metrics":
             await self.metrics_app(scope, receive, send)
-        elif scim is not None and (path == SCIM_PREFIX or path.startswith(SCIM_PREFIX + "/")):
-            await scim(scope, receive, send)
         else:
             await send_json(send, 404, {"status": "not found"})

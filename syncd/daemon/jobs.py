@@ -69,7 +69,7 @@ def run_job(engine: Engine, spec: JobSpec) -> list[RunReport]:
     """One run of a job; every change goes through the engine's single apply path."""
     if spec.kind == "poll":
         report = engine.poll(spec.source)
-        return [report] if report is not None else []
+        return [report if report is not None else RunReport(spec.source, dry_run=False)]  # None: read, no change
     if spec.kind == "reconcile":
         return engine.reconcile(spec.source)
     people = [p for p in engine.ledger.known_people().values() if p.source == spec.source]

@@ -8,8 +8,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,13 +17,15 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from syncd.config import Settings, load_settings
-from syncd.daemon.http import ASGIApp, HttpApp
+from syncd.daemon.http import ASGIApp, HttpApp, counting_statuses
 from syncd.daemon.jobs import Backoff, JobSpec, job_specs, run_job
 from syncd.daemon.metrics import Metrics
 from syncd.daemon.notify import Notifier
 from syncd.engine import Engine, RunReport
-from syncd.errors import SyncdError, TemporaryError
+from syncd.errors import ConfigError, SyncdError, TemporaryError
 from syncd.ledger import Event
+from syncd.scim import create_app
+from syncd.scim.app import ScimApp
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -33,26 +33,50 @@ TICK = 5.0  # longest the main loop sleeps between watchdog pings and signal che
 LISTEN_TIMEOUT = 15.0
 
 
-@dataclass(frozen=True)
-class MountedScim:
-    app: ASGIApp
-    close: Callable[[], None]
+def mount_scim(engine: Engine, settings: Settings) -> ScimApp | None:
+    """The SCIM endpoint over `engine` when `scim:` is configured: pushes are reconciled at once, through the
+    engine's one apply path. The daemon serves it on `scim.host:scim.port` (TLS when configured)."""
+    return create_app(engine, settings) if settings.scim is not None else None
 
 
-def mount_scim(engine: Engine, settings: Settings, metrics: Metrics) -> MountedScim | None:
-    """The SCIM endpoint, served under /scim on the daemon's own listener; None when not configured.
+def listen_addresses(settings: Settings) -> tuple:
+    """Where a daemon with these settings listens; a reload cannot change it."""
+    scim = settings.scim
+    return ((settings.daemon.listen, settings.daemon.port),
+            scim and (scim.host, scim.port, scim.tls_cert, scim.tls_key))
 
-    MOUNT POINT, to wire up once `syncd.scim` (issue 4) is on main:
 
-        from syncd.daemon.http import counting_statuses
-        from syncd.scim import create_app
+class Listener:
+    """One uvicorn server on a thread of its own."""
 
-        if settings.scim is None:
-            return None
-        scim = create_app(engine, settings)
-        return MountedScim(counting_statuses(scim, metrics), scim.reconciler.close)
-    """
-    return None
+    def __init__(self, name: str, app: ASGIApp, host: str, port: int, tls_cert: Path | None = None,
+                 tls_key: Path | None = None) -> None:
+        self.name = name
+        self.where = f"{host}:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=5, ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None))
+        self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + LISTEN_TIMEOUT
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise TemporaryError(f"cannot listen on {self.where} ({self.name})",
+                                     hint="is another process using the port?")
+            time.sleep(0.05)
+
+    @property
+    def healthy(self) -> bool:
+        return self.thread.is_alive() and self.server.started
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
 
 
 class Daemon:
@@ -63,7 +87,7 @@ class Daemon:
         self.settings = load_settings(config)
         self.engine = Engine(self.settings)
         self.specs = job_specs(self.settings, self.engine)
-        self.scim = mount_scim(self.engine, self.settings, self.metrics)
+        self.scim = mount_scim(self.engine, self.settings)
         self.health: dict[str, str] = {}  # source -> ok | partial: ... | unavailable: ...
         self.quarantined: dict[str, frozenset[tuple[str, str]]] = {}  # job -> (person, cluster) last recorded
         self.backoff = Backoff(self.settings.daemon.backoff)
@@ -78,17 +102,17 @@ class Daemon:
             timezone=UTC, executors={"default": ThreadPoolExecutor(4)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
-        listen = self.settings.daemon
-        self.server = uvicorn.Server(uvicorn.Config(
-            HttpApp(self, self.metrics), host=listen.listen, port=listen.port, log_level="warning",
-            access_log=False, lifespan="off", timeout_graceful_shutdown=5))
-        self._server_thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+        daemon, scim = self.settings.daemon, self.settings.scim
+        self.listeners = [Listener("http", HttpApp(self, self.metrics), daemon.listen, daemon.port)]
+        if scim is not None:
+            self.listeners.append(Listener("scim", counting_statuses(self._scim_app, self.metrics), scim.host,
+                                           scim.port, scim.tls_cert, scim.tls_key))
 
-    # What the HTTP endpoint asks
+    # What the HTTP endpoints ask
 
-    @property
-    def scim_app(self) -> ASGIApp | None:
-        return self.scim.app if self.scim else None
+    def _scim_app(self) -> ASGIApp:
+        assert self.scim is not None  # the SCIM listener exists only with a SCIM app, and a reload keeps both
+        return self.scim
 
     def readiness(self) -> tuple[bool, dict]:
         try:
@@ -109,7 +133,7 @@ class Daemon:
         self._schedule()
         self.scheduler.start()
         self.metrics.set_credentials(self.engine.ledger.credential_states())
-        where = f"{self.settings.daemon.listen}:{self.settings.daemon.port}"
+        where = ", ".join(f"{listener.where} ({listener.name})" for listener in self.listeners)
         log.info("start the daemon", config=str(self.config), listen=where, jobs=[s.id for s in self.specs])
         self.notifier.send("READY=1", f"STATUS=listening on {where}; {self.last_status}")
         watchdog = self.notifier.watchdog_interval
@@ -125,14 +149,12 @@ class Daemon:
             self._ping_watchdog()
 
     def _listen(self) -> None:
-        self._server_thread.start()
-        deadline = time.monotonic() + LISTEN_TIMEOUT
-        while not self.server.started:
-            if not self._server_thread.is_alive() or time.monotonic() > deadline:
-                self.engine.close()
-                where = f"{self.settings.daemon.listen}:{self.settings.daemon.port}"
-                raise TemporaryError(f"cannot listen on {where}", hint="is another process using the port?")
-            time.sleep(0.05)
+        try:
+            for listener in self.listeners:
+                listener.start()
+        except SyncdError:
+            self._close(idle=True)
+            raise
 
     def _schedule(self) -> None:
         now = datetime.now(UTC)
@@ -142,7 +164,7 @@ class Daemon:
             self.scheduler.add_job(self._job, spec.trigger, args=[spec], id=spec.id, name=spec.id, **first)
 
     def _healthy(self) -> bool:
-        return self._server_thread.is_alive() and self.server.started and self.scheduler.running
+        return all(listener.healthy for listener in self.listeners) and self.scheduler.running
 
     def _ping_watchdog(self) -> None:
         if self.notifier.watchdog_interval and self._healthy():
@@ -171,10 +193,13 @@ class Daemon:
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             settings = load_settings(self.config)
+            if listen_addresses(settings) != listen_addresses(self.settings):
+                raise ConfigError("it changes where syncd listens (daemon.listen/port or the scim: section's "
+                                  "host, port, TLS or presence)", hint="restart syncd to apply it")
             engine = Engine(settings)
             try:
                 specs = job_specs(settings, engine)
-                scim = mount_scim(engine, settings, self.metrics)
+                scim = mount_scim(engine, settings)
             except BaseException:
                 engine.close()
                 raise
@@ -184,10 +209,6 @@ class Daemon:
                       error=str(error))
             self.notifier.send("READY=1", f"STATUS=reload rejected, old configuration kept; {self.last_status}")
             return
-        old = self.settings.daemon
-        if (settings.daemon.listen, settings.daemon.port) != (old.listen, old.port):
-            log.warning("keep listening on the old address; restart syncd to move it",
-                        listen=f"{old.listen}:{old.port}", wanted=f"{settings.daemon.listen}:{settings.daemon.port}")
         self.scheduler.pause()
         self._wait_idle(timeout=None)
         old_engine, old_scim = self.engine, self.scim
@@ -199,7 +220,7 @@ class Daemon:
         self._open_gate()
         self.scheduler.resume()
         if old_scim is not None:
-            old_scim.close()
+            old_scim.reconciler.close()  # lets its running reconcile finish; queued pushes wait in the ledger
         old_engine.close()
         self.metrics.reloads.labels("ok").inc()
         log.info("apply the new configuration", config=str(self.config), jobs=[s.id for s in specs])
@@ -212,8 +233,12 @@ class Daemon:
         self.scheduler.shutdown(wait=False)
         idle = self._wait_idle(timeout=self.settings.daemon.stop_timeout.total_seconds())
         self._open_gate()  # jobs queued at the gate see _stopping and return
-        self.server.should_exit = True
-        self._server_thread.join(timeout=10)
+        self._close(idle)
+        return 0
+
+    def _close(self, idle: bool) -> None:
+        for listener in self.listeners:
+            listener.stop()
         if not idle:
             # Their intents stay pending in the ledger; the next run recovers that work.
             log.error("abandon jobs still running after daemon.stop_timeout; the next start recovers their work",
@@ -221,10 +246,9 @@ class Daemon:
             sys.stderr.flush()
             os._exit(0)
         if self.scim is not None:
-            self.scim.close()
+            self.scim.reconciler.close()  # finishes the running reconcile; queued pushes wait in the ledger
         self.engine.close()
         log.info("stopped: ledger closed")
-        return 0
 
     # Jobs (scheduler threads)
 
@@ -279,7 +303,7 @@ class Daemon:
 
     def _quarantine(self, engine: Engine, spec: JobSpec, report: RunReport) -> None:
         """Revocations the safety thresholds held wait for a human; record them in the ledger once."""
-        unsafe = [held for held in report.plan.held if held.unsafe] if report.plan else []
+        unsafe = [held for held in report.plan.held if held.unsafe] if report.plan is not None else []
         self.metrics.quarantined.labels(spec.source).set(len(unsafe))
         held = frozenset((h.action.person_id, h.action.cluster) for h in unsafe)
         if not unsafe or self.quarantined.get(spec.id) == held:

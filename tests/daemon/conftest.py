@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import _free_port as free_port
 from tests.integration.conftest import World, world  # noqa: F401  (the fixture, for these tests too)
+from tests.ldap.conftest import directory, ldap_world, slapd  # noqa: F401  (a real slapd for the LDAP source)
 
 START_TIMEOUT = 60.0
 
@@ -124,14 +125,14 @@ class RunningDaemon:
 def start_daemon(world: World) -> Iterator[Callable[..., RunningDaemon]]:  # noqa: F811
     """Start `syncd run` on the world's config, with `daemon:` settings merged in."""
     started: list[RunningDaemon] = []
-    directory = Path(tempfile.mkdtemp(prefix="syncd-notify-"))  # short: socket paths are limited to 108 bytes
+    sockets = Path(tempfile.mkdtemp(prefix="syncd-notify-"))  # short: socket paths are limited to 108 bytes
 
     def start(**daemon: Any) -> RunningDaemon:
         port = free_port()
         world.configure(daemon={"listen": "127.0.0.1", "port": port, "backoff": {"initial": "1s", "max": "5s"}}
                         | daemon)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(directory / f"notify-{len(started)}"))
+        notify.bind(str(sockets / f"notify-{len(started)}"))
         log_path = world.directory / f"daemon-{len(started)}.log"
         env = world.env | {"NOTIFY_SOCKET": notify.getsockname(), "WATCHDOG_USEC": "2000000"}
         with log_path.open("w") as log_file:
@@ -150,5 +151,5 @@ def start_daemon(world: World) -> Iterator[Callable[..., RunningDaemon]]:  # noq
             running.process.wait(timeout=30)
         running.notify.shutdown(socket.SHUT_RDWR)
         running.notify.close()
-    shutil.rmtree(directory, ignore_errors=True)
+    shutil.rmtree(sockets, ignore_errors=True)
 

@@ -39,7 +39,8 @@ def test_ready_endpoints_leaver_and_clean_stop(world: World, start_daemon):
     assert (status, body) == (200, {"status": "alive"})
     daemon.wait_until(lambda: world.can("alice", "create", "deployments", world.ns("team-a")) == "yes",
                       "the first reconcile at start issues alice's access")
-    status, ready = daemon.get_json("/readyz")
+    status, ready = daemon.wait_until(lambda: (answer := daemon.get_json("/readyz"))[1]["sources"]["hr"] != "pending"
+                                      and answer, "the first run is recorded")
     assert status == 200 and ready["ledger"] == "ok" and ready["sources"] == {"hr": "ok"}
 
     token = world.token("bob")
@@ -156,7 +157,7 @@ def test_mass_revocation_is_quarantined_not_applied(world: World, start_daemon):
     world.write_people(ALICE, BOB)
     world.configure(safety={"max_revocations": 0})
     daemon = start_daemon(jobs={"reconcile": {"every": "1s"}})
-    daemon.wait_until(lambda: world.can("alice", "create", "deployments", world.ns("team-a")) == "yes",
+    daemon.wait_until(lambda: world.kubeconfig("alice").exists() and world.kubeconfig("bob").exists(),
                       "both get access")
     token = world.token("bob")
 

@@ -1,0 +1,99 @@
+"""`syncd run` with an LDAP source (incremental polls of a real slapd) and with the SCIM endpoint (real HTTP)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import _free_port as free_port
+from tests.daemon.conftest import RunningDaemon
+from tests.integration.conftest import World
+from tests.ldap.conftest import Directory
+from tests.scim.conftest import TOKEN, configure_scim
+from tests.scim.test_idp_shapes import GROUP, PATCH, USER
+
+pytestmark = pytest.mark.kube
+
+POLL = 3  # seconds between incremental polls in these tests
+SLACK = 12  # a run (plan, apply, ledger) on 2 busy cores, and the test's own polling
+
+
+def revocations(daemon: RunningDaemon) -> list[dict]:
+    return [e for e in daemon.ledger_events() if e["action"] == "revoke"]
+
+
+def test_ldap_leaver_is_revoked_by_the_next_poll(ldap_world: World, directory: Directory, start_daemon):
+    alice, bob = directory.person("alice"), directory.person("bob")
+    directory.group("developers", alice, bob)
+    # Polls every POLL seconds; the full read runs at start and then not for an hour.
+    ldap_world.configure(sources=[directory.source_settings(
+        incremental={"attribute": "entryCSN", "poll_interval": f"{POLL}s", "full_interval": "1h"})])
+    daemon = start_daemon()
+    daemon.wait_until(lambda: ldap_world.kubeconfig("alice").exists() and ldap_world.kubeconfig("bob").exists(),
+                      "the full read at start issues both")
+    daemon.wait_until(lambda: (daemon.metric("syncd_runs_total", job="poll", source="directory", result="no-op")
+                               or 0) >= 1, "a poll finds nothing changed")
+    token = ldap_world.token("alice")
+
+    directory.lock(alice)
+    locked = time.monotonic()
+    daemon.wait_until(lambda: revocations(daemon), "the poll revokes the leaver", timeout=POLL + SLACK)
+    assert time.monotonic() - locked <= POLL + SLACK
+    (revoked,) = revocations(daemon)
+    assert (revoked["username"], revoked["reason"], revoked["result"]) == ("alice", "disabled", "ok")
+    daemon.wait_until(lambda: not ldap_world.token_authenticates(token), "the leaver's token is rejected")
+    assert daemon.metric("syncd_actions_total", kind="revoke", reason="disabled", result="ok") == 1
+    assert daemon.metric("syncd_runs_total", job="poll", source="directory", result="ok") == 1
+    assert daemon.metric("syncd_runs_total", job="reconcile", source="directory", result="ok") == 1  # at start only
+    assert ldap_world.can("bob", "create", "deployments", ldap_world.ns("team-a")) == "yes"
+    assert daemon.stop() == 0
+
+
+def send(client: httpx.Client, method: str, url: str, body: dict, expect: int) -> dict:
+    answer = client.request(method, url, json=body, headers={"Content-Type": "application/scim+json"})
+    assert answer.status_code == expect, answer.text
+    return answer.json()
+
+
+def test_scim_deactivation_is_applied_at_once(world: World, start_daemon):
+    scim_port = free_port()
+    configure_scim(world, port=scim_port)
+    # Scheduled runs are an hour apart: whatever happens below is the push's own doing.
+    daemon = start_daemon(jobs={"reconcile": {"every": "1h"}, "credentials": {"every": "1h"}})
+    client = httpx.Client(base_url=f"http://127.0.0.1:{scim_port}/scim/v2", timeout=30,
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+    with client:
+        ids = {name: send(client, "POST", "/Users", {"schemas": [USER], "userName": name, "active": True}, 201)["id"]
+               for name in ("dana", "erin", "fay")}
+        send(client, "POST", "/Groups", {"schemas": [GROUP], "displayName": "developers",
+                                         "members": [{"value": uid} for uid in ids.values()]}, 201)
+        daemon.wait_until(lambda: all(world.kubeconfig(name).exists() for name in ids), "the pushes are reconciled",
+                          timeout=30)
+        tokens = {name: world.token(name) for name in ids}
+
+        pushed = time.monotonic()
+        user = send(client, "PATCH", f"/Users/{ids['dana']}",
+                    {"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": False}}]}, 200)
+        assert user["active"] is False
+        user = send(client, "PUT", f"/Users/{ids['erin']}",
+                    {"schemas": [USER], "userName": "erin", "active": False}, 200)
+        assert user["active"] is False
+        daemon.wait_until(lambda: not world.token_authenticates(tokens["dana"])
+                          and not world.token_authenticates(tokens["erin"]), "both deactivations apply", timeout=30)
+        assert time.monotonic() - pushed < 30  # at once, not at the next scheduled run an hour away
+        assert sorted((e["username"], e["reason"]) for e in revocations(daemon)) == [
+            ("dana", "disabled"), ("erin", "disabled")]
+        assert world.token_authenticates(tokens["fay"])
+
+        assert httpx.get(f"{client.base_url}Users", headers={"Authorization": "Bearer wrong-token-0123456789"},
+                         timeout=30).status_code == 401
+    assert daemon.metric("syncd_scim_requests_total", status="201") == 4
+    assert daemon.metric("syncd_scim_requests_total", status="200") == 2
+    assert daemon.metric("syncd_scim_requests_total", status="401") == 1
+    assert daemon.get("/scim/v2/Users")[0] == 404  # SCIM is served on its own port only
+    status, ready = daemon.get_json("/readyz")
+    assert status == 200 and ready["sources"]["idp"] == "ok"
+    assert TOKEN not in daemon.log_text()
+    assert daemon.stop() == 0
