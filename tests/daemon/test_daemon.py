@@ -115,6 +115,13 @@ def test_sighup_rejects_a_bad_config_and_applies_a_good_one(world: World, start_
     daemon.assert_alive()
     assert daemon.get("/readyz")[0] == 200
 
+    world.config.write_text(good.replace(f"port: {daemon.port}", f"port: {daemon.port + 1}"))
+    daemon.send(signal.SIGHUP)
+    daemon.wait_until(lambda: daemon.metric("syncd_reloads_total", result="rejected") == 2, "a move is rejected")
+    assert "restart syncd to apply it" in [e for e in daemon.log_events()
+                                           if e.get("event", "").startswith("reject the new")][-1]["error"]
+    assert daemon.get("/healthz")[0] == 200
+
     world.config.write_text(good)
     world.set_policy(extra_rules=({"name": "developers-read-b", "match": {"groups": ["developers"]},
                                    "grant": [{"cluster": "dev", "namespaces": [world.ns("team-b")],
