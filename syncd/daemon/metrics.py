@@ -12,8 +12,9 @@ CREDENTIAL_STATES = ("active", "retiring", "revoked")
 class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
-        self.runs = Counter("syncd_runs", "Runs by job, source and result (ok, no-op, failed).",
-                            ["job", "source", "result"], registry=registry)
+        self.runs = Counter(
+            "syncd_runs", "Runs by job (poll, reconcile, credentials, scim), source and result (ok, no-op, failed).",
+            ["job", "source", "result"], registry=registry)
         self.actions = Counter("syncd_actions", "Planned actions by kind, reason and result (ok, failed, held).",
                                ["kind", "reason", "result"], registry=registry)
         self.run_duration = Histogram("syncd_run_duration_seconds", "Wall time of a job run.", ["job"],
@@ -35,9 +36,10 @@ class Metrics:
         self.reloads = Counter("syncd_reloads", "Configuration reloads by result (ok, rejected).", ["result"],
                                registry=registry)
 
-    def record_run(self, job: str, report: RunReport, seconds: float) -> None:
+    def record_run(self, job: str, report: RunReport, seconds: float | None) -> None:
         self.runs.labels(job, report.source, report.result).inc()
-        self.run_duration.labels(job).observe(seconds)
+        if seconds is not None:
+            self.run_duration.labels(job).observe(seconds)
         plan = report.plan
         if plan is None:
             return

@@ -92,6 +92,7 @@ class Daemon:
         self.quarantined: dict[str, frozenset[tuple[str, str]]] = {}  # job -> (person, cluster) last recorded
         self.backoff = Backoff(self.settings.daemon.backoff)
         self.last_status = "waiting for the first run"
+        self._scim_seen: RunReport | None = None  # the last SCIM-caused run recorded
         # Jobs pass a gate: a reload or a stop closes it and waits until no job runs.
         self._gate = threading.Condition()
         self._running = 0
@@ -146,7 +147,21 @@ class Daemon:
                 self.reload()
             elif signum is not None:
                 return self.stop(signum)
+            self._collect_scim_runs()
             self._ping_watchdog()
+
+    def _collect_scim_runs(self) -> None:
+        """Record the runs SCIM pushes caused since the last look. The reconciler keeps its latest runs in a
+        window: whatever follows the last one recorded (all of them, when that one has left the window) is new."""
+        if self.scim is None:
+            return
+        reconciler = self.scim.reconciler
+        reports = reconciler.reports
+        start = next((n + 1 for n in range(len(reports) - 1, -1, -1) if reports[n] is self._scim_seen), 0)
+        for report in reports[start:]:
+            self._record(reconciler.engine, "scim", "scim", report, None)
+        if reports:
+            self._scim_seen = reports[-1]
 
     def _listen(self) -> None:
         try:
@@ -272,7 +287,8 @@ class Daemon:
             else:
                 failed = any(report.result == "failed" for report in reports)
             for report in reports:
-                self._after_run(engine, spec, report, time.monotonic() - started)
+                self._record(engine, spec.kind, spec.id, report, time.monotonic() - started)
+                self._quarantine(engine, spec, report)
             if failed:
                 self._back_off(spec)
             else:
@@ -282,21 +298,22 @@ class Daemon:
                 self._running -= 1
                 self._gate.notify_all()
 
-    def _after_run(self, engine: Engine, spec: JobSpec, report: RunReport, seconds: float) -> None:
-        self.metrics.record_run(spec.kind, report, seconds)
+    def _record(self, engine: Engine, job: str, job_id: str, report: RunReport, seconds: float | None) -> None:
+        """A finished run into the metrics, the source's health and systemd's STATUS."""
+        source = report.source
+        self.metrics.record_run(job, report, seconds)
         if report.error is not None:
-            self.health[spec.source] = f"unavailable: {report.error}"
+            self.health[source] = f"unavailable: {report.error}"
         elif report.problems:
-            self.health[spec.source] = f"partial: {len(report.problems)} broken entr(y/ies) skipped"
+            self.health[source] = f"partial: {len(report.problems)} broken entr(y/ies) skipped"
         else:
-            self.health[spec.source] = "ok"
-        self.metrics.source_up.labels(spec.source).set(0 if report.error is not None else 1)
+            self.health[source] = "ok"
+        self.metrics.source_up.labels(source).set(0 if report.error is not None else 1)
         if report.result != "failed":
-            self.metrics.last_success.labels(spec.source).set_to_current_time()
-        self._quarantine(engine, spec, report)
+            self.metrics.last_success.labels(source).set_to_current_time()
         self.metrics.set_credentials(engine.ledger.credential_states())
         summary = report.summary()
-        self.last_status = (f"last run {spec.id}: {report.result}, {summary['actions']} action(s), "
+        self.last_status = (f"last run {job_id}: {report.result}, {summary['actions']} action(s), "
                             f"{summary['held']} held, {summary['failed']} failed at "
                             f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}")
         self.notifier.send(f"STATUS={self.last_status}")

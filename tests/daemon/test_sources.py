@@ -89,6 +89,10 @@ def test_scim_deactivation_is_applied_at_once(world: World, start_daemon):
 
         assert httpx.get(f"{client.base_url}Users", headers={"Authorization": "Bearer wrong-token-0123456789"},
                          timeout=30).status_code == 401
+    daemon.wait_until(lambda: (daemon.metric("syncd_actions_total", kind="revoke", reason="disabled", result="ok")
+                               or 0) == 2, "the pushed runs are counted")
+    assert daemon.metric("syncd_actions_total", kind="issue", reason="joiner", result="ok") == 3
+    assert daemon.metric("syncd_runs_total", job="scim", source="idp", result="ok") >= 2
     assert daemon.metric("syncd_scim_requests_total", status="201") == 4
     assert daemon.metric("syncd_scim_requests_total", status="200") == 2
     assert daemon.metric("syncd_scim_requests_total", status="401") == 1
