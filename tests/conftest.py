@@ -126,3 +126,12 @@ def write_yaml(path: Path, data: object) -> Path:
 def syncd_env() -> dict[str, str]:
     """Environment for `syncd` subprocesses: JSON logs, no colour."""
     return {**os.environ, "NO_COLOR": "1", "SYNCD_LOG_LEVEL": "info"}
+
+
+def self_signed_certificate(directory: Path, name: str = "tls") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, written by openssl: NAME.crt, NAME.key."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 
 import httpx
 import pytest
 
 from tests.conftest import _free_port as free_port
+from tests.conftest import self_signed_certificate
 from tests.daemon.conftest import RunningDaemon
 from tests.integration.conftest import World
 from tests.ldap.conftest import Directory
@@ -59,10 +61,12 @@ def send(client: httpx.Client, method: str, url: str, body: dict, expect: int) -
 
 def test_scim_deactivation_is_applied_at_once(world: World, start_daemon):
     scim_port = free_port()
-    configure_scim(world, port=scim_port)
+    cert, key = self_signed_certificate(world.directory)
+    configure_scim(world, port=scim_port, tls_cert=cert.name, tls_key=key.name)
     # Scheduled runs are an hour apart: whatever happens below is the push's own doing.
     daemon = start_daemon(jobs={"reconcile": {"every": "1h"}, "credentials": {"every": "1h"}})
-    client = httpx.Client(base_url=f"http://127.0.0.1:{scim_port}/scim/v2", timeout=30,
+    client = httpx.Client(base_url=f"https://127.0.0.1:{scim_port}/scim/v2", timeout=30,
+                          verify=ssl.create_default_context(cafile=cert),
                           headers={"Authorization": f"Bearer {TOKEN}"})
     with client:
         ids = {name: send(client, "POST", "/Users", {"schemas": [USER], "userName": name, "active": True}, 201)["id"]
@@ -87,8 +91,7 @@ def test_scim_deactivation_is_applied_at_once(world: World, start_daemon):
             ("dana", "disabled"), ("erin", "disabled")]
         assert world.token_authenticates(tokens["fay"])
 
-        assert httpx.get(f"{client.base_url}Users", headers={"Authorization": "Bearer wrong-token-0123456789"},
-                         timeout=30).status_code == 401
+        assert client.get("/Users", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
     daemon.wait_until(lambda: (daemon.metric("syncd_actions_total", kind="revoke", reason="disabled", result="ok")
                                or 0) == 2, "the pushed runs are counted")
     assert daemon.metric("syncd_actions_total", kind="issue", reason="joiner", result="ok") == 3
