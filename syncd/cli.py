@@ -15,19 +15,22 @@ from syncd import logs, render
 from syncd.config import load_settings
 from syncd.delivery import exec_credential
 from syncd.engine import Engine, RunReport
-from syncd.errors import ApplyFailed, ChangesPending, LedgerTampered, SyncdError
+from syncd.errors import ApplyFailed, ChangesPending, LedgerTampered, SyncdError, UnsafePlan
 from syncd.ledger import Ledger
 from syncd.plan import Reason
 from syncd.policy import load_policy
+from syncd.sources import open_source
 
 app = typer.Typer(help="Keep Kubernetes credentials in step with the people in your directory.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Check configuration and policy.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read and check the ledger.", no_args_is_help=True)
 token_app = typer.Typer(help="List and revoke credentials.", no_args_is_help=True)
+source_app = typer.Typer(help="Check the identity sources.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(token_app, name="token")
+app.add_typer(source_app, name="source")
 
 
 class Output(StrEnum):
@@ -58,11 +61,8 @@ def reconcile(
     output: OutputOption = Output.text,
 ) -> None:
     """Bring clusters, delivered kubeconfigs and the ledger in line with the sources and the policy."""
-    engine = Engine(load_settings(config))
-    try:
+    with Engine(load_settings(config)) as engine:
         reports = engine.reconcile(source, dry_run=dry_run or check, allow_mass_revocation=allow_mass_revocation)
-    finally:
-        engine.close()
     if output is Output.json:
         typer.echo(json.dumps({"runs": [render.report_json(r) for r in reports]}, indent=2))
     else:
@@ -70,6 +70,9 @@ def reconcile(
     _raise_for_failures(reports)
     if check and any(r.plan and (r.plan.actions or r.plan.held) for r in reports):
         raise ChangesPending("changes pending")
+    unsafe = [held for r in reports if r.plan is not None for held in r.plan.held if held.unsafe]
+    if unsafe and not dry_run:
+        raise UnsafePlan(f"{len(unsafe)} revocation(s) held: {unsafe[0].why}")
 
 
 @app.command()
@@ -103,6 +106,34 @@ def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
                f"{len(policy.rules)} policy rule(s))")
 
 
+@source_app.command("test")
+def source_test(
+    config: ConfigOption = DEFAULT_CONFIG,
+    source: Annotated[str | None, typer.Option(help="Test this source only.")] = None,
+    output: OutputOption = Output.text,
+) -> None:
+    """Connect, bind, count people (and groups) and print one mapped identity. Changes nothing."""
+    settings = load_settings(config)
+    results = []
+    for source_settings in [settings.source(source)] if source else settings.sources:
+        opened = open_source(source_settings)
+        try:
+            check = getattr(opened, "check", None)
+            if check is not None:
+                results.append({"source": opened.name} | check())
+            else:
+                snapshot = opened.read()
+                results.append({"source": opened.name, "people": len(snapshot.identities),
+                                "sample": snapshot.identities[0] if snapshot.identities else None,
+                                "problems": list(snapshot.problems[:5])})
+        finally:
+            opened.close()
+    if output is Output.json:
+        typer.echo(json.dumps([render.source_check_json(r) for r in results], indent=2))
+    else:
+        typer.echo("\n".join(render.source_check_text(r) for r in results))
+
+
 @ledger_app.command("log")
 def ledger_log(
     config: ConfigOption = DEFAULT_CONFIG,
@@ -112,11 +143,8 @@ def ledger_log(
     output: OutputOption = Output.text,
 ) -> None:
     """List ledger events, oldest first."""
-    ledger = Ledger(load_settings(config).ledger.url)
-    try:
+    with Ledger(load_settings(config).ledger.url) as ledger:
         rows = ledger.events(person=person, run_id=run, limit=limit)
-    finally:
-        ledger.close()
     if output is Output.json:
         typer.echo(json.dumps([render.event_json(r) for r in rows], indent=2))
     else:
@@ -127,12 +155,9 @@ def ledger_log(
 @ledger_app.command("verify")
 def ledger_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Check the hash chain of the event log."""
-    ledger = Ledger(load_settings(config).ledger.url)
-    try:
+    with Ledger(load_settings(config).ledger.url) as ledger:
         broken = ledger.verify()
         count = len(ledger.events())
-    finally:
-        ledger.close()
     if broken is not None:
         raise LedgerTampered(f"the ledger's hash chain breaks at event {broken}")
     typer.echo(f"ledger ok: {count} event(s), hash chain intact")
@@ -145,11 +170,8 @@ def ledger_export(
     to: Annotated[Path | None, typer.Option("--to", help="Append to this file instead of stdout.")] = None,
 ) -> None:
     """Write events as JSON lines for a SIEM, each with its hash and the previous one's."""
-    ledger = Ledger(load_settings(config).ledger.url)
-    try:
+    with Ledger(load_settings(config).ledger.url) as ledger:
         rows = [r for r in ledger.events() if (r.seq or 0) > since]
-    finally:
-        ledger.close()
     lines = "".join(json.dumps(render.event_json(r) | {"prev_hash": r.prev_hash}) + "\n" for r in rows)
     if to is None:
         sys.stdout.write(lines)
@@ -172,11 +194,8 @@ def token_list(
     output: OutputOption = Output.text,
 ) -> None:
     """Every credential: owner, cluster, state, fingerprint, issued (last rotation), expiry, scopes."""
-    ledger = Ledger(load_settings(config).ledger.url)
-    try:
+    with Ledger(load_settings(config).ledger.url) as ledger:
         rows = ledger.credentials(include_revoked=all_states)
-    finally:
-        ledger.close()
     if output is Output.json:
         typer.echo(json.dumps([render.credential_json(*row) for row in rows], indent=2))
     else:
@@ -192,11 +211,8 @@ def token_revoke(
     output: OutputOption = Output.text,
 ) -> None:
     """Revoke now, with no grace window. The next reconcile gives a person the source still entitles new access."""
-    engine = Engine(load_settings(config))
-    try:
+    with Engine(load_settings(config)) as engine:
         report = engine.revoke(target, Reason(reason.value))
-    finally:
-        engine.close()
     if output is Output.json:
         typer.echo(json.dumps(render.report_json(report), indent=2))
     else:

@@ -59,6 +59,85 @@ class FileSourceSettings(Strict):
     )
 
 
+class LdapAttributeMap(Strict):
+    id: str = Field("entryUUID", description="Stable id that survives renames and moves (AD: objectGUID).")
+    username: str = Field("uid", description="Login name (AD: sAMAccountName).")
+    email: str = Field("mail", description="Email address.")
+    display_name: str = Field("cn", description="Full name (AD: displayName).")
+    extra: list[str] = Field([], description="Further attributes handed to policy rules (first value of each).")
+
+
+class LdapMembership(Strict):
+    source: Literal["memberOf", "group"] = Field(
+        "memberOf", description="memberOf: a person's groups come from their memberOf attribute. group: from the "
+        "groups' member_attribute.")
+    member_attribute: Literal["member", "uniqueMember", "memberUid"] = Field(
+        "member", description="Group attribute listing members (DNs; memberUid lists usernames). Also used to "
+        "find the people a changed group affects between full reads.")
+    group_name_attribute: str = Field("cn", description="Attribute giving a group's name as policy sees it.")
+    nested: Literal["none", "client", "in_chain"] = Field(
+        "client", description="Nested groups: none; client (resolved from the groups read); in_chain (Active "
+        "Directory's LDAP_MATCHING_RULE_IN_CHAIN, one query per group).")
+
+
+class LdapDisabled(Strict):
+    """Which signals mark an account disabled (its person is revoked). Any that applies wins."""
+
+    ad_user_account_control: bool = Field(False, description="Active Directory userAccountControl bit 2.")
+    ns_account_lock: bool = Field(False, description="389-ds nsAccountLock: true.")
+    ppolicy_locked: bool = Field(False, description="OpenLDAP ppolicy pwdAccountLockedTime present.")
+    filter: str | None = Field(None, description="An LDAP filter matching disabled people, e.g. (employeeType=left).")
+
+
+class LdapIncremental(Strict):
+    attribute: Literal["modifyTimestamp", "entryCSN", "uSNChanged"] = Field(
+        "modifyTimestamp", description="Attribute whose value grows with every change; polls ask for newer ones.")
+    poll_interval: Duration = Field(timedelta(minutes=1), description="How often the daemon polls for changes.")
+    full_interval: Duration = Field(
+        timedelta(hours=1), description="How often the daemon reads everything (deletions show up only then).")
+
+
+class LdapSourceSettings(Strict):
+    type: Literal["ldap"]
+    name: str = Field(description="Name of this source in the ledger and the logs.")
+    servers: list[str] = Field(min_length=1, description="ldap:// or ldaps:// URLs, tried in order (failover).")
+    tls: Literal["ldaps", "starttls", "none"] = Field(
+        "ldaps", description="ldaps, starttls, or none (plain text; for tests only, must be set explicitly).")
+    ca_file: Path | None = Field(None, description="PEM CA bundle that signed the servers' certificates "
+                                                   "(default: the system's).")
+    verify_hostname: bool = Field(True, description="Check the server certificate names the host connected to.")
+    bind_dn: str = Field(description="DN syncd binds as (simple bind; needs read access only).")
+    password_file: Path | None = Field(None, description="File holding the bind password (one line).")
+    password_env: str | None = Field(None, description="Environment variable holding the bind password.")
+    connect_timeout: Duration = Field(timedelta(seconds=5), description="Timeout to open a connection.")
+    timeout: Duration = Field(timedelta(seconds=60), description="Timeout for each answer from the server.")
+    retries: int = Field(2, ge=0, description="Extra rounds over all servers when none could be reached.")
+    backoff: Duration = Field(timedelta(seconds=1), description="Wait before the first retry; doubles each round.")
+    people_base: str = Field(description="Base DN of the people search (subtree).")
+    people_filter: str = Field("(objectClass=inetOrgPerson)", description="Filter selecting people.")
+    group_base: str = Field(description="Base DN of the group search (subtree).")
+    group_filter: str = Field("(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)"
+                              "(objectClass=posixGroup))", description="Filter selecting groups.")
+    page_size: int = Field(500, ge=1, le=10000, description="Entries per page of the paged searches.")
+    attributes: LdapAttributeMap = LdapAttributeMap()
+    membership: LdapMembership = LdapMembership()
+    disabled: LdapDisabled = LdapDisabled()
+    incremental: LdapIncremental = LdapIncremental()
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> LdapSourceSettings:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("set exactly one of password_file or password_env (never the password itself)")
+        for url in self.servers:
+            if not url.lower().startswith(("ldap://", "ldaps://")):
+                raise ValueError(f"server {url!r} must start with ldap:// or ldaps://")
+            if self.tls == "ldaps" and not url.lower().startswith("ldaps://"):
+                raise ValueError(f"server {url!r}: tls is ldaps, so use an ldaps:// URL (or set tls: starttls)")
+        return self
+
+
+
+
 class ScimSourceSettings(Strict):
     type: Literal["scim"] = "scim"
     name: str = Field(description="Name of this source in the ledger and the logs.")
@@ -80,7 +159,7 @@ class ScimSourceSettings(Strict):
         return self
 
 
-SourceSettings = Annotated[FileSourceSettings | ScimSourceSettings, Field(discriminator="type")]
+SourceSettings = Annotated[FileSourceSettings | LdapSourceSettings | ScimSourceSettings, Field(discriminator="type")]
 
 
 class ClusterSettings(Strict):
@@ -243,6 +322,10 @@ def validation_error(path: Path, error: ValidationError, what: str = "configurat
     return ConfigError(f"invalid {what}\n  " + "\n  ".join(lines))
 
 
+# Source settings that are paths relative to the config file.
+_SOURCE_PATHS = ("path", "ca_file", "password_file", "token_file")
+
+
 def _resolve(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else (base / path)
 
@@ -264,9 +347,8 @@ def load_settings(path: Path) -> Settings:
             "policy": _resolve(base, settings.policy),
             "ledger": LedgerSettings(url=url),
             "sources": [
-                s.model_copy(update={"path": _resolve(base, s.path)}) if hasattr(s, "path")
-                else s.model_copy(update={"token_file": _resolve(base, s.token_file)}) if getattr(s, "token_file", None)
-                else s
+                s.model_copy(update={key: _resolve(base, getattr(s, key)) for key in _SOURCE_PATHS
+                                     if getattr(s, key, None) is not None})
                 for s in settings.sources
             ],
             "clusters": [c.model_copy(update={"kubeconfig": _resolve(base, c.kubeconfig)}) for c in settings.clusters],

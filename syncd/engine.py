@@ -11,13 +11,13 @@ import structlog
 from syncd.apply import Applier, Outcome
 from syncd.config import Settings
 from syncd.delivery import Delivery
-from syncd.errors import InputError, SyncdError
+from syncd.errors import ConfigError, InputError, SyncdError
 from syncd.issuers.kube import KubernetesCluster
 from syncd.ledger import Ledger
 from syncd.model import ObservedCluster, Snapshot
 from syncd.plan import Inputs, Plan, Reason, Safety, Sweep, make_plan, plan_manual_revocation
 from syncd.policy import Policy, load_policy
-from syncd.sources import Source, open_source
+from syncd.sources import IncrementalSource, Source, open_source
 
 log = structlog.get_logger("syncd.engine")
 
@@ -73,6 +73,12 @@ class Engine:
             source.close()
         self.ledger.close()
 
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def reconcile(self, source: str | None = None, *, dry_run: bool = False, allow_mass_revocation: bool = False,
                   only: frozenset[str] | None = None, snapshot: Snapshot | None = None,
                   now: datetime | None = None) -> list[RunReport]:
@@ -83,6 +89,23 @@ class Engine:
             return [self._run(snapshot.source, dry_run, allow_mass_revocation, only, now, snapshot)]
         names = [self.settings.source(source).name] if source else list(self.sources)
         return [self._run(name, dry_run, allow_mass_revocation, only, now) for name in names]
+
+    def poll(self, source_name: str, *, dry_run: bool = False, allow_mass_revocation: bool = False
+             ) -> RunReport | None:
+        """Reconcile only the people an incremental source says changed since its last read or poll; None when
+        nothing changed. Deletions wait for the next full `reconcile`."""
+        source = self.sources.get(source_name)
+        if not isinstance(source, IncrementalSource):
+            raise ConfigError(f"source {source_name!r} cannot be polled for changes", hint="reconcile it in full")
+        try:
+            snapshot = source.poll()
+        except SyncdError as error:
+            log.error("abort a poll whose source cannot be read", source=source_name, error=str(error))
+            return RunReport(source_name, dry_run, error=error)
+        if not snapshot.identities and not snapshot.problems:
+            return None
+        return self.reconcile(snapshot=snapshot, only=frozenset(i.id for i in snapshot.identities),
+                              dry_run=dry_run, allow_mass_revocation=allow_mass_revocation)[0]
 
     def revoke(self, target: str, reason: Reason) -> RunReport:
         """Revoke one token (by fingerprint) or a person's access (by id or username) now, through the same lock

@@ -57,6 +57,13 @@ class SourceUnavailable(TemporaryError):
     exit_code = os.EX_UNAVAILABLE
 
 
+class SourceRejected(PermanentError):
+    """A source refused syncd (bad credentials, no permission, an invalid filter): fix the configuration."""
+
+    exit_code = os.EX_NOPERM
+    http_status = 502
+
+
 class ClusterUnavailable(TemporaryError):
     """A Kubernetes API server could not be reached or answered 5xx/429."""
 

@@ -104,6 +104,7 @@ class Action:
 class Held:
     action: Action
     why: str
+    unsafe: bool = False  # held by the mass-revocation thresholds: a human must pass --allow-mass-revocation
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
     else:
         why = _unsafe(actions, known, snapshot, inputs.safety)
         if why and not allow_mass_revocation:
-            held += [Held(a, why) for a in actions if a.kind in REVOKING]
+            held += [Held(a, why, unsafe=True) for a in actions if a.kind in REVOKING]
             actions = [a for a in actions if a.kind not in REVOKING]
     return Plan(snapshot.source, tuple(actions), tuple(held), skipped)
 

@@ -117,3 +117,25 @@ def event_text(row: EventRow) -> str:
     error = f" error={row.error}" if row.error else ""
     return (f"{row.seq:>5} {row.at:%Y-%m-%d %H:%M:%S} run={row.run_id or '-'} {row.action} {row.username}{where} "
             f"({row.reason}) {row.result}{error}")
+
+
+def source_check_json(result: dict[str, Any]) -> dict[str, Any]:
+    """`syncd source test`: the counts, and the sample identity as plain data."""
+    sample = result.get("sample")
+    return result | {"sample": None if sample is None else {
+        "id": sample.id, "username": sample.username, "email": sample.email, "display_name": sample.display_name,
+        "groups": sorted(sample.groups), "active": sample.active, "attributes": sample.attributes}}
+
+
+def source_check_text(result: dict[str, Any]) -> str:
+    data = source_check_json(result)
+    lines = [f"source {data['source']}: ok" + (f" ({data['server']} as {data['bind_dn']})" if "server" in data else "")]
+    lines.append(f"  people: {data['people']}" + (f", groups: {data['groups']}" if "groups" in data else ""))
+    sample = data["sample"]
+    if sample:
+        lines.append(f"  sample: {sample['username']} (id {sample['id']}) <{sample['email']}> "
+                     f"\"{sample['display_name']}\" active={str(sample['active']).lower()}")
+        lines.append(f"    groups: {', '.join(sample['groups']) or '-'}")
+        lines += [f"    {key}: {value}" for key, value in sorted(sample["attributes"].items())]
+    lines += [f"  problem: {problem}" for problem in data["problems"]]
+    return "\n".join(lines)

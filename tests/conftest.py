@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import tempfile
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +27,16 @@ class ControlPlane:
     directory: Path
     admin_kubeconfig: Path
 
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The API server hangs (SIGSTOP), as a cluster behind a dead network would, then comes back."""
+        pid = int((self.directory / "kube-apiserver.pid").read_text())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
     def kubectl(self, *args: str, kubeconfig: Path | None = None, check: bool = True, stdin: str | None = None
                 ) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -30,11 +45,10 @@ class ControlPlane:
         )
 
 
-@pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+@contextmanager
+def started_control_plane(directory: Path) -> Iterator[ControlPlane]:
     if shutil.which("kubectl") is None:
         pytest.fail("kubectl is not installed; run the README's test command, which installs it")
-    directory = tmp_path_factory.mktemp("kube")
     script = ROOT / "scripts" / "kube-control-plane"
     started = subprocess.run([str(script), "start", str(directory)], capture_output=True, text=True, timeout=1800)
     if started.returncode != 0:
@@ -43,6 +57,64 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield ControlPlane(directory, Path(started.stdout.strip().splitlines()[-1]))
     finally:
         subprocess.run([str(script), "stop", str(directory)], check=False, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with started_control_plane(tmp_path_factory.mktemp("kube")) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def second_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """Another cluster, for people with access to several."""
+    with started_control_plane(tmp_path_factory.mktemp("kube-second")) as started:
+        yield started
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A real PostgreSQL server started for this test session, trusting local connections."""
+
+    port: int
+
+    def new_database(self) -> str:
+        """A fresh, empty database; returns its SQLAlchemy URL."""
+        name = f"syncd_{uuid.uuid4().hex[:10]}"
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+                        "-qc", f"CREATE DATABASE {name}"], check=True, capture_output=True, timeout=30)
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not binaries:
+        pytest.fail("PostgreSQL is not installed; run the README's test command, which installs it")
+    bin_dir = binaries[-1].parent
+    # PostgreSQL refuses to run as root: run it as the `postgres` user the Debian package creates.
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    directory = Path(tempfile.mkdtemp(prefix="syncd-pg-"))
+    if as_owner:
+        shutil.chown(directory, "postgres", "postgres")
+    data, port = directory / "data", _free_port()
+    subprocess.run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                    "--no-sync"], check=True, capture_output=True, timeout=120)
+    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(directory / "log"), "-o", options,
+                    "-w", "start"], check=True, capture_output=True, timeout=120)
+    try:
+        yield PostgresServer(port)
+    finally:
+        subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       check=False, capture_output=True, timeout=60)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def write_yaml(path: Path, data: object) -> Path:

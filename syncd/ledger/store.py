@@ -21,6 +21,8 @@ from syncd.model import Identity, KnownAccess, KnownCredential, KnownPerson, Rol
 
 GENESIS = "0" * 64
 APPLY_LOCK_KEY = 0x73796E6364  # "syncd"
+CHAIN_LOCK_KEY = APPLY_LOCK_KEY + 1
+SCHEMA_LOCK_KEY = APPLY_LOCK_KEY + 2
 
 
 def _utc(moment: datetime) -> datetime:
@@ -73,7 +75,11 @@ class Ledger:
             self.engine = create_engine(url, connect_args=self._connect_args(url))
             if url.startswith("sqlite"):
                 self._serialise_sqlite_writers()
-            SQLModel.metadata.create_all(self.engine)
+            with self.engine.begin() as connection:
+                if self.engine.dialect.name == "postgresql":
+                    # Processes starting together would race to create the same tables.
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+                SQLModel.metadata.create_all(connection)
         except SQLAlchemyError as error:
             raise LedgerError(f"cannot open the ledger at {self._safe_url()}: {error.__class__.__name__}") from None
 
@@ -107,6 +113,12 @@ class Ledger:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -176,9 +188,15 @@ class Ledger:
         return None
 
     def recover_intents(self, run_id: str | None) -> list[IntentRow]:
-        """Close intents left pending by a run that died. Call only while holding `exclusive()`."""
+        """Close intents left pending by a run that died, and mark that run interrupted. Call only while holding
+        `exclusive()`."""
         with self.session() as s:
             rows = list(s.exec(select(IntentRow).where(IntentRow.state == "pending")).all())
+            for run_id_left in {row.run_id for row in rows if row.run_id}:
+                run = s.get(RunRow, run_id_left)
+                if run is not None and run.result == "running":
+                    run.result, run.finished_at = "interrupted", datetime.now(UTC)
+                    s.add(run)
             for row in rows:
                 row.state = "recovered"
                 row.finished_at = datetime.now(UTC)
@@ -221,6 +239,9 @@ class Ledger:
         if session is None:
             with self.session() as s:
                 return self.record(run_id, event, session=s)
+        if self.engine.dialect.name == "postgresql":
+            # Writers queue here until commit, so two processes never chain onto the same last event.
+            session.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
         last = session.exec(select(EventRow).order_by(EventRow.seq.desc()).limit(1)).first()  # type: ignore[union-attr]
         row = EventRow(
             seq=(last.seq + 1) if last else 1, run_id=run_id, at=_utc(datetime.now(UTC)),

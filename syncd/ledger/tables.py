@@ -57,7 +57,7 @@ class RunRow(SQLModel, table=True):
     started_at: datetime
     finished_at: datetime | None = None
     dry_run: bool = False
-    result: str = "running"  # running | ok | failed | no-op
+    result: str = "running"  # running | ok | failed | no-op | interrupted
     summary: str = "{}"  # JSON
 
 

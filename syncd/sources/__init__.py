@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from syncd.config import FileSourceSettings, ScimSourceSettings, SourceSettings
+from syncd.config import FileSourceSettings, LdapSourceSettings, ScimSourceSettings, SourceSettings
 from syncd.model import Snapshot
 
 if TYPE_CHECKING:
@@ -59,6 +59,10 @@ def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Sourc
         from syncd.sources.file import FileSource
 
         return FileSource(settings)
+    if isinstance(settings, LdapSourceSettings):
+        from syncd.sources.ldap import LdapSource
+
+        return LdapSource(settings)
     if isinstance(settings, ScimSourceSettings):
         from syncd.sources.scim import ScimPullSource, ScimPushSource
 

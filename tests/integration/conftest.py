@@ -26,9 +26,10 @@ class World:
     policy: dict = field(default_factory=dict)
 
     def configure(self, **sections: dict) -> None:
-        """Merge these sections into syncd.yaml (e.g. tokens={...}) and write it."""
+        """Merge these sections into syncd.yaml (e.g. tokens={...}; a list such as sources=[...] replaces) and
+        write it."""
         for name, values in sections.items():
-            self.settings[name] = self.settings.get(name, {}) | values
+            self.settings[name] = self.settings.get(name, {}) | values if isinstance(values, dict) else values
         write_yaml(self.config, self.settings)
 
     def set_policy(self, defaults: dict | None = None, extra_rules: tuple[dict, ...] = ()) -> None:
@@ -65,11 +66,16 @@ class World:
         self.last_stderr = done.stderr
         return json.loads(done.stdout)["runs"][0]
 
-    def kubeconfig(self, username: str) -> Path:
-        return self.directory / "kubeconfigs" / username / "dev.kubeconfig"
+    def add_cluster(self, name: str, control_plane: ControlPlane, **extra: object) -> None:
+        self.settings["clusters"].append({"name": name, "kubeconfig": str(control_plane.admin_kubeconfig),
+                                          "namespace": self.system_namespace, **extra})
+        write_yaml(self.config, self.settings)
 
-    def token(self, username: str) -> str:
-        return (self.directory / "kubeconfigs" / username / "dev.token").read_text()
+    def kubeconfig(self, username: str, cluster: str = "dev") -> Path:
+        return self.directory / "kubeconfigs" / username / f"{cluster}.kubeconfig"
+
+    def token(self, username: str, cluster: str = "dev") -> str:
+        return (self.directory / "kubeconfigs" / username / f"{cluster}.token").read_text()
 
     def token_authenticates(self, token: str) -> bool:
         """Ask the API server, as admin, whether a token still logs in (TokenReview)."""
@@ -92,9 +98,9 @@ class World:
             str(self.directory / "kubeconfigs" / username / "dev.token"), str(token)))
         return kept
 
-    def can(self, username: str, verb: str, resource: str, namespace: str) -> str:
+    def can(self, username: str, verb: str, resource: str, namespace: str, cluster: str = "dev") -> str:
         done = self.control_plane.kubectl("auth", "can-i", verb, resource, "-n", namespace,
-                                          kubeconfig=self.kubeconfig(username), check=False)
+                                          kubeconfig=self.kubeconfig(username, cluster), check=False)
         return done.stdout.strip() or done.stderr.strip()
 
     def kubectl_json(self, *args: str) -> dict:

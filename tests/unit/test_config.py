@@ -3,8 +3,10 @@
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
-from syncd.config import load_settings, parse_duration
+from syncd.config import LdapSourceSettings, load_settings, parse_duration
 from syncd.errors import ConfigError
 from syncd.policy import load_policy
 from tests.conftest import ROOT, write_yaml
@@ -98,3 +100,43 @@ def test_durations(text, seconds):
 def test_bad_duration_says_how_to_write_one():
     with pytest.raises(ValueError, match="write e.g. 45s"):
         parse_duration("soon")
+
+
+def test_the_commented_ldap_source_in_the_example_is_valid(tmp_path):
+    lines = (ROOT / "configs" / "syncd.example.yaml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "# - name: corp")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("  #"):
+            break
+        block.append("  " + line[4:] if line.startswith("  # ") else line)
+    source = yaml.safe_load("\n".join(block))[0]
+    settings = LdapSourceSettings.model_validate(source)
+    assert settings.tls == "ldaps" and settings.verify_hostname and settings.membership.nested == "client"
+
+
+LDAP = {"type": "ldap", "name": "corp", "servers": ["ldaps://ldap.example.org"], "bind_dn": "cn=syncd",
+        "password_env": "SYNCD_LDAP_PASSWORD", "people_base": "ou=people", "group_base": "ou=groups"}
+
+
+def test_an_inline_ldap_password_is_refused_without_echoing_it(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config(tmp_path, sources=[LDAP | {"password": "hunter2"}]))
+    assert "sources.0.ldap.password: unknown key" in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_ldap_paths_are_relative_to_the_config_file(tmp_path):
+    settings = load_settings(config(tmp_path, sources=[LDAP | {"password_env": None, "password_file": "pw",
+                                                               "ca_file": "ca.pem"}]))
+    assert settings.sources[0].password_file == tmp_path / "pw" and settings.sources[0].ca_file == tmp_path / "ca.pem"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"password_env": "X", "password_file": "/x"}, "exactly one of password_file or password_env"),
+    ({"servers": ["ldap://plain.example.org"]}, "tls is ldaps"),
+    ({"servers": ["http://x"]}, "must start with ldap"),
+])
+def test_ldap_source_settings_refuse_inline_passwords_and_plain_urls(change, message):
+    with pytest.raises(ValidationError, match=message):
+        LdapSourceSettings.model_validate(LDAP | change)

@@ -1,0 +1,137 @@
+"""The ledger contract, run against every backend: a tamper-evident event chain, one apply lock across processes,
+and what the planner reads back being what was written."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import text
+
+from syncd.ledger import Event, Ledger
+from syncd.model import Identity, RoleKind, Scope
+
+EDIT_A = Scope("a", RoleKind.CLUSTER_ROLE, "edit")
+
+
+def record_events(ledger: Ledger, count: int = 3, run_id: str = "run1") -> None:
+    for n in range(count):
+        ledger.record(run_id, Event(f"p{n}", f"user{n}", "issue", "joiner", cluster="dev", after=frozenset({EDIT_A})))
+
+
+def tamper(ledger: Ledger, sql: str) -> None:
+    with ledger.engine.begin() as connection:
+        connection.execute(text(sql))
+
+
+def test_intact_chain_verifies(ledger: Ledger):
+    record_events(ledger)
+    assert ledger.verify() is None
+    events = ledger.events()
+    assert [e.seq for e in events] == [1, 2, 3]
+    assert events[1].prev_hash == events[0].hash
+
+
+def test_edited_event_is_the_first_broken_link(ledger: Ledger):
+    record_events(ledger)
+    tamper(ledger, "UPDATE event SET reason = 'mover' WHERE seq = 2")
+    assert ledger.verify() == 2
+
+
+def test_deleted_event_breaks_the_next_link(ledger: Ledger):
+    record_events(ledger)
+    tamper(ledger, "DELETE FROM event WHERE seq = 2")
+    assert ledger.verify() == 3
+
+
+def test_filters_by_person_and_run(ledger: Ledger):
+    record_events(ledger)
+    ledger.record("run2", Event("p1", "user1", "revoke", "leaver", cluster="dev"))
+    assert [e.action for e in ledger.events(person="user1")] == ["issue", "revoke"]
+    assert [e.person_id for e in ledger.events(run_id="run2")] == ["p1"]
+
+
+def _write_events(url: str, writer: int, count: int) -> None:
+    with Ledger(url) as ledger:
+        for n in range(count):
+            ledger.record(f"writer{writer}", Event(f"p{writer}-{n}", f"user{writer}-{n}", "issue", "joiner"))
+
+
+def test_writers_in_several_processes_keep_one_unbroken_chain(ledger: Ledger, ledger_url: str):
+    spawn = multiprocessing.get_context("spawn")
+    writers = [spawn.Process(target=_write_events, args=(ledger_url, w, 25)) for w in range(4)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    assert [e.seq for e in ledger.events()] == list(range(1, 101))
+    assert ledger.verify() is None
+
+
+def _hold_the_apply_lock(url: str, journal: str, name: str) -> None:
+    with Ledger(url) as ledger, ledger.exclusive():
+        with open(journal, "a") as handle:
+            handle.write(f"{name} in\n")
+        time.sleep(0.3)
+        with open(journal, "a") as handle:
+            handle.write(f"{name} out\n")
+
+
+def test_the_apply_lock_excludes_other_processes(ledger: Ledger, ledger_url: str, tmp_path: Path):
+    journal = tmp_path / "journal"
+    spawn = multiprocessing.get_context("spawn")
+    holders = [spawn.Process(target=_hold_the_apply_lock, args=(ledger_url, str(journal), f"p{n}")) for n in range(3)]
+    for process in holders:
+        process.start()
+    for process in holders:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 6
+    for entered, left in zip(lines[::2], lines[1::2], strict=True):
+        assert entered.endswith(" in") and left == entered.replace(" in", " out")
+
+
+def test_the_planner_reads_back_people_access_and_credentials(ledger: Ledger):
+    issued = datetime(2026, 1, 1, tzinfo=UTC)
+    with ledger.session() as s:
+        ledger.save_identity(s, "hr", Identity("1001", "alice", groups=frozenset({"developers"})))
+        ledger.save_access(s, "1001", "dev", frozenset({EDIT_A}), "/k/alice/dev.kubeconfig")
+        ledger.add_credential(s, "1001", "dev", "syncd-1001-x", "sha256:aa", issued, issued + timedelta(hours=8))
+    [(person_id, alice)] = ledger.known_people().items()
+    assert (person_id, alice.username, alice.source) == ("1001", "alice", "hr")
+    access = alice.access["dev"]
+    assert access.scopes == frozenset({EDIT_A})
+    assert (access.credential.fingerprint, access.credential.expires_at) == ("sha256:aa", issued + timedelta(hours=8))
+
+    with ledger.session() as s:
+        ledger.replace_credential(s, "1001", "dev", grace=timedelta(hours=1), reason="rotation-due")
+        ledger.add_credential(s, "1001", "dev", "syncd-1001-y", "sha256:bb", issued, issued + timedelta(hours=8))
+    access = ledger.known_people()["1001"].access["dev"]
+    assert access.credential.fingerprint == "sha256:bb"
+    assert [c.fingerprint for c in access.retiring] == ["sha256:aa"]
+
+    with ledger.session() as s:
+        ledger.revoke_credentials(s, "1001", "dev", reason="exposed")
+        ledger.remove_access(s, "1001", "dev")
+    assert ledger.known_people() == {}
+    states = sorted((row.fingerprint, row.state) for row, _, _ in ledger.credentials(include_revoked=True))
+    assert states == [("sha256:aa", "revoked"), ("sha256:bb", "revoked")]
+
+
+def test_an_intent_left_pending_is_recovered_once_and_marks_its_run_interrupted(ledger: Ledger):
+    killed = ledger.start_run("hr", dry_run=False)
+    ledger.begin_intent(killed, Event("1001", "alice", "issue", "joiner", cluster="dev"))
+    finished = ledger.begin_intent(killed, Event("1002", "bob", "issue", "joiner", cluster="dev"))
+    ledger.end_intent(finished, "done")
+
+    next_run = ledger.start_run("hr", dry_run=False)
+    [recovered] = ledger.recover_intents(next_run)
+    assert (recovered.username, recovered.action) == ("alice", "issue")
+    assert ledger.recover_intents(next_run) == []
+    [event] = ledger.events(run_id=next_run)
+    assert (event.action, event.reason, event.username) == ("recover", "interrupted-issue", "alice")
+    assert [(run.id, run.result) for run in ledger.runs() if run.id == killed] == [(killed, "interrupted")]
