@@ -63,7 +63,7 @@ def wait_listening(url: str, process: subprocess.Popen) -> None:
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"server at {url} did not start")
+            raise SystemExit(f"server at {url} did not start (exit {process.poll()}): {' '.join(process.args)}")
         time.sleep(0.2)
 
 

@@ -1,4 +1,5 @@
-"""Pure parts of the SCIM work: the IdP quirk rewrites, the snapshot mapping, the commented example config."""
+"""Pure parts of the SCIM work: the IdP quirk rewrites, the snapshot mapping, which changes cost a reconcile, the
+commented example config."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import json
 import re
 
 import pytest
+from scim2_models import Group, GroupMember, User
 
 from syncd.config import ConfigError, Settings, load_settings
+from syncd.policy import Policy
 from syncd.scim.quirks import ENTERPRISE, MANAGER, PATCH_OP, normalise
+from syncd.scim.storage import Relevance
 from syncd.sources.scim import snapshot_of
 from tests.conftest import ROOT
 
@@ -54,6 +58,38 @@ def test_snapshot_maps_users_and_groups_and_flags_broken_users():
         "ann", "a@x.org", "Ann Lee", frozenset({"sre"}), False)
     assert ann.attributes == {"department": "ops"}
     assert not snapshot.complete and snapshot.problems == ("user 2: no userName",)
+
+
+RELEVANCE = Relevance(Policy.model_validate({"rules": [
+    {"name": "devs", "match": {"groups": ["developers"]},
+     "grant": [{"cluster": "dev", "namespaces": ["a"], "role": "edit"}]},
+    {"name": "leads", "match": {"attributes": {"title": "lead"}},
+     "grant": [{"cluster": "dev", "namespaces": ["b"], "role": "view"}]},
+]}))
+
+
+def user(**fields) -> User:
+    return User(id="u1", user_name="ann", **fields)
+
+
+def group(name: str, *members: str) -> Group:
+    return Group(id="g1", display_name=name, members=[GroupMember(value=m) for m in members] or None)
+
+
+def test_only_changes_that_can_alter_access_cost_a_reconcile():
+    touched = RELEVANCE.touched
+    assert touched("User", None, user()) == frozenset()  # a joiner in no group yet: nothing to grant
+    assert touched("User", None, user(title="lead")) == {"u1"}  # the policy entitles them as they are
+    assert touched("User", user(), user(display_name="Ann", emails=None, locale="fr")) == frozenset()
+    assert touched("User", user(title="dev"), user(title="lead")) == {"u1"}  # an attribute a rule matches on
+    assert touched("User", user(), user(active=False)) == {"u1"}
+    assert touched("User", user(), user().model_copy(update={"user_name": "anne"})) == {"u1"}
+    assert touched("User", user(), None) == {"u1"}
+    assert touched("Group", group("developers", "a", "b"), group("developers", "b", "c")) == {"a", "c"}
+    assert touched("Group", group("developers", "a"), group("admins", "a")) == {"a"}  # renamed
+    assert touched("Group", None, group("developers", "a")) == {"a"}
+    assert touched("Group", group("developers", "a", "b"), None) == {"a", "b"}
+    assert touched("Group", group("developers", "a"), group("developers", "a")) == frozenset()
 
 
 def uncomment(lines: list[str], first: str) -> list[str]:
