@@ -42,6 +42,10 @@ class ScimStore:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        insert = _INSERT[ledger.engine.dialect.name](ScimResourceRow)
+        self._upsert = insert.on_conflict_do_update(
+            index_elements=["tenant", "resource_type", "id"],
+            set_={key: insert.excluded[key] for key in ("source", "body", "updated_at")})
 
     def _resources(self, where: Any) -> list[ScimResource]:
         # Plain columns, not ORM objects: a push source reads every row on each targeted run.
@@ -58,15 +62,11 @@ class ScimStore:
         return self._resources(ScimResourceRow.source == source)
 
     def put(self, tenant: str, source: str, resource: ScimResource) -> None:
-        """Insert or replace, in one statement (the endpoint's hot path)."""
-        insert = _INSERT[self.ledger.engine.dialect.name]
-        values = {"tenant": tenant, "resource_type": resource.resource_type, "id": resource.id, "source": source,
-                  "body": json.dumps(resource.body, sort_keys=True), "updated_at": datetime.now(UTC)}
-        statement = insert(ScimResourceRow).values(**values).on_conflict_do_update(
-            index_elements=["tenant", "resource_type", "id"],
-            set_={key: values[key] for key in ("source", "body", "updated_at")})
-        with self.ledger.session() as s:
-            s.execute(statement)
+        """Insert or replace, in one prepared statement (the endpoint's hot path)."""
+        with self.ledger.connection() as connection:
+            connection.execute(self._upsert, {
+                "tenant": tenant, "resource_type": resource.resource_type, "id": resource.id, "source": source,
+                "body": json.dumps(resource.body, sort_keys=True), "updated_at": datetime.now(UTC)})
 
     def delete(self, tenant: str, resource_type: str, resource_id: str) -> None:
         with self.ledger.session() as s:
