@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -321,6 +321,19 @@ def validation_error(path: Path, error: ValidationError, what: str = "configurat
         lines.append(f"{path}: {key}: {message}")
     return ConfigError(f"invalid {what}\n  " + "\n  ".join(lines))
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def read_model(path: Path, model: type[ModelT], what: str = "configuration") -> ModelT:
+    """Read a YAML file into `model`, or raise `ConfigError` naming the file and each bad key."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level of the {what} must be a mapping of keys")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise validation_error(path, error, what) from None
+
 
 # Source settings that are paths relative to the config file.
 _SOURCE_PATHS = ("path", "ca_file", "password_file", "token_file")
@@ -331,13 +344,7 @@ def _resolve(base: Path, path: Path) -> Path:
 
 
 def load_settings(path: Path) -> Settings:
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of settings")
-    try:
-        settings = Settings.model_validate(raw)
-    except ValidationError as error:
-        raise validation_error(path, error) from None
+    settings = read_model(path, Settings)
     base = path.parent.resolve()
     url = settings.ledger.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from syncd.config import Duration, Settings, Strict, read_yaml, validation_error
+from syncd.config import Duration, Settings, Strict, read_model
 from syncd.errors import ConfigError
 from syncd.model import Access, Identity, RoleKind, Scope
 
@@ -125,12 +125,6 @@ class Policy(Strict):
 
 def load_policy(settings: Settings) -> Policy:
     path = settings.policy
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping with `rules`")
-    try:
-        policy = Policy.model_validate(raw)
-    except ValidationError as error:
-        raise validation_error(path, error, "policy") from None
+    policy = read_model(path, Policy, "policy")
     policy.check_against(settings, path)
     return policy

@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
 from syncd.errors import LedgerError
+from syncd.ledger import schema
 from syncd.ledger.tables import AccessRow, CredentialRow, EventRow, IntentRow, PersonRow, RunRow
 from syncd.model import Identity, KnownAccess, KnownCredential, KnownPerson, RoleKind, Scope
 
@@ -82,9 +83,9 @@ class Ledger:
                 self._serialise_sqlite_writers()
             with self.engine.begin() as connection:
                 if self.engine.dialect.name == "postgresql":
-                    # Processes starting together would race to create the same tables.
+                    # Processes starting together would race to migrate the same tables.
                     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
-                SQLModel.metadata.create_all(connection)
+                schema.upgrade(connection)
         except SQLAlchemyError as error:
             raise LedgerError(f"cannot open the ledger at {self._safe_url()}: {error.__class__.__name__}") from None
 
