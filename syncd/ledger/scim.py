@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, select
 
 from syncd.ledger.store import Ledger
@@ -25,6 +27,9 @@ class ScimResourceRow(SQLModel, table=True):
     updated_at: datetime
 
 
+_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
 @dataclass(frozen=True)
 class ScimResource:
     resource_type: str
@@ -37,27 +42,31 @@ class ScimStore:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        insert = _INSERT[ledger.engine.dialect.name](ScimResourceRow)
+        self._upsert = insert.on_conflict_do_update(
+            index_elements=["tenant", "resource_type", "id"],
+            set_={key: insert.excluded[key] for key in ("source", "body", "updated_at")})
+
+    def _resources(self, where: Any) -> list[ScimResource]:
+        # Plain columns, not ORM objects: a push source reads every row on each targeted run.
+        columns = (ScimResourceRow.resource_type, ScimResourceRow.id, ScimResourceRow.body)
+        with self.ledger.session() as s:
+            rows = s.exec(select(*columns).where(where)
+                          .order_by(ScimResourceRow.resource_type, ScimResourceRow.id)).all()  # type: ignore[arg-type]
+        return [ScimResource(kind, resource_id, json.loads(body)) for kind, resource_id, body in rows]
 
     def tenant_resources(self, tenant: str) -> list[ScimResource]:
-        with self.ledger.session() as s:
-            rows = s.exec(select(ScimResourceRow).where(ScimResourceRow.tenant == tenant)).all()
-        return [ScimResource(r.resource_type, r.id, json.loads(r.body)) for r in rows]
+        return self._resources(ScimResourceRow.tenant == tenant)
 
     def source_resources(self, source: str) -> list[ScimResource]:
-        with self.ledger.session() as s:
-            rows = s.exec(select(ScimResourceRow).where(ScimResourceRow.source == source)
-                          .order_by(ScimResourceRow.resource_type, ScimResourceRow.id)).all()  # type: ignore[arg-type]
-        return [ScimResource(r.resource_type, r.id, json.loads(r.body)) for r in rows]
+        return self._resources(ScimResourceRow.source == source)
 
     def put(self, tenant: str, source: str, resource: ScimResource) -> None:
-        with self.ledger.session() as s:
-            row = s.get(ScimResourceRow, (tenant, resource.resource_type, resource.id)) or ScimResourceRow(
-                tenant=tenant, resource_type=resource.resource_type, id=resource.id, source=source, body="{}",
-                updated_at=datetime.now(UTC))
-            row.source = source
-            row.body = json.dumps(resource.body, sort_keys=True)
-            row.updated_at = datetime.now(UTC)
-            s.add(row)
+        """Insert or replace, in one prepared statement (the endpoint's hot path)."""
+        with self.ledger.connection() as connection:
+            connection.execute(self._upsert, {
+                "tenant": tenant, "resource_type": resource.resource_type, "id": resource.id, "source": source,
+                "body": json.dumps(resource.body, sort_keys=True), "updated_at": datetime.now(UTC)})
 
     def delete(self, tenant: str, resource_type: str, resource_id: str) -> None:
         with self.ledger.session() as s:

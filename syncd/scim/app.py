@@ -22,6 +22,7 @@ from scim2_models import (
     UnauthorizedException,
 )
 from scim2_server.applications.asgi import ASGIApplication, Receive, Scope, Send
+from scim2_server.memory import AsyncInMemoryStorage
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
@@ -33,7 +34,7 @@ from syncd.errors import ConfigError, SyncdError
 from syncd.ledger import ScimStore
 from syncd.scim import quirks
 from syncd.scim.reconciler import Reconciler
-from syncd.scim.storage import AsyncLedgerStorage, LedgerStorage
+from syncd.scim.storage import LedgerStorage, Relevance
 
 log = structlog.get_logger("syncd.scim")
 
@@ -105,10 +106,10 @@ class ScimApp:
         self.service = SyncdScimService(provider, settings.max_body_bytes)
         self.known_schemas = {s for rt in provider.resource_types
                               for s in [rt.schema_, *(e.schema_ for e in rt.schema_extensions or [])] if s}
-        store = ScimStore(engine.ledger)
+        store, relevance = ScimStore(engine.ledger), Relevance(engine.policy)
         self.tenants = [
             Tenant(t.name, read_token(t.token_file, t.name), ASGIApplication(
-                AsyncLedgerStorage(LedgerStorage(store, t.name, t.source, provider, reconciler.submit)),
+                AsyncInMemoryStorage(LedgerStorage(store, t.name, t.source, provider, relevance, reconciler.submit)),
                 provider, self.service))
             for t in settings.tenants
         ]

@@ -20,7 +20,7 @@ log = structlog.get_logger("syncd.scim")
 
 
 class Reconciler:
-    def __init__(self, engine: Engine, workers: int = 3) -> None:
+    def __init__(self, engine: Engine, workers: int = 2) -> None:
         self.engine = engine
         self._pending: dict[str, set[str]] = {}
         self._busy = 0

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from syncd.ledger import ScimStore
 from tests.integration.conftest import World
 from tests.scim.conftest import SCIM_JSON, TOKEN, Endpoint
 from tests.scim.test_idp_shapes import GROUP, PATCH, USER, send
@@ -41,6 +42,14 @@ def test_bad_requests_are_refused_and_change_nothing(world: World, scim: Endpoin
     uid, gid = alice
     client = scim.client()
     before = {kind: send(client, "GET", f"/{kind}") for kind in ("Users", "Groups")}
+    ledger = scim.engine.ledger
+
+    def recorded() -> tuple:
+        """What the ledger database holds: pushed resources, events, credentials and their states."""
+        return (ScimStore(ledger).source_resources("idp"), [e.seq for e in ledger.events()],
+                [(c.id, c.state) for c, _, _ in ledger.credentials(include_revoked=True)])
+
+    stored = recorded()
     deactivate = json.dumps({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": False}}]})
 
     def request(method: str, url: str, content: str | bytes | None = None, **kwargs):
@@ -80,6 +89,7 @@ def test_bad_requests_are_refused_and_change_nothing(world: World, scim: Endpoin
 
     scim.settle()
     assert {kind: send(client, "GET", f"/{kind}") for kind in ("Users", "Groups")} == before
+    assert recorded() == stored  # nothing stored, no run, no event, nothing revoked
     assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
 
 
@@ -95,6 +105,15 @@ def test_paging_is_stable_and_projects_attributes(scim: Endpoint, alice: tuple[s
     assert {page["totalResults"] for page in pages} == {6}
     projected = send(client, "GET", "/Users", attributes="userName", count=1)["Resources"][0]
     assert set(projected) == {"schemas", "id", "userName"}
+    beyond = send(client, "GET", "/Users", startIndex=7, count=2)
+    assert (beyond["totalResults"], beyond.get("Resources", [])) == (6, [])
+    counted = send(client, "GET", "/Users", count=0)
+    assert (counted["totalResults"], counted.get("Resources", [])) == (6, [])
+    matching = [u["id"] for u in send(client, "GET", "/Users", filter='userName sw "user"')["Resources"]]
+    filtered = send(client, "GET", "/Users", filter='userName sw "user"', startIndex=2, count=2)
+    assert [u["id"] for u in filtered["Resources"]] == matching[1:3] and filtered["totalResults"] == 5
+    by_name = send(client, "GET", "/Users", filter='userName sw "user"', sortBy="userName", sortOrder="descending")
+    assert [u["userName"] for u in by_name["Resources"]] == [f"user{n}" for n in range(4, -1, -1)]
     excluded = send(client, "GET", "/Users", excludedAttributes="displayName")["Resources"]
     assert all("displayName" not in u for u in excluded)
 

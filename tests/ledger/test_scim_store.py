@@ -1,0 +1,29 @@
+"""Pushed SCIM resources on every ledger backend: upsert, per-tenant and per-source reads in a stable order, delete."""
+
+from __future__ import annotations
+
+from syncd.ledger import Ledger, ScimResource, ScimStore
+
+
+def test_scim_store_upserts_reads_and_deletes(ledger: Ledger):
+    store = ScimStore(ledger)
+    store.put("okta", "idp", ScimResource("User", "u2", {"userName": "bob"}))
+    store.put("okta", "idp", ScimResource("User", "u1", {"userName": "ann"}))
+    store.put("okta", "idp", ScimResource("Group", "g1", {"displayName": "devs", "members": [{"value": "u1"}]}))
+    store.put("entra", "idp", ScimResource("User", "u1", {"userName": "carl"}))  # ids are per tenant
+    store.put("other", "hr", ScimResource("User", "u9", {"userName": "dora"}))
+    store.put("okta", "idp", ScimResource("User", "u1", {"userName": "ann", "active": False}))  # replaced whole
+
+    assert store.tenant_resources("okta") == [
+        ScimResource("Group", "g1", {"displayName": "devs", "members": [{"value": "u1"}]}),
+        ScimResource("User", "u1", {"userName": "ann", "active": False}),
+        ScimResource("User", "u2", {"userName": "bob"})]
+    pushed = store.source_resources("idp")
+    assert [r.resource_type for r in pushed] == ["Group", "User", "User", "User"]
+    assert sorted((r.id, r.body["userName"]) for r in pushed[1:]) == [("u1", "ann"), ("u1", "carl"), ("u2", "bob")]
+
+    store.delete("okta", "User", "u2")
+    store.delete("okta", "User", "missing")
+    assert [r.id for r in store.tenant_resources("okta")] == ["g1", "u1"]
+    assert [r.body["userName"] for r in store.tenant_resources("entra")] == ["carl"]
+    assert [r.id for r in store.source_resources("hr")] == ["u9"]
