@@ -5,7 +5,7 @@ No I/O happens here. Every action is plain data with a message, so a dry run and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -165,12 +165,19 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
     if inputs.only is not None:
         people &= inputs.only
 
+    clusters = sorted(reachable.items())
+    access_by_key: dict[Hashable, dict[str, Access]] = {}  # people alike to the policy share one evaluation
     actions: list[Action] = []
     for pid in sorted(people):
         identity = identities.get(pid)
-        desired = inputs.policy.access_for(identity) if identity else {}
+        desired: dict[str, Access] = {}
+        if identity is not None:
+            key = inputs.policy.access_key(identity)
+            if key not in access_by_key:
+                access_by_key[key] = inputs.policy.access_for(identity)
+            desired = access_by_key[key]
         person = known.get(pid)
-        for cluster, observed in sorted(reachable.items()):
+        for cluster, observed in clusters:
             actions.extend(
                 _plan_person_on_cluster(
                     pid=pid,
@@ -278,9 +285,9 @@ def _retirements(known_access: KnownAccess | None, observed: ObservedAccount | N
             actions.append(Action(Kind.RETIRE, Reason.VANISHED, token_secrets=(old.secret_name,), **base))
         elif old.retire_at is not None and now >= old.retire_at:
             actions.append(Action(Kind.RETIRE, Reason.GRACE_ENDED, token_secrets=(old.secret_name,), **base))
-    stale = tuple(sorted(present - explained))
+    stale = present - explained
     if stale:
-        actions.append(Action(Kind.RETIRE, Reason.STALE, token_secrets=stale, **base))
+        actions.append(Action(Kind.RETIRE, Reason.STALE, token_secrets=tuple(sorted(stale)), **base))
     return actions
 
 
@@ -317,18 +324,19 @@ def _binding_diff(
             healthy.add(binding.scope)
         else:
             delete.append(binding)
-    create = tuple(sorted(wanted - healthy))
-    return create, tuple(sorted(delete, key=lambda b: (b.namespace or "", b.name)))
+    missing = wanted - healthy
+    create = tuple(sorted(missing)) if missing else ()
+    return create, tuple(sorted(delete, key=lambda b: (b.namespace or "", b.name))) if delete else ()
 
 
 def _orphans(reachable: Mapping[str, ObservedCluster], accounted: set[str]) -> list[Action]:
-    return [
-        Action(Kind.ORPHAN, Reason.ORPHAN, cluster, key, key, delete_bindings=account.bindings,
-               token_secrets=account.token_secrets)
-        for cluster, observed in sorted(reachable.items())
-        for key, account in sorted(observed.accounts.items())
-        if key not in accounted
-    ]
+    orphans = []
+    for cluster, observed in sorted(reachable.items()):
+        for key in sorted(observed.accounts.keys() - accounted):
+            account = observed.accounts[key]
+            orphans.append(Action(Kind.ORPHAN, Reason.ORPHAN, cluster, key, key, delete_bindings=account.bindings,
+                                  token_secrets=account.token_secrets))
+    return orphans
 
 
 def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: Snapshot, safety: Safety) -> str | None:

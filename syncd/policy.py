@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -74,6 +76,18 @@ class Defaults(Strict):
 class Policy(Strict):
     defaults: Defaults = Defaults()
     rules: list[Rule] = Field(default_factory=list)
+
+    @cached_property
+    def _matched_on(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        groups = frozenset(group for rule in self.rules for group in rule.match.groups)
+        attributes = tuple(sorted({name for rule in self.rules for name in rule.match.attributes}))
+        return groups, attributes
+
+    def access_key(self, identity: Identity) -> Hashable:
+        """All that `access_for` reads of a person: people with equal keys get equal access."""
+        groups, attributes = self._matched_on
+        return (identity.active, identity.groups & groups,
+                tuple(identity.attributes.get(name) for name in attributes))
 
     def access_for(self, identity: Identity) -> dict[str, Access]:
         """The union of every matching rule's grants, one entry per cluster. Inactive people get nothing."""
