@@ -264,12 +264,15 @@ def _plan_person_on_cluster(
     elif create or delete:
         actions.append(Action(Kind.REPAIR, Reason.DRIFT, **common))
 
-    token_only = common | dict(create_bindings=(), delete_bindings=())
     if refresh_due(credential, inputs.now, inputs.safety.refresh_at):
-        actions.append(Action(Kind.REFRESH, Reason.EXPIRING, new_token=True, **token_only))
+        actions.append(Action(Kind.REFRESH, Reason.EXPIRING, new_token=True, **_token_only(common)))
     elif inputs.now >= credential.issued_at + desired.rotation_period:
-        actions.append(Action(Kind.ROTATE, Reason.ROTATION_DUE, new_token=True, **token_only))
+        actions.append(Action(Kind.ROTATE, Reason.ROTATION_DUE, new_token=True, **_token_only(common)))
     return actions + retirements
+
+
+def _token_only(common: dict) -> dict:
+    return common | dict(create_bindings=(), delete_bindings=())
 
 
 def _retirements(known_access: KnownAccess | None, observed: ObservedAccount | None, now: datetime,
@@ -277,18 +280,18 @@ def _retirements(known_access: KnownAccess | None, observed: ObservedAccount | N
     """Old tokens whose grace window ended or whose Secret vanished, and token Secrets no record explains."""
     present = set(observed.token_secrets) if observed else set()
     explained = {known_access.credential.secret_name} if known_access and known_access.credential else set()
-    base = common | dict(create_bindings=(), delete_bindings=())
-    actions = []
+    due: list[tuple[Reason, tuple[str, ...]]] = []
     for old in known_access.retiring if known_access else ():
         explained.add(old.secret_name)
         if old.secret_name not in present:
-            actions.append(Action(Kind.RETIRE, Reason.VANISHED, token_secrets=(old.secret_name,), **base))
+            due.append((Reason.VANISHED, (old.secret_name,)))
         elif old.retire_at is not None and now >= old.retire_at:
-            actions.append(Action(Kind.RETIRE, Reason.GRACE_ENDED, token_secrets=(old.secret_name,), **base))
+            due.append((Reason.GRACE_ENDED, (old.secret_name,)))
     stale = present - explained
     if stale:
-        actions.append(Action(Kind.RETIRE, Reason.STALE, token_secrets=tuple(sorted(stale)), **base))
-    return actions
+        due.append((Reason.STALE, tuple(sorted(stale))))
+    base = _token_only(common) if due else {}
+    return [Action(Kind.RETIRE, reason, token_secrets=secrets, **base) for reason, secrets in due]
 
 
 def _report_only(actions: list[Action], sweep: Sweep) -> tuple[list[Action], list[Held]]:
