@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,10 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import free_port  # noqa: E402
+
 TOKEN = secrets.token_urlsafe(24)
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -49,11 +52,6 @@ uvicorn.run(ASGIApplication(AsyncInMemoryStorage(), scim_provider()), host="127.
             log_level="warning", access_log=False)
 """
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_listening(url: str, process: subprocess.Popen) -> None:

@@ -86,7 +86,7 @@ class PostgresServer:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -103,7 +103,7 @@ def postgres() -> Iterator[PostgresServer]:
     directory = Path(tempfile.mkdtemp(prefix="syncd-pg-"))
     if as_owner:
         shutil.chown(directory, "postgres", "postgres")
-    data, port = directory / "data", _free_port()
+    data, port = directory / "data", free_port()
     subprocess.run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                     "--no-sync"], check=True, capture_output=True, timeout=120)
     options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"

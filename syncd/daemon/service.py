@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from syncd.errors import ConfigError, SyncdError, TemporaryError
 from syncd.ledger import Event
 from syncd.scim import create_app
 from syncd.scim.app import ScimApp
+from syncd.scim.reconciler import Reconciler
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -33,10 +35,13 @@ TICK = 5.0  # longest the main loop sleeps between watchdog pings and signal che
 LISTEN_TIMEOUT = 15.0
 
 
-def mount_scim(engine: Engine, settings: Settings) -> ScimApp | None:
+def mount_scim(engine: Engine, settings: Settings, on_report: Callable[[RunReport], None]) -> ScimApp | None:
     """The SCIM endpoint over `engine` when `scim:` is configured: pushes are reconciled at once, through the
-    engine's one apply path. The daemon serves it on `scim.host:scim.port` (TLS when configured)."""
-    return create_app(engine, settings) if settings.scim is not None else None
+    engine's one apply path, each run passed to `on_report`. The daemon serves it on `scim.host:scim.port`
+    (TLS when configured)."""
+    if settings.scim is None:
+        return None
+    return create_app(engine, settings, Reconciler(engine, on_report=on_report))
 
 
 def listen_addresses(settings: Settings) -> tuple:
@@ -87,12 +92,11 @@ class Daemon:
         self.settings = load_settings(config)
         self.engine = Engine(self.settings)
         self.specs = job_specs(self.settings, self.engine)
-        self.scim = mount_scim(self.engine, self.settings)
+        self.scim = mount_scim(self.engine, self.settings, self._record_scim_run)
         self.health: dict[str, str] = {}  # source -> ok | partial: ... | unavailable: ...
         self.quarantined: dict[str, frozenset[tuple[str, str]]] = {}  # job -> (person, cluster) last recorded
         self.backoff = Backoff(self.settings.daemon.backoff)
         self.last_status = "waiting for the first run"
-        self._scim_seen: RunReport | None = None  # the last SCIM-caused run recorded
         # Jobs pass a gate: a reload or a stop closes it and waits until no job runs.
         self._gate = threading.Condition()
         self._running = 0
@@ -147,21 +151,10 @@ class Daemon:
                 self.reload()
             elif signum is not None:
                 return self.stop(signum)
-            self._collect_scim_runs()
             self._ping_watchdog()
 
-    def _collect_scim_runs(self) -> None:
-        """Record the runs SCIM pushes caused since the last look. The reconciler keeps its latest runs in a
-        window: whatever follows the last one recorded (all of them, when that one has left the window) is new."""
-        if self.scim is None:
-            return
-        reconciler = self.scim.reconciler
-        reports = reconciler.reports
-        start = next((n + 1 for n in range(len(reports) - 1, -1, -1) if reports[n] is self._scim_seen), 0)
-        for report in reports[start:]:
-            self._record(reconciler.engine, "scim", "scim", report, None)
-        if reports:
-            self._scim_seen = reports[-1]
+    def _record_scim_run(self, report: RunReport) -> None:
+        self._record(self.engine, "scim", "scim", report, None)
 
     def _listen(self) -> None:
         try:
@@ -214,7 +207,7 @@ class Daemon:
             engine = Engine(settings)
             try:
                 specs = job_specs(settings, engine)
-                scim = mount_scim(engine, settings)
+                scim = mount_scim(engine, settings, self._record_scim_run)
             except BaseException:
                 engine.close()
                 raise

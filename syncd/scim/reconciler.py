@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -20,8 +21,10 @@ log = structlog.get_logger("syncd.scim")
 
 
 class Reconciler:
-    def __init__(self, engine: Engine, workers: int = 2) -> None:
+    def __init__(self, engine: Engine, workers: int = 2,
+                 on_report: Callable[[RunReport], None] | None = None) -> None:
         self.engine = engine
+        self.on_report = on_report  # called from a worker thread after each run (the daemon's metrics)
         self._pending: dict[str, set[str]] = {}
         self._busy = 0
         self._closed = False
@@ -83,6 +86,8 @@ class Reconciler:
         self.reports = [*self.reports[-99:], report]
         if report.plan is not None and report.plan.held:
             self._record_held(report)
+        if self.on_report is not None:
+            self.on_report(report)
 
     def _record_held(self, report: RunReport) -> None:
         """Quarantined revocations go into the ledger as held events: visible, auditable, not applied."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import _free_port as free_port
+from tests.conftest import free_port
 from tests.integration.conftest import World, world  # noqa: F401  (the fixture, for these tests too)
 from tests.ldap.conftest import directory, ldap_world, slapd  # noqa: F401  (a real slapd for the LDAP source)
 

@@ -8,8 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import _free_port as free_port
-from tests.conftest import self_signed_certificate
+from tests.conftest import free_port, self_signed_certificate
 from tests.daemon.conftest import RunningDaemon
 from tests.integration.conftest import World
 from tests.ldap.conftest import Directory

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import free_port
+
 SUFFIX = "dc=example,dc=org"
 ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PASSWORD = "admin-secret"
@@ -77,11 +79,6 @@ objectClass: organizationalUnit
 ou: groups
 """
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def make_tls(directory: Path, hostnames: tuple[str, ...] = ("localhost",)) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import ssl
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import write_yaml
+from tests.conftest import free_port, self_signed_certificate, write_yaml
 from tests.integration.conftest import World
 from tests.scim.conftest import TOKEN, configure_scim
 from tests.scim.test_idp_shapes import GROUP, USER
@@ -20,17 +19,9 @@ from tests.scim.test_idp_shapes import GROUP, USER
 pytestmark = pytest.mark.kube
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def test_syncd_serve_over_tls_reconciles_a_push(world: World):
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
-                    str(world.directory / "tls.key"), "-out", str(world.directory / "tls.crt")],
-                   check=True, capture_output=True, timeout=60)
+    self_signed_certificate(world.directory)
     port = free_port()
     configure_scim(world, port=port, tls_cert="tls.crt", tls_key="tls.key")
     assert world.syncd("config", "check", "--config", str(world.config)).returncode == 0
