@@ -85,6 +85,12 @@ class LedgerError(TemporaryError):
     """The ledger database could not be read or written."""
 
 
+class LedgerSchemaUnknown(PermanentError):
+    """The ledger's schema was migrated by a newer syncd."""
+
+    exit_code = os.EX_CONFIG
+
+
 class LedgerTampered(PermanentError):
     """The ledger's hash chain is broken."""
 

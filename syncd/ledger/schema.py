@@ -6,7 +6,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, inspect
+
+from syncd.errors import LedgerSchemaUnknown
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 FIRST_REVISION = "0001"
@@ -25,4 +30,10 @@ def upgrade(connection: Connection) -> None:
     if "event" in tables and "alembic_version" not in tables:
         # Made by syncd before it had migrations: the same tables as the first revision.
         command.stamp(config, FIRST_REVISION)
+    current = MigrationContext.configure(connection).get_current_revision()
+    try:
+        ScriptDirectory.from_config(config).get_revision(current)
+    except CommandError:
+        raise LedgerSchemaUnknown(f"the ledger's schema is at revision {current}, which this syncd does not know",
+                                  hint="a newer syncd migrated it: upgrade syncd") from None
     command.upgrade(config, "head")

@@ -3,15 +3,17 @@ ledger made before migrations existed is adopted with its history intact."""
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlmodel import SQLModel
 
+from syncd.errors import LedgerSchemaUnknown
 from syncd.ledger import Ledger
 from syncd.ledger.schema import MIGRATIONS
-from tests.ledger.test_contract import record_events
+from tests.ledger.test_contract import record_events, tamper
 
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
@@ -51,3 +53,15 @@ def test_a_ledger_made_before_migrations_is_adopted(ledger_url: str):
         assert [run.id for run in adopted.runs()] == ["old"]
         record_events(adopted)
         assert adopted.verify() is None
+
+
+def test_a_ledger_from_a_newer_syncd_is_refused_untouched(ledger_url: str):
+    with Ledger(ledger_url) as first:
+        record_events(first)
+        tamper(first, "UPDATE alembic_version SET version_num = 'from-the-future'")
+    with pytest.raises(LedgerSchemaUnknown, match="from-the-future.*upgrade syncd"):
+        Ledger(ledger_url)
+    engine = create_engine(ledger_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM event")).scalar() == 3
+    engine.dispose()
