@@ -14,7 +14,7 @@ from syncd.delivery import Delivery
 from syncd.errors import ConfigError, InputError, SyncdError
 from syncd.issuers.kube import KubernetesCluster
 from syncd.ledger import Ledger
-from syncd.model import ObservedCluster, Snapshot
+from syncd.model import ObservedCluster, Snapshot, person_key
 from syncd.plan import Inputs, Plan, Reason, Safety, Sweep, make_plan, plan_manual_revocation
 from syncd.policy import Policy, load_policy
 from syncd.sources import IncrementalSource, Source, open_source
@@ -126,11 +126,12 @@ class Engine:
         return Applier(self.ledger, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
                        rotation_grace=self.settings.tokens.rotation_grace)
 
-    def _observe(self, report: RunReport) -> dict[str, ObservedCluster | None]:
+    def _observe(self, report: RunReport, only: frozenset[str] | None = None) -> dict[str, ObservedCluster | None]:
+        keys = None if only is None else {person_key(pid) for pid in only}
         observed: dict[str, ObservedCluster | None] = {}
         for name, cluster in self.clusters.items():
             try:
-                observed[name] = cluster.observe()
+                observed[name] = cluster.observe(keys)
             except SyncdError as error:
                 log.error("skip a cluster that cannot be read", cluster=name, error=str(error))
                 report.cluster_errors[name] = str(error)
@@ -172,10 +173,12 @@ class Engine:
         now = now or datetime.now(UTC)
         limits = self.settings.safety
         recent = 0 if only is None else self.ledger.recent_revocations(snapshot.source, now - limits.targeted_window)
+        holders = None if only is None else self.ledger.credential_holders(snapshot.source)
         safety = Safety(limits.max_revocations, limits.max_revocation_percent, self.settings.tokens.refresh_at,
-                        recent)
+                        recent, holders)
         sweep = Sweep(**self.settings.sweep.model_dump())
-        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(), self._observe(report),
+        # A targeted run reads only its people from the ledger and the clusters.
+        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), self._observe(report, only),
                         now, safety, only, sweep)
         report.plan = plan = make_plan(inputs, allow_mass_revocation=allow_mass_revocation)
         for held in plan.held:

@@ -130,6 +130,7 @@ class Safety:
     max_revocation_percent: float
     refresh_at: float
     recent_revocations: int = 0  # people this source revoked lately (targeted runs): they count toward the limits
+    credential_holders: int | None = None  # a targeted run knows only its people; the ledger counts the rest
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,9 @@ def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: S
     revoking = {a.person_id for a in actions if a.kind is Kind.REVOKE}
     if not revoking:
         return None
-    held = sum(1 for person in known.values() if any(a.credential for a in person.access.values()))
+    held = safety.credential_holders
+    if held is None:
+        held = sum(1 for person in known.values() if any(a.credential for a in person.access.values()))
     if not snapshot.identities:
         return "the source returned no people at all; pass --allow-mass-revocation if that is true"
     losing = len(revoking) + safety.recent_revocations

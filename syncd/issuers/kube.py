@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,6 +46,7 @@ from syncd.model import (
 
 TOKEN_LABEL = "syncd.io/token"  # noqa: S105 (a label name)
 RBAC_GROUP = "rbac.authorization.k8s.io"
+SELECTOR_BATCH = 50  # people per label selector: 50 keys of up to 63 characters stay well within a URL
 T = TypeVar("T")
 
 
@@ -143,33 +144,35 @@ class KubernetesCluster:
             ca_data = base64.b64encode(Path(configuration.ssl_ca_cert).read_bytes()).decode()
         return Endpoint(self.settings.server or configuration.host, ca_data)
 
-    def observe(self) -> ObservedCluster:
-        """Everything in the cluster that carries our label, grouped by person."""
+    def observe(self, people: Collection[str] | None = None) -> ObservedCluster:
+        """Everything in the cluster that carries our label, grouped by person; only these people's objects when
+        `people` (person keys) is given, so a targeted run reads a few objects rather than the whole cluster."""
         accounts: dict[str, dict] = {}
 
         def account(key: str) -> dict:
             return accounts.setdefault(key, {"service_account": False, "bindings": [], "token_secrets": []})
 
-        for sa in self._call("list ServiceAccounts", self.core.list_namespaced_service_account,
-                             self.namespace, label_selector=self.ours).items:
-            key = (sa.metadata.labels or {}).get(PERSON_LABEL)
-            if key:
-                account(key)["service_account"] = True
-        for secret in self._call("list token Secrets", self.core.list_namespaced_secret, self.namespace,
-                                 label_selector=f"{self.ours},{TOKEN_LABEL}=true").items:
-            key = (secret.metadata.labels or {}).get(PERSON_LABEL)
-            if key and secret.metadata.deletion_timestamp is None:
-                account(key)["token_secrets"].append(secret.metadata.name)
-        bindings = [
-            *self._call("list RoleBindings", self.rbac.list_role_binding_for_all_namespaces,
-                        label_selector=self.ours).items,
-            *self._call("list ClusterRoleBindings", self.rbac.list_cluster_role_binding,
-                        label_selector=self.ours).items,
-        ]
-        for binding in bindings:
-            key = (binding.metadata.labels or {}).get(PERSON_LABEL)
-            if key:
-                account(key)["bindings"].append(self._observed_binding(key, binding))
+        for selector in self._selectors(people):
+            for sa in self._call("list ServiceAccounts", self.core.list_namespaced_service_account,
+                                 self.namespace, label_selector=selector).items:
+                key = (sa.metadata.labels or {}).get(PERSON_LABEL)
+                if key:
+                    account(key)["service_account"] = True
+            for secret in self._call("list token Secrets", self.core.list_namespaced_secret, self.namespace,
+                                     label_selector=f"{selector},{TOKEN_LABEL}=true").items:
+                key = (secret.metadata.labels or {}).get(PERSON_LABEL)
+                if key and secret.metadata.deletion_timestamp is None:
+                    account(key)["token_secrets"].append(secret.metadata.name)
+            bindings = [
+                *self._call("list RoleBindings", self.rbac.list_role_binding_for_all_namespaces,
+                            label_selector=selector).items,
+                *self._call("list ClusterRoleBindings", self.rbac.list_cluster_role_binding,
+                            label_selector=selector).items,
+            ]
+            for binding in bindings:
+                key = (binding.metadata.labels or {}).get(PERSON_LABEL)
+                if key:
+                    account(key)["bindings"].append(self._observed_binding(key, binding))
         return ObservedCluster(
             self.name,
             {
@@ -178,6 +181,14 @@ class KubernetesCluster:
                 for key, found in accounts.items()
             },
         )
+
+    def _selectors(self, people: Collection[str] | None) -> list[str]:
+        """Label selectors for our objects: one for all, or one per batch of people (selectors go in the URL)."""
+        if people is None:
+            return [self.ours]
+        keys = sorted(people)
+        return [f"{self.ours},{PERSON_LABEL} in ({','.join(keys[n:n + SELECTOR_BATCH])})"
+                for n in range(0, len(keys), SELECTOR_BATCH)]
 
     def _observed_binding(self, key: str, binding) -> ObservedBinding:  # type: ignore[no-untyped-def]
         namespace = binding.metadata.namespace

@@ -6,7 +6,7 @@ import fcntl
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -223,13 +223,20 @@ class Ledger:
 
     # What the planner needs
 
-    def known_people(self) -> dict[str, KnownPerson]:
+    def known_people(self, ids: Collection[str] | None = None) -> dict[str, KnownPerson]:
+        """Everyone the ledger holds, or only the people with these ids."""
+        people_query = select(PersonRow).where(PersonRow.removed_at.is_(None))  # type: ignore[union-attr]
+        access_query = select(AccessRow)
+        credential_query = select(CredentialRow).where(
+            CredentialRow.state.in_(("active", "retiring")))  # type: ignore[attr-defined]
+        if ids is not None:
+            people_query = people_query.where(PersonRow.id.in_(ids))  # type: ignore[attr-defined]
+            access_query = access_query.where(AccessRow.person_id.in_(ids))  # type: ignore[attr-defined]
+            credential_query = credential_query.where(CredentialRow.person_id.in_(ids))  # type: ignore[attr-defined]
         with self.session() as s:
-            people = s.exec(select(PersonRow).where(PersonRow.removed_at.is_(None))).all()  # type: ignore[union-attr]
-            access_rows = s.exec(select(AccessRow)).all()
-            credentials = s.exec(
-                select(CredentialRow).where(CredentialRow.state.in_(("active", "retiring")))  # type: ignore[attr-defined]
-            ).all()
+            people = s.exec(people_query).all()
+            access_rows = s.exec(access_query).all()
+            credentials = s.exec(credential_query).all()
         active: dict[tuple[str, str], KnownCredential] = {}
         retiring: dict[tuple[str, str], list[KnownCredential]] = {}
         for row in sorted(credentials, key=lambda r: r.issued_at):
@@ -389,6 +396,14 @@ class Ledger:
             scopes = {(a.person_id, a.cluster): scopes_from_json(a.scopes) for a in s.exec(select(AccessRow))}
         return [(cred, person.username, scopes.get((cred.person_id, cred.cluster), frozenset()))
                 for cred, person in rows]
+
+    def credential_holders(self, source: str) -> int:
+        """How many people of this source hold a live credential."""
+        with self.session() as s:
+            return s.exec(select(func.count(func.distinct(CredentialRow.person_id)))
+                          .join(PersonRow, PersonRow.id == CredentialRow.person_id)  # type: ignore[arg-type]
+                          .where(PersonRow.source == source, PersonRow.removed_at.is_(None),  # type: ignore[union-attr]
+                                 CredentialRow.state == "active")).one()
 
     def recent_revocations(self, source: str, since: datetime) -> int:
         """How many people runs of this source revoked since then (held revocations do not count)."""

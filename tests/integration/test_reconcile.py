@@ -7,6 +7,8 @@ import sqlite3
 
 import pytest
 
+from syncd.config import load_settings
+from syncd.issuers.kube import KubernetesCluster
 from syncd.model import person_key
 from tests.integration.conftest import World
 
@@ -197,3 +199,19 @@ def test_no_token_in_logs_or_ledger(world: World):
         assert token not in logs
         assert token.encode() not in ledger and token not in dump
         assert token[-20:] not in dump
+
+
+def test_a_targeted_observation_reads_only_the_named_people(world: World):
+    world.write_people(ALICE, BOB)
+    world.reconcile()
+    cluster = KubernetesCluster(load_settings(world.config).clusters[0])
+    try:
+        everyone = cluster.observe()
+        alice, bob = person_key("1001"), person_key("1002")
+        assert set(everyone.accounts) == {alice, bob}
+        # More people than one label selector holds, most of them unknown to the cluster.
+        only_bob = cluster.observe({bob} | {f"nobody-{n}" for n in range(120)})
+        assert only_bob.accounts == {bob: everyone.accounts[bob]}
+        assert cluster.observe(set()).accounts == {}
+    finally:
+        cluster.close()

@@ -122,6 +122,22 @@ def test_the_planner_reads_back_people_access_and_credentials(ledger: Ledger):
     assert states == [("sha256:aa", "revoked"), ("sha256:bb", "revoked")]
 
 
+def test_a_targeted_read_returns_only_the_named_people_and_counts_every_holder(ledger: Ledger):
+    issued = datetime(2026, 1, 1, tzinfo=UTC)
+    with ledger.session() as s:
+        for n, source in enumerate(("hr", "hr", "hr", "contractors")):
+            pid = f"{1001 + n}"
+            ledger.save_identity(s, source, Identity(pid, f"user{n}"))
+            ledger.save_access(s, pid, "dev", frozenset({EDIT_A}), f"/k/user{n}/dev.kubeconfig")
+            ledger.add_credential(s, pid, "dev", f"syncd-{pid}-x", f"sha256:{n}", issued, issued + timedelta(hours=8))
+        ledger.replace_credential(s, "1003", "dev", grace=timedelta(hours=1), reason="rotation-due")
+    assert set(ledger.known_people(frozenset({"1002", "1004", "nobody"}))) == {"1002", "1004"}
+    assert ledger.known_people(frozenset()) == {}
+    assert ledger.known_people(frozenset({"1002"}))["1002"] == ledger.known_people()["1002"]
+    assert ledger.credential_holders("hr") == 2  # 1003's only credential is retiring
+    assert ledger.credential_holders("contractors") == 1
+
+
 def test_an_intent_left_pending_is_recovered_once_and_marks_its_run_interrupted(ledger: Ledger):
     killed = ledger.start_run("hr", dry_run=False)
     ledger.begin_intent(killed, Event("1001", "alice", "issue", "joiner", cluster="dev"))

@@ -36,3 +36,15 @@ def test_within_the_thresholds_is_applied():
 def test_allow_mass_revocation_lets_it_through():
     result = plan((), HOLDERS[:3], ACCOUNTS, safety=Safety(2, 100.0, 0.8), allow_mass_revocation=True)
     assert len([a for a in result.actions if a.kind == "revoke"]) == 3 and not result.held
+
+
+def test_a_targeted_run_weighs_its_revocations_against_every_holder():
+    # A push touching three leavers: the planner knows only them; the ledger counts every holder of the source.
+    leaving = HOLDERS[:3]
+    staying = tuple(person(p.id, p.username) for p in HOLDERS[3:])
+    only = frozenset(p.id for p in leaving)
+    of_ten = plan(staying, leaving, ACCOUNTS, only=only, safety=Safety(50, 25.0, 0.8, credential_holders=10))
+    assert kinds(of_ten) == [] and len(of_ten.held) == 3  # 30% > 25%
+    assert "max_revocation_percent" in of_ten.held[0].why
+    of_forty = plan(staying, leaving, ACCOUNTS, only=only, safety=Safety(50, 25.0, 0.8, credential_holders=40))
+    assert len(of_forty.actions) == 3 and not of_forty.held
