@@ -145,8 +145,8 @@ class KubernetesCluster:
         return Endpoint(self.settings.server or configuration.host, ca_data)
 
     def observe(self, people: Collection[str] | None = None) -> ObservedCluster:
-        """Everything in the cluster that carries our label, grouped by person; only these people's objects when
-        `people` (person keys) is given, so a targeted run reads a few objects rather than the whole cluster."""
+        """Everything in the cluster that carries our label, grouped by person. Given `people` (person keys), it
+        reads just their objects when they are few, so a targeted run does not read the whole cluster."""
         accounts: dict[str, dict] = {}
 
         def account(key: str) -> dict:
@@ -184,8 +184,8 @@ class KubernetesCluster:
 
     def _selectors(self, people: Collection[str] | None) -> list[str]:
         """Label selectors for our objects: one for all, or one per batch of people (selectors go in the URL)."""
-        if people is None:
-            return [self.ours]
+        if people is None or len(people) > SELECTOR_BATCH * 10:
+            return [self.ours]  # past ten batches, one read of everything costs less
         keys = sorted(people)
         return [f"{self.ours},{PERSON_LABEL} in ({','.join(keys[n:n + SELECTOR_BATCH])})"
                 for n in range(0, len(keys), SELECTOR_BATCH)]
