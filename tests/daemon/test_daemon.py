@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,23 @@ def test_mass_revocation_is_quarantined_not_applied(world: World, start_daemon):
     assert daemon.metric("syncd_quarantined_revocations", source="hr") == 1
     assert revocations(daemon) == [] and world.token_authenticates(token)
     assert daemon.stop() == 0
+
+
+def test_sigterm_abandons_a_job_stuck_past_the_stop_timeout(world: World, start_daemon):
+    world.write_people(ALICE)
+    world.settings["clusters"][0]["timeout"] = "60s"
+    daemon = start_daemon(jobs={"reconcile": {"every": "1s"}}, stop_timeout="2s")
+    daemon.wait_until(lambda: world.can("alice", "create", "deployments", world.ns("team-a")) == "yes",
+                      "alice gets access")
+    world.write_people(ALICE, BOB)
+    with world.control_plane.frozen():
+        time.sleep(3)  # the next reconcile starts and hangs on the API server
+        started = time.monotonic()
+        daemon.send(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 15
+    assert [e for e in daemon.log_events() if e.get("event", "").startswith("abandon jobs still running")]
+    # What the abandoned job did not finish, the next run does; the ledger is intact.
+    world.reconcile()
+    assert world.can("bob", "list", "pods", world.ns("team-b")) == "yes"
+    assert world.syncd("ledger", "verify", "--config", str(world.config)).returncode == 0
