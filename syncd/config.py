@@ -136,8 +136,6 @@ class LdapSourceSettings(Strict):
         return self
 
 
-
-
 class ScimSourceSettings(Strict):
     type: Literal["scim"] = "scim"
     name: str = Field(description="Name of this source in the ledger and the logs.")

@@ -240,7 +240,7 @@ def _plan_person_on_cluster(
         ]
 
     after = desired.scopes
-    create, delete = _binding_diff(pid, after, observed)
+    create, delete = _binding_diff(after, observed)
     common = dict(cluster=cluster, person_id=pid, username=username, before=before, after=after,
                   access=desired, identity=identity, create_bindings=create, delete_bindings=delete,
                   previous_username=person.username if person else None)
@@ -317,7 +317,7 @@ def _report_only(actions: list[Action], sweep: Sweep) -> tuple[list[Action], lis
 
 
 def _binding_diff(
-    pid: str, scopes: Iterable[Scope], observed: ObservedAccount | None
+    scopes: Iterable[Scope], observed: ObservedAccount | None
 ) -> tuple[tuple[Scope, ...], tuple[ObservedBinding, ...]]:
     """Bindings to create and observed bindings to delete so that exactly `scopes` are bound, unedited."""
     wanted = set(scopes)
