@@ -23,6 +23,7 @@ AD_USER = Entry(
         "department": [b"Platform"],
         "useraccountcontrol": [b"66050"],  # NORMAL_ACCOUNT | DONT_EXPIRE_PASSWORD | ACCOUNTDISABLE
         "memberof": [b"CN=Developers,OU=Groups,DC=corp,DC=example", b"CN=VPN Users,OU=Groups,DC=corp,DC=example"],
+        "usnchanged": [b"1209934"],  # the source's incremental attribute, as every AD entry carries it
     },
 )
 

@@ -187,6 +187,9 @@ class LdapSource:
             names.append("pwdAccountLockedTime")
         return list(dict.fromkeys(names))
 
+    def _marks(self) -> Watermark:
+        return Watermark(self.settings.incremental.attribute == "uSNChanged")
+
     def _changed_since(self, base_filter: str) -> str:
         attribute, mark = self.settings.incremental.attribute, self.watermark
         if attribute == "uSNChanged":
@@ -206,7 +209,7 @@ class LdapSource:
 
     def _read(self) -> Snapshot:
         s = self.settings
-        marks = Watermark(self.settings.incremental.attribute == "uSNChanged")
+        marks = self._marks()
         self.groups = self._read_groups(s.group_filter, Groups(nested=s.membership.nested == "client"), marks)
         self._disabled_dns = self._read_disabled()
         people = self.client.search(s.people_base, s.people_filter, self._people_attributes())
@@ -220,7 +223,7 @@ class LdapSource:
         if self.groups is None or self.watermark is None:
             return self._read()
         s = self.settings
-        marks = Watermark(self.settings.incremental.attribute == "uSNChanged")
+        marks = self._marks()
         before = {key: set(members) for key, members in self.groups.members.items()}
         changed_groups = set()
         for entry in self.client.search(s.group_base, self._changed_since(s.group_filter), self._group_attributes()):
@@ -241,13 +244,12 @@ class LdapSource:
         return snapshot
 
     def check(self) -> dict:
-        """For `syncd source test`: bind, count people and groups, map one person."""
-        s = self.settings
-        self.client.connect()
-        groups = sum(1 for _ in self.client.search(s.group_base, s.group_filter, [NO_ATTRIBUTES]))
-        people = sum(1 for _ in self.client.search(s.people_base, s.people_filter, [NO_ATTRIBUTES]))
+        """For `syncd source test`: bind, count people and groups, map one person. One read: every person entry
+        becomes an identity or a problem, every group entry a group."""
         snapshot = self.read()
-        return {"server": self.client.server_url, "bind_dn": s.bind_dn, "people": people, "groups": groups,
+        assert self.groups is not None
+        return {"server": self.client.server_url, "bind_dn": self.settings.bind_dn,
+                "people": len(snapshot.identities) + len(snapshot.problems), "groups": len(self.groups.names),
                 "sample": snapshot.identities[0] if snapshot.identities else None,
                 "problems": list(snapshot.problems[:5])}
 
@@ -310,7 +312,7 @@ class LdapSource:
         """Map entries read elsewhere (a recorded export, say) with the groups read last, if any."""
         if self.groups is None:
             self.groups = Groups(nested=self.settings.membership.nested == "client")
-        return self._snapshot(entries, [])
+        return self._snapshot(entries, self._marks())
 
     def _snapshot(self, entries: Iterable[Entry], marks: Watermark) -> Snapshot:
         identities: dict[str, Identity] = {}
