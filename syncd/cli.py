@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from enum import StrEnum
@@ -19,7 +20,7 @@ from syncd.errors import ApplyFailed, ChangesPending, LedgerTampered, SyncdError
 from syncd.ledger import Ledger
 from syncd.plan import Reason
 from syncd.policy import load_policy
-from syncd.sources import open_source
+from syncd.sources import Source, open_source, reads_ledger
 
 app = typer.Typer(help="Keep Kubernetes credentials in step with the people in your directory.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -123,24 +124,27 @@ def source_test(
 ) -> None:
     """Connect, bind, count people (and groups) and print one mapped identity. Changes nothing."""
     settings = load_settings(config)
-    results = []
-    for source_settings in [settings.source(source)] if source else settings.sources:
-        opened = open_source(source_settings)
-        try:
-            check = getattr(opened, "check", None)
-            if check is not None:
-                results.append({"source": opened.name} | check())
-            else:
-                snapshot = opened.read()
-                results.append({"source": opened.name, "people": len(snapshot.identities),
-                                "sample": snapshot.identities[0] if snapshot.identities else None,
-                                "problems": list(snapshot.problems[:5])})
-        finally:
-            opened.close()
+    chosen = [settings.source(source)] if source else settings.sources
+    with contextlib.ExitStack() as stack:
+        ledger = stack.enter_context(Ledger(settings.ledger.url)) if any(map(reads_ledger, chosen)) else None
+        results = [_test_source(open_source(source_settings, ledger)) for source_settings in chosen]
     if output is Output.json:
         typer.echo(json.dumps([render.source_check_json(r) for r in results], indent=2))
     else:
         typer.echo("\n".join(render.source_check_text(r) for r in results))
+
+
+def _test_source(opened: Source) -> dict:
+    try:
+        check = getattr(opened, "check", None)
+        if check is not None:
+            return {"source": opened.name} | check()
+        snapshot = opened.read()
+        return {"source": opened.name, "people": len(snapshot.identities),
+                "sample": snapshot.identities[0] if snapshot.identities else None,
+                "problems": list(snapshot.problems[:5])}
+    finally:
+        opened.close()
 
 
 @ledger_app.command("log")

@@ -53,8 +53,13 @@ def group_name(value: str) -> str:
     return value.strip()
 
 
+def reads_ledger(settings: SourceSettings) -> bool:
+    """A SCIM push source finds what identity providers pushed in the ledger database."""
+    return isinstance(settings, ScimSourceSettings) and settings.mode == "push"
+
+
 def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Source:
-    """`ledger`: where a SCIM push source finds what identity providers pushed."""
+    """`ledger` is needed by sources that `reads_ledger`."""
     if isinstance(settings, FileSourceSettings):
         from syncd.sources.file import FileSource
 
@@ -66,7 +71,7 @@ def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Sourc
     if isinstance(settings, ScimSourceSettings):
         from syncd.sources.scim import ScimPullSource, ScimPushSource
 
-        if settings.mode == "pull":
+        if not reads_ledger(settings):
             return ScimPullSource(settings)
         if ledger is None:
             raise NotImplementedError("a scim push source reads the ledger; pass it")

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from scim2_models import Group, GroupMember, User
 
 from syncd.config import ConfigError, Settings, load_settings
+from syncd.ledger import Ledger, ScimResource, ScimStore
 from syncd.policy import Policy
 from syncd.scim.quirks import ENTERPRISE, MANAGER, PATCH_OP, normalise
 from syncd.scim.storage import Relevance
@@ -127,3 +130,22 @@ def test_tls_needs_both_halves(tmp_path):
                                                                             "token_file": "t"}]}}))
     with pytest.raises(ConfigError, match="tls_cert and tls_key"):
         load_settings(config)
+
+
+def test_source_test_reads_a_push_source_from_the_ledger(tmp_path):
+    token = tmp_path / "okta.token"
+    token.write_text("okta-tenant-token-0123456789abcdef")
+    token.chmod(0o600)
+    (tmp_path / "policy.yaml").write_text("rules: []\n")
+    (tmp_path / "syncd.yaml").write_text(json.dumps({
+        "policy": "policy.yaml", "ledger": {"url": "sqlite:///ledger.db"},
+        "sources": [{"name": "idp", "type": "scim", "mode": "push"}],
+        "clusters": [{"name": "dev", "kubeconfig": "unused", "namespace": "syncd"}],
+        "scim": {"tenants": [{"name": "okta", "source": "idp", "token_file": "okta.token"}]}}))
+    with Ledger(f"sqlite:///{tmp_path}/ledger.db") as ledger:
+        ScimStore(ledger).put("okta", "idp", ScimResource("User", "u1", {"id": "u1", "userName": "alice"}))
+    done = subprocess.run([sys.executable, "-m", "syncd", "source", "test", "--config", str(tmp_path / "syncd.yaml"),
+                           "--output", "json"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)
+    assert (result["source"], result["people"], result["sample"]["username"]) == ("idp", 1, "alice")
