@@ -13,8 +13,8 @@ import click
 import typer
 
 from syncd import logs, render
-from syncd.config import load_settings
-from syncd.delivery import exec_credential
+from syncd.config import DeliverySettings, load_settings
+from syncd.delivery import Delivery, exec_credential
 from syncd.engine import Engine, RunReport
 from syncd.errors import ApplyFailed, ChangesPending, LedgerTampered, SyncdError, UnsafePlan
 from syncd.ledger import Ledger
@@ -247,7 +247,7 @@ def credential(
     if token_file is None:
         if not (cluster and user and directory):
             raise typer.BadParameter("give --token-file, or --cluster with --user and --directory")
-        token_file = directory / user / f"{cluster}.token"
+        token_file = Delivery(DeliverySettings(directory=directory)).token_path(user, cluster)
     typer.echo(json.dumps(exec_credential(token_file)))
 
 
