@@ -59,11 +59,18 @@ def reconcile(
     = False,
     allow_mass_revocation: Annotated[bool, typer.Option(
         "--allow-mass-revocation", help="Apply revocations beyond the safety thresholds.")] = False,
+    sweep: Annotated[bool, typer.Option(
+        "--sweep", help="Only the orphan and drift sweep, from what the ledger recorded: no source is read.")]
+    = False,
     output: OutputOption = Output.text,
 ) -> None:
     """Bring clusters, delivered kubeconfigs and the ledger in line with the sources and the policy."""
     with Engine(load_settings(config)) as engine:
-        reports = engine.reconcile(source, dry_run=dry_run or check, allow_mass_revocation=allow_mass_revocation)
+        if sweep:
+            reports = engine.sweep(source, dry_run=dry_run or check)
+        else:
+            reports = engine.reconcile(source, dry_run=dry_run or check,
+                                       allow_mass_revocation=allow_mass_revocation)
     if output is Output.json:
         typer.echo(json.dumps({"runs": [render.report_json(r) for r in reports]}, indent=2))
     else:

@@ -279,6 +279,7 @@ class SourceJobs(Strict):
     poll: JobSchedule | None = Field(None, description="Incremental poll (sources that support it).")
     reconcile: JobSchedule | None = Field(None, description="Full reconcile of this source.")
     credentials: JobSchedule | None = Field(None, description="Refresh, rotate and retire this source's tokens.")
+    sweep: JobSchedule | None = Field(None, description="Orphan and drift sweep of this source's objects.")
 
 
 class DaemonJobs(Strict):
@@ -292,6 +293,11 @@ class DaemonJobs(Strict):
         JobSchedule(every=timedelta(minutes=5)),
         description="Refresh tokens before they expire, rotate and retire them: a run targeted at the people whose "
         "tokens are due.")
+    sweep: JobSchedule = Field(
+        JobSchedule(every=timedelta(minutes=10)),
+        description="Orphan and drift sweep between full reconciles, from what the ledger recorded (no source "
+        "read): put back deleted or edited bindings and missing tokens, retire token Secrets no record explains, "
+        "remove labelled objects nobody owns.")
 
 
 class BackoffSettings(Strict):
@@ -351,6 +357,18 @@ class Settings(Strict):
             if source.name == name:
                 return source
         raise ConfigError(f"no source named {name!r}", hint=f"known: {', '.join(s.name for s in self.sources)}")
+
+
+def read_secret(path: Path, what: str) -> str:
+    """A secret kept in a file (a systemd credential, say), without its final line break. The `ConfigError` for
+    a file that cannot be read or is empty names `what` and the file, never the content."""
+    try:
+        secret = path.read_text().rstrip("\r\n")
+    except OSError as error:
+        raise ConfigError(f"{what}: cannot read {path}: {error.strerror}") from None
+    if not secret:
+        raise ConfigError(f"{what}: {path} is empty")
+    return secret
 
 
 def read_yaml(path: Path) -> Any:

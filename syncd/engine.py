@@ -13,11 +13,11 @@ from syncd.config import Settings
 from syncd.delivery import Delivery
 from syncd.errors import ConfigError, InputError, SyncdError
 from syncd.issuers.kube import KubernetesCluster
-from syncd.ledger import Ledger
+from syncd.ledger import Event, Ledger
 from syncd.model import ObservedCluster, Snapshot, person_key
-from syncd.plan import Inputs, Plan, Reason, Safety, Sweep, make_plan, plan_manual_revocation
+from syncd.plan import Inputs, Plan, Reason, Safety, Sweep, make_plan, make_sweep_plan, plan_manual_revocation
 from syncd.policy import Policy, load_policy
-from syncd.sources import IncrementalSource, Source, open_source
+from syncd.sources import IncrementalSource, Source, TargetedSource, open_source
 
 log = structlog.get_logger("syncd.engine")
 
@@ -90,6 +90,13 @@ class Engine:
         names = [self.settings.source(source).name] if source else list(self.sources)
         return [self._run(name, dry_run, allow_mass_revocation, only, now) for name in names]
 
+    def sweep(self, source: str | None = None, *, dry_run: bool = False) -> list[RunReport]:
+        """The orphan and drift sweep of every source, or one, from what the ledger recorded of its people: no
+        source is read, so it can run often and while a source is down."""
+        names = [self.settings.source(source).name] if source else list(self.sources)
+        return [self._run(name, dry_run, False, None, None, Snapshot(name, self.ledger.identities(name)),
+                          sweep_only=True) for name in names]
+
     def poll(self, source_name: str, *, dry_run: bool = False, allow_mass_revocation: bool = False
              ) -> RunReport | None:
         """Reconcile only the people an incremental source says changed since its last read or poll; None when
@@ -139,11 +146,16 @@ class Engine:
         return observed
 
     def _run(self, source_name: str, dry_run: bool, allow_mass_revocation: bool,
-             only: frozenset[str] | None, now: datetime | None, snapshot: Snapshot | None = None) -> RunReport:
+             only: frozenset[str] | None, now: datetime | None, snapshot: Snapshot | None = None,
+             sweep_only: bool = False) -> RunReport:
         report = RunReport(source_name, dry_run)
         if snapshot is None:
+            source = self.sources[source_name]
             try:
-                snapshot = self.sources[source_name].read()
+                if only is not None and isinstance(source, TargetedSource):
+                    snapshot = source.read_people(only)
+                else:
+                    snapshot = source.read()
             except SyncdError as error:
                 log.error("abort a run whose source cannot be read", source=source_name, error=str(error))
                 report.error = error
@@ -153,7 +165,7 @@ class Engine:
             log.warning("skip a broken entry", source=source_name, problem=problem)
         # Inspect, plan and apply under one lock: nobody else may change what we saw before we act on it.
         with self._apply_lock, self.ledger.exclusive():
-            applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now)
+            applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now, sweep_only)
         return self._confirm_and_finish(report, applier)
 
     def _confirm_and_finish(self, report: RunReport, applier: Applier) -> RunReport:
@@ -168,7 +180,7 @@ class Engine:
         return report
 
     def _plan_and_apply(self, report: RunReport, snapshot: Snapshot, allow_mass_revocation: bool,
-                        only: frozenset[str] | None, now: datetime | None) -> Applier:
+                        only: frozenset[str] | None, now: datetime | None, sweep_only: bool) -> Applier:
         writes_before = sum(c.writes for c in self.clusters.values())
         now = now or datetime.now(UTC)
         limits = self.settings.safety
@@ -180,7 +192,8 @@ class Engine:
         # A targeted run reads only its people from the ledger and the clusters.
         inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), self._observe(report, only),
                         now, safety, only, sweep)
-        report.plan = plan = make_plan(inputs, allow_mass_revocation=allow_mass_revocation)
+        report.plan = plan = (make_sweep_plan(inputs) if sweep_only
+                              else make_plan(inputs, allow_mass_revocation=allow_mass_revocation))
         for held in plan.held:
             log.warning(f"hold: {held.action.message}", why=held.why, person=held.action.username,
                         cluster=held.action.cluster)
@@ -193,4 +206,10 @@ class Engine:
         applier = self._applier(report.run_id, dry_run=report.dry_run)
         report.outcome = applier.apply(plan)
         report.writes = sum(c.writes for c in self.clusters.values()) - writes_before
+        if report.run_id is not None:
+            # Held actions wait for a human: visible and auditable in the ledger, once per hold, not applied.
+            self.ledger.record_holds(report.run_id, [Event(
+                h.action.person_id, h.action.username, str(h.action.kind), str(h.action.reason),
+                cluster=h.action.cluster, before=h.action.before, after=h.action.after, result="held", error=h.why)
+                for h in plan.held])
         return applier

@@ -34,12 +34,14 @@ class Identity:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What a source returned. `complete` is False when the read was partial: nothing may be revoked from it."""
+    """What a source returned. `complete` is False when the read was partial: nothing may be revoked from it.
+    A targeted read holds only the people asked for; `population` then counts everyone the source holds."""
 
     source: str
     identities: tuple[Identity, ...]
     complete: bool = True
     problems: tuple[str, ...] = ()
+    population: int | None = None
 
     def by_id(self) -> dict[str, Identity]:
         return {identity.id: identity for identity in self.identities}

@@ -207,6 +207,26 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
     return Plan(snapshot.source, tuple(actions), tuple(held), skipped)
 
 
+SWEEPING = frozenset({Kind.REPAIR, Kind.RETIRE, Kind.ORPHAN})
+
+
+def make_sweep_plan(inputs: Inputs) -> Plan:
+    """The orphan and drift sweep between full reconciles. `inputs.snapshot` is what the ledger last recorded of
+    the source's people, not a fresh read: the sweep puts back what the ledger records (bindings deleted or edited,
+    a token gone), retires token Secrets no record explains and removes labelled objects nobody in the ledger owns.
+    Joiners, movers, leavers and refreshes wait for the jobs that read the source, and so does a repair whose
+    scopes the policy now computes differently from the ledger's record."""
+    plan = make_plan(inputs)
+    actions = [a for a in plan.actions
+               if a.kind in SWEEPING and (a.kind is not Kind.REPAIR or a.before == a.after)]
+    held = [h for h in plan.held if h.action.kind in SWEEPING]
+    if not inputs.snapshot.identities:  # a new or lost ledger: everything would look like an orphan
+        held += [Held(a, "the ledger records nobody from this source; a sweep removes nothing")
+                 for a in actions if a.kind is Kind.ORPHAN]
+        actions = [a for a in actions if a.kind is not Kind.ORPHAN]
+    return Plan(plan.source, tuple(actions), tuple(held), plan.skipped_clusters)
+
+
 def _plan_person_on_cluster(
     *,
     pid: str,
@@ -351,7 +371,7 @@ def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: S
     held = safety.credential_holders
     if held is None:
         held = sum(1 for person in known.values() if any(a.credential for a in person.access.values()))
-    if not snapshot.identities:
+    if not (len(snapshot.identities) if snapshot.population is None else snapshot.population):
         return "the source returned no people at all; pass --allow-mass-revocation if that is true"
     losing = len(revoking) + safety.recent_revocations
     held += safety.recent_revocations

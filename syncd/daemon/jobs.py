@@ -16,12 +16,12 @@ from syncd.plan import credentials_due
 from syncd.policy import Policy
 from syncd.sources import IncrementalSource
 
-KINDS = ("poll", "reconcile", "credentials")
+KINDS = ("poll", "reconcile", "credentials", "sweep")
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    kind: str  # poll | reconcile | credentials
+    kind: str  # poll | reconcile | credentials | sweep
     source: str
     schedule: JobSchedule
 
@@ -40,7 +40,7 @@ class JobSpec:
 
 
 def job_specs(settings: Settings, engine: Engine) -> list[JobSpec]:
-    """Per source: a full reconcile and a credentials job, and a poll when the source can be polled. A schedule
+    """Per source: a full reconcile, a credentials job and a sweep, and a poll when the source can be polled. A schedule
     under `daemon.sources` wins, then the source's own `incremental` intervals (LDAP), then `daemon.jobs`."""
     specs = []
     for source in settings.sources:
@@ -72,6 +72,8 @@ def run_job(engine: Engine, spec: JobSpec) -> list[RunReport]:
         return [report if report is not None else RunReport(spec.source, dry_run=False)]  # None: read, no change
     if spec.kind == "reconcile":
         return engine.reconcile(spec.source)
+    if spec.kind == "sweep":
+        return engine.sweep(spec.source)
     people = [p for p in engine.ledger.known_people().values() if p.source == spec.source]
     due = credentials_due(people, datetime.now(UTC), engine.settings.tokens.refresh_at,
                           shortest_rotation(engine.policy))

@@ -24,7 +24,6 @@ from syncd.daemon.metrics import Metrics
 from syncd.daemon.notify import Notifier
 from syncd.engine import Engine, RunReport
 from syncd.errors import ConfigError, SyncdError, TemporaryError
-from syncd.ledger import Event
 from syncd.scim import create_app
 from syncd.scim.app import ScimApp
 from syncd.scim.reconciler import Reconciler
@@ -94,7 +93,7 @@ class Daemon:
         self.specs = job_specs(self.settings, self.engine)
         self.scim = mount_scim(self.engine, self.settings, self._record_scim_run)
         self.health: dict[str, str] = {}  # source -> ok | partial: ... | unavailable: ...
-        self.quarantined: dict[str, frozenset[tuple[str, str]]] = {}  # job -> (person, cluster) last recorded
+        self.quarantined: dict[str, frozenset[tuple[str, str]]] = {}  # job -> (person, cluster) held, last warned of
         self.backoff = Backoff(self.settings.daemon.backoff)
         self.last_status = "waiting for the first run"
         # Jobs pass a gate: a reload or a stop closes it and waits until no job runs.
@@ -281,7 +280,7 @@ class Daemon:
                 failed = any(report.result == "failed" for report in reports)
             for report in reports:
                 self._record(engine, spec.kind, spec.id, report, time.monotonic() - started)
-                self._quarantine(engine, spec, report)
+                self._quarantine(spec, report)
             if failed:
                 self._back_off(spec)
             else:
@@ -295,15 +294,16 @@ class Daemon:
         """A finished run into the metrics, the source's health and systemd's STATUS."""
         source = report.source
         self.metrics.record_run(job, report, seconds)
-        if report.error is not None:
-            self.health[source] = f"unavailable: {report.error}"
-        elif report.problems:
-            self.health[source] = f"partial: {len(report.problems)} broken entr(y/ies) skipped"
-        else:
-            self.health[source] = "ok"
-        self.metrics.source_up.labels(source).set(0 if report.error is not None else 1)
-        if report.result != "failed":
-            self.metrics.last_success.labels(source).set_to_current_time()
+        if job != "sweep":  # a sweep reads no source: it tells nothing of the source's health
+            if report.error is not None:
+                self.health[source] = f"unavailable: {report.error}"
+            elif report.problems:
+                self.health[source] = f"partial: {len(report.problems)} broken entr(y/ies) skipped"
+            else:
+                self.health[source] = "ok"
+            self.metrics.source_up.labels(source).set(0 if report.error is not None else 1)
+            if report.result != "failed":
+                self.metrics.last_success.labels(source).set_to_current_time()
         self.metrics.set_credentials(engine.ledger.credential_states())
         summary = report.summary()
         self.last_status = (f"last run {job_id}: {report.result}, {summary['actions']} action(s), "
@@ -311,24 +311,19 @@ class Daemon:
                             f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}")
         self.notifier.send(f"STATUS={self.last_status}")
 
-    def _quarantine(self, engine: Engine, spec: JobSpec, report: RunReport) -> None:
-        """Revocations the safety thresholds held wait for a human; record them in the ledger once."""
+    def _quarantine(self, spec: JobSpec, report: RunReport) -> None:
+        """Revocations the safety thresholds hold wait for a human (the engine records them in the ledger):
+        count them, and warn when the set held changes."""
         unsafe = [held for held in report.plan.held if held.unsafe] if report.plan is not None else []
         self.metrics.quarantined.labels(spec.source).set(len(unsafe))
         held = frozenset((h.action.person_id, h.action.cluster) for h in unsafe)
-        if not unsafe or self.quarantined.get(spec.id) == held:
-            if not unsafe:
-                self.quarantined.pop(spec.id, None)
+        if self.quarantined.get(spec.id, frozenset()) == held:
             return
-        for item in unsafe:
-            action = item.action
-            engine.ledger.record(report.run_id, Event(
-                action.person_id, action.username, "quarantine", str(action.reason), cluster=action.cluster,
-                before=action.before, result="held", error=item.why))
         self.quarantined[spec.id] = held
-        log.warning("quarantine revocations the safety thresholds hold; run `syncd reconcile "
-                    "--allow-mass-revocation` if they are intended", job=spec.id, held=len(unsafe),
-                    why=unsafe[0].why)
+        if unsafe:
+            log.warning("quarantine revocations the safety thresholds hold; run `syncd reconcile "
+                        "--allow-mass-revocation` if they are intended", job=spec.id, held=len(unsafe),
+                        why=unsafe[0].why)
 
     def _back_off(self, spec: JobSpec) -> None:
         count, wait = self.backoff.failed(spec.id)

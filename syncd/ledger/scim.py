@@ -6,10 +6,12 @@ Bodies are SCIM JSON as stored by the endpoint, never holding a password.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import and_, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, select
 
@@ -48,7 +50,7 @@ class ScimStore:
             set_={key: insert.excluded[key] for key in ("source", "body", "updated_at")})
 
     def _resources(self, where: Any) -> list[ScimResource]:
-        # Plain columns, not ORM objects: a push source reads every row on each targeted run.
+        # Plain columns, not ORM objects: a full read of a push source takes every row.
         columns = (ScimResourceRow.resource_type, ScimResourceRow.id, ScimResourceRow.body)
         with self.ledger.session() as s:
             rows = s.exec(select(*columns).where(where)
@@ -58,8 +60,18 @@ class ScimStore:
     def tenant_resources(self, tenant: str) -> list[ScimResource]:
         return self._resources(ScimResourceRow.tenant == tenant)
 
-    def source_resources(self, source: str) -> list[ScimResource]:
-        return self._resources(ScimResourceRow.source == source)
+    def source_resources(self, source: str, users: Collection[str] | None = None) -> list[ScimResource]:
+        """Every resource the source's tenants pushed; with `users`, every group but only those users."""
+        where = ScimResourceRow.source == source
+        if users is not None:
+            where = and_(where, or_(ScimResourceRow.resource_type == "Group",
+                                    ScimResourceRow.id.in_(users)))  # type: ignore[attr-defined]
+        return self._resources(where)
+
+    def count_users(self, source: str) -> int:
+        with self.ledger.session() as s:
+            return s.exec(select(func.count()).select_from(ScimResourceRow).where(
+                ScimResourceRow.source == source, ScimResourceRow.resource_type == "User")).one()
 
     def put(self, tenant: str, source: str, resource: ScimResource) -> None:
         """Insert or replace, in one prepared statement (the endpoint's hot path)."""

@@ -223,6 +223,14 @@ class Ledger:
 
     # What the planner needs
 
+    def identities(self, source: str) -> tuple[Identity, ...]:
+        """The source's people as runs last recorded them (without policy attributes, which are not kept)."""
+        with self.session() as s:
+            rows = s.exec(select(PersonRow).where(PersonRow.source == source,
+                                                  PersonRow.removed_at.is_(None))).all()  # type: ignore[union-attr]
+        return tuple(Identity(row.id, row.username, row.email, row.display_name, frozenset(json.loads(row.groups)),
+                              row.active) for row in rows)
+
     def known_people(self, ids: Collection[str] | None = None) -> dict[str, KnownPerson]:
         """Everyone the ledger holds, or only the people with these ids."""
         people_query = select(PersonRow).where(PersonRow.removed_at.is_(None))  # type: ignore[union-attr]
@@ -275,6 +283,25 @@ class Ledger:
         row.hash = event_hash(row)
         session.add(row)
         return row
+
+    def record_holds(self, run_id: str | None, held: Collection[Event]) -> int:
+        """Record held actions that are news: a person and cluster whose latest event already holds the same
+        action for the same reason keep it, however many runs go on holding it. How many were written."""
+        if not held:
+            return 0
+        latest: dict[tuple[str, str | None], tuple[str, str, str]] = {}
+        people = sorted({event.person_id for event in held})
+        with self.session() as s:
+            for chunk in (people[i:i + 500] for i in range(0, len(people), 500)):
+                last_seqs = (select(func.max(EventRow.seq))
+                             .where(EventRow.person_id.in_(chunk))  # type: ignore[attr-defined]
+                             .group_by(EventRow.person_id, EventRow.cluster))  # type: ignore[arg-type]
+                for row in s.exec(select(EventRow).where(EventRow.seq.in_(last_seqs))):  # type: ignore[union-attr]
+                    latest[(row.person_id, row.cluster)] = (row.action, row.reason, row.result)
+            news = [e for e in held if latest.get((e.person_id, e.cluster)) != (e.action, e.reason, "held")]
+            for event in news:
+                self.record(run_id, event, session=s)
+        return len(news)
 
     def save_identity(self, session: Session, source: str, identity: Identity) -> None:
         now = _utc(datetime.now(UTC))

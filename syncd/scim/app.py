@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,7 +29,7 @@ from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 from scim2_server.utils import load_default_resource_types, load_default_schemas, load_default_service_provider_config
 
-from syncd.config import ScimSettings, Settings
+from syncd.config import ScimSettings, Settings, read_secret
 from syncd.engine import Engine
 from syncd.errors import ConfigError, SyncdError
 from syncd.ledger import ScimStore
@@ -86,11 +87,8 @@ class Tenant:
     app: ASGIApplication
 
 
-def read_token(path: Any, tenant: str) -> bytes:
-    try:
-        token = path.read_text().strip()
-    except OSError as error:
-        raise ConfigError(f"scim tenant {tenant}: cannot read token_file {path}: {error.strerror}") from None
+def read_token(path: Path, tenant: str) -> bytes:
+    token = read_secret(path, f"scim tenant {tenant}: token_file").strip()
     if len(token) < 16:
         raise ConfigError(f"scim tenant {tenant}: the token in {path} is shorter than 16 characters")
     return token.encode()

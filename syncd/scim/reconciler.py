@@ -15,7 +15,6 @@ import structlog
 
 from syncd.engine import Engine, RunReport
 from syncd.errors import SyncdError
-from syncd.ledger import Event
 
 log = structlog.get_logger("syncd.scim")
 
@@ -84,16 +83,5 @@ class Reconciler:
             log.exception("fail a targeted reconcile", source=source, people=len(people))
             return
         self.reports = [*self.reports[-99:], report]
-        if report.plan is not None and report.plan.held:
-            self._record_held(report)
         if self.on_report is not None:
             self.on_report(report)
-
-    def _record_held(self, report: RunReport) -> None:
-        """Quarantined revocations go into the ledger as held events: visible, auditable, not applied."""
-        assert report.plan is not None
-        for held in report.plan.held:
-            action = held.action
-            self.engine.ledger.record(report.run_id, Event(
-                action.person_id, action.username, str(action.kind), str(action.reason), cluster=action.cluster,
-                before=action.before, after=action.after, result="held", error=held.why))

@@ -6,6 +6,7 @@ A read that fails raises `SourceUnavailable`; a read that skipped broken entries
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from syncd.config import FileSourceSettings, LdapSourceSettings, ScimSourceSettings, SourceSettings
@@ -33,6 +34,14 @@ class IncrementalSource(Source, Protocol):
     def poll(self) -> Snapshot:
         """Only the people changed since the last `read` or `poll` (a disabled or deleted person comes back with
         `active=False`). The engine reconciles just those people; deletions a poll cannot see wait for `read`."""
+        ...
+
+
+@runtime_checkable
+class TargetedSource(Source, Protocol):
+    def read_people(self, ids: Collection[str]) -> Snapshot:
+        """Only these people, for a targeted run: cheaper than `read`, just as current. Someone missing from
+        the answer is gone from the source; `population` counts everyone it holds."""
         ...
 
 

@@ -113,6 +113,10 @@ class RunningDaemon:
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
+    def revocations(self) -> list[dict]:
+        """Revocations applied (held ones are recorded too, with result `held`)."""
+        return [e for e in self.ledger_events() if e["action"] == "revoke" and e["result"] != "held"]
+
     def send(self, signum: int) -> None:
         self.process.send_signal(signum)
 

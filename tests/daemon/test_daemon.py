@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from syncd.model import person_key
-from tests.daemon.conftest import RunningDaemon
 from tests.integration.conftest import World
 
 pytestmark = pytest.mark.kube
@@ -26,10 +25,6 @@ def people_file_moved_away(world: World) -> Path:
     moved = world.directory / "people.csv.away"
     os.replace(world.directory / "people.csv", moved)
     return moved
-
-
-def revocations(daemon: RunningDaemon) -> list[dict]:
-    return [e for e in daemon.ledger_events() if e["action"] == "revoke"]
 
 
 def test_ready_endpoints_leaver_and_clean_stop(world: World, start_daemon):
@@ -47,7 +42,7 @@ def test_ready_endpoints_leaver_and_clean_stop(world: World, start_daemon):
     token = world.token("bob")
     world.write_people(ALICE)  # bob leaves
     daemon.wait_until(lambda: not world.token_authenticates(token), "the leaver's token is rejected", timeout=45)
-    (revoked,) = revocations(daemon)
+    (revoked,) = daemon.revocations()
     assert (revoked["username"], revoked["reason"], revoked["result"]) == ("bob", "leaver", "ok")
     assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
 
@@ -87,7 +82,7 @@ def test_source_outage_marks_it_unhealthy_and_revokes_nothing(world: World, star
     daemon.wait_until(lambda: (daemon.metric("syncd_job_failures_total", job="reconcile") or 0) >= 2,
                       "the failing job backs off and retries")
     assert daemon.metric("syncd_source_up", source="hr") == 0
-    assert revocations(daemon) == []
+    assert daemon.revocations() == []
     assert world.token_authenticates(token)
     daemon.assert_alive()
     assert (daemon.get("/healthz"))[0] == 200
@@ -95,7 +90,24 @@ def test_source_outage_marks_it_unhealthy_and_revokes_nothing(world: World, star
     os.replace(moved, world.directory / "people.csv")
     daemon.wait_until(lambda: daemon.get("/readyz")[0] == 200, "readyz recovers with the source")
     assert daemon.metric("syncd_source_up", source="hr") == 1
-    assert revocations(daemon) == []
+    assert daemon.revocations() == []
+    assert daemon.stop() == 0
+
+
+def test_the_sweep_job_repairs_drift_between_full_runs_without_reading_the_source(world: World, start_daemon):
+    world.write_people(ALICE)
+    daemon = start_daemon(jobs={"reconcile": {"every": "1h"}, "sweep": {"every": "1s"}})
+    daemon.wait_until(lambda: world.can("alice", "create", "deployments", world.ns("team-a")) == "yes",
+                      "the first full run grants access")
+    people_file_moved_away(world)
+    (binding,) = world.ours("rolebindings", person_key(ALICE["id"]))
+    world.control_plane.kubectl("delete", "rolebinding", "-n", binding["metadata"]["namespace"],
+                                binding["metadata"]["name"])
+    daemon.wait_until(lambda: world.ours("rolebindings", person_key(ALICE["id"])), "the sweep puts it back",
+                      timeout=30)
+    assert daemon.metric("syncd_actions_total", kind="repair", reason="drift", result="ok") == 1
+    assert daemon.metric("syncd_runs_total", job="sweep", source="hr", result="ok") == 1
+    assert daemon.get_json("/readyz")[1]["sources"]["hr"] == "ok", "a sweep says nothing of the source's health"
     assert daemon.stop() == 0
 
 
@@ -170,17 +182,16 @@ def test_mass_revocation_is_quarantined_not_applied(world: World, start_daemon):
     token = world.token("bob")
 
     world.write_people(ALICE)
-    quarantined = daemon.wait_until(
-        lambda: [e for e in daemon.ledger_events() if e["action"] == "quarantine"], "the held revocation is recorded")
+    daemon.wait_until(lambda: [e for e in daemon.ledger_events() if e["result"] == "held"],
+                      "the held revocation is recorded")
     runs = daemon.metric("syncd_runs_total", job="reconcile", source="hr", result="no-op")
     daemon.wait_until(lambda: daemon.metric("syncd_runs_total", job="reconcile", source="hr", result="no-op")
                       >= runs + 3, "a few more runs")
-    (event,) = [e for e in daemon.ledger_events() if e["action"] == "quarantine"]  # recorded once, not per run
-    assert (event["username"], event["reason"], event["result"]) == ("bob", "leaver", "held") == (
-        quarantined[0]["username"], quarantined[0]["reason"], quarantined[0]["result"])
+    (event,) = [e for e in daemon.ledger_events() if e["result"] == "held"]  # recorded once, not per run
+    assert (event["action"], event["username"], event["reason"]) == ("revoke", "bob", "leaver")
     assert "safety.max_revocations" in event["error"]
     assert daemon.metric("syncd_quarantined_revocations", source="hr") == 1
-    assert revocations(daemon) == [] and world.token_authenticates(token)
+    assert daemon.revocations() == [] and world.token_authenticates(token)
     assert daemon.stop() == 0
 
 

@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, self_signed_certificate
-from tests.daemon.conftest import RunningDaemon
 from tests.integration.conftest import World
 from tests.ldap.conftest import Directory
 from tests.scim.conftest import TOKEN, configure_scim
@@ -19,10 +18,6 @@ pytestmark = pytest.mark.kube
 
 POLL = 3  # seconds between incremental polls in these tests
 SLACK = 12  # a run (plan, apply, ledger) on 2 busy cores, and the test's own polling
-
-
-def revocations(daemon: RunningDaemon) -> list[dict]:
-    return [e for e in daemon.ledger_events() if e["action"] == "revoke"]
 
 
 def test_ldap_leaver_is_revoked_by_the_next_poll(ldap_world: World, directory: Directory, start_daemon):
@@ -40,9 +35,9 @@ def test_ldap_leaver_is_revoked_by_the_next_poll(ldap_world: World, directory: D
 
     directory.lock(alice)
     locked = time.monotonic()
-    daemon.wait_until(lambda: revocations(daemon), "the poll revokes the leaver", timeout=POLL + SLACK)
+    daemon.wait_until(lambda: daemon.revocations(), "the poll revokes the leaver", timeout=POLL + SLACK)
     assert time.monotonic() - locked <= POLL + SLACK
-    (revoked,) = revocations(daemon)
+    (revoked,) = daemon.revocations()
     assert (revoked["username"], revoked["reason"], revoked["result"]) == ("alice", "disabled", "ok")
     daemon.wait_until(lambda: not ldap_world.token_authenticates(token), "the leaver's token is rejected")
     assert daemon.metric("syncd_actions_total", kind="revoke", reason="disabled", result="ok") == 1
@@ -86,7 +81,7 @@ def test_scim_deactivation_is_applied_at_once(world: World, start_daemon):
         daemon.wait_until(lambda: not world.token_authenticates(tokens["dana"])
                           and not world.token_authenticates(tokens["erin"]), "both deactivations apply", timeout=30)
         assert time.monotonic() - pushed < 30  # at once, not at the next scheduled run an hour away
-        assert sorted((e["username"], e["reason"]) for e in revocations(daemon)) == [
+        assert sorted((e["username"], e["reason"]) for e in daemon.revocations()) == [
             ("dana", "disabled"), ("erin", "disabled")]
         assert world.token_authenticates(tokens["fay"])
 

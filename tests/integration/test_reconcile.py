@@ -151,6 +151,25 @@ def test_labelled_service_account_with_nobody_behind_it_is_reported_and_removed(
     assert world.ours("serviceaccounts", "ghost") == [] and world.ours("rolebindings", "ghost") == []
 
 
+def test_the_sweep_repairs_and_removes_orphans_from_the_ledger_alone(world: World):
+    world.write_people(ALICE, BOB)
+    world.reconcile()
+    (world.directory / "people.csv").unlink()  # the source cannot be read: the sweep never reads it
+    (binding,) = world.ours("rolebindings", person_key("1002"))
+    world.control_plane.kubectl("delete", "rolebinding", "-n", binding["metadata"]["namespace"],
+                                binding["metadata"]["name"])
+    world.control_plane.kubectl("create", "serviceaccount", "syncd-ghost", "-n", world.system_namespace)
+    world.label_ours("serviceaccount", "syncd-ghost", world.system_namespace, "ghost")
+
+    run = world.reconcile("--sweep")
+    assert sorted((a["kind"], a["reason"], a["person_id"]) for a in run["actions"]) == [
+        ("orphan", "orphan", "ghost"), ("repair", "drift", "1002")]
+    assert world.can("bob", "get", "pods", world.ns("team-b")) == "yes", "the ledger's record is put back"
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
+    assert world.ours("serviceaccounts", "ghost") == []
+    assert world.reconcile("--sweep", "--check")["actions"] == []
+
+
 def test_dry_run_and_check_change_nothing(world: World):
     world.write_people(ALICE)
     dry = world.reconcile("--dry-run")

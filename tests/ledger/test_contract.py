@@ -1,5 +1,5 @@
 """The ledger contract, run against every backend: a tamper-evident event chain, one apply lock across processes,
-and what the planner reads back being what was written."""
+held actions recorded once, and what the planner reads back being what was written."""
 
 from __future__ import annotations
 
@@ -78,6 +78,34 @@ def _hold_the_apply_lock(url: str, journal: str, name: str) -> None:
         time.sleep(0.3)
         with open(journal, "a") as handle:
             handle.write(f"{name} out\n")
+
+
+def test_a_hold_is_recorded_once_while_it_lasts(ledger: Ledger):
+    def held(person: str, reason: str = "leaver", cluster: str = "dev") -> Event:
+        return Event(person, person, "revoke", reason, cluster=cluster, result="held", error="2 would lose access")
+
+    assert ledger.record_holds("run1", [held("p1"), held("p2"), held("p1", cluster="prod")]) == 3
+    assert ledger.record_holds("run2", [held("p1"), held("p2"), held("p1", cluster="prod")]) == 0
+    assert ledger.record_holds("run3", [held("p1", reason="disabled"), held("p2")]) == 1  # held for another reason
+    ledger.record("run4", Event("p2", "p2", "issue", "joiner", cluster="dev"))
+    assert ledger.record_holds("run5", [held("p2")]) == 1  # a hold again after something else happened
+    assert [(e.run_id, e.person_id, e.cluster) for e in ledger.events() if e.result == "held"] == [
+        ("run1", "p1", "dev"), ("run1", "p2", "dev"), ("run1", "p1", "prod"), ("run3", "p1", "dev"),
+        ("run5", "p2", "dev")]
+    assert ledger.verify() is None
+
+
+def test_a_sweep_reads_back_the_people_of_one_source_as_last_recorded(ledger: Ledger):
+    alice = Identity("1001", "alice", "alice@example.org", "Alice", frozenset({"developers", "sre"}))
+    with ledger.session() as s:
+        ledger.save_identity(s, "hr", alice)
+        ledger.save_identity(s, "hr", Identity("1002", "bob", active=False))
+        ledger.save_identity(s, "idp", Identity("u1", "carl"))
+        ledger.save_access(s, "1002", "dev", frozenset({EDIT_A}), "")
+    assert sorted(ledger.identities("hr"), key=lambda i: i.id) == [alice, Identity("1002", "bob", active=False)]
+    with ledger.session() as s:
+        ledger.remove_access(s, "1002", "dev")  # bob's last access: he is gone from the ledger's people
+    assert ledger.identities("hr") == (alice,)
 
 
 def test_the_apply_lock_excludes_other_processes(ledger: Ledger, ledger_url: str, tmp_path: Path):

@@ -1,4 +1,5 @@
-"""Pushed SCIM resources on every ledger backend: upsert, per-tenant and per-source reads in a stable order, delete."""
+"""Pushed SCIM resources on every ledger backend: upsert, per-tenant, per-source and targeted reads in a stable order,
+counts, delete."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def test_scim_store_upserts_reads_and_deletes(ledger: Ledger):
     pushed = store.source_resources("idp")
     assert [r.resource_type for r in pushed] == ["Group", "User", "User", "User"]
     assert sorted((r.id, r.body["userName"]) for r in pushed[1:]) == [("u1", "ann"), ("u1", "carl"), ("u2", "bob")]
+
+    # A targeted read: every group, only the users named (whichever tenant pushed them).
+    assert [(r.resource_type, r.id) for r in store.source_resources("idp", users=["u1", "nobody"])] == [
+        ("Group", "g1"), ("User", "u1"), ("User", "u1")]
+    assert store.count_users("idp") == 3 and store.count_users("none") == 0
 
     store.delete("okta", "User", "u2")
     store.delete("okta", "User", "missing")

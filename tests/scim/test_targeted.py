@@ -1,4 +1,5 @@
-"""A push reconciles only the people it touches, never the whole source; each tenant sees only its own resources."""
+"""A push reconciles only the people it touches, reading only them, never the whole source; each tenant sees only
+its own resources."""
 
 from __future__ import annotations
 
@@ -38,3 +39,24 @@ def test_a_push_reconciles_only_the_people_it_touches(world: World, scim: Endpoi
 
     world.reconcile("--source", "idp")  # the full run repairs bob
     assert len(bindings(world, ids["bob"])) == 1
+
+
+def test_a_deleted_user_loses_access_and_the_last_one_is_held(world: World, scim: Endpoint):
+    # A targeted run reads only the people a push touched; a deleted one is missing from that read.
+    client = scim.client()
+    ids = {name: send(client, "POST", "/Users", {"schemas": [USER], "userName": name}, expect=201)["id"]
+           for name in ("alice", "bob")}
+    send(client, "POST", "/Groups", {"schemas": [GROUP], "displayName": "developers",
+                                     "members": [{"value": i} for i in ids.values()]}, expect=201)
+    scim.settle()
+
+    send(client, "DELETE", f"/Users/{ids['alice']}", expect=204)
+    scim.settle()
+    assert bindings(world, ids["alice"]) == [] and len(bindings(world, ids["bob"])) == 1
+
+    # The source now holds nobody: as with a full read, that looks like a broken feed, not a leaver.
+    send(client, "DELETE", f"/Users/{ids['bob']}", expect=204)
+    scim.settle()
+    (report,) = scim.app.reconciler.reports[-1:]
+    assert [h.action.person_id for h in report.plan.held] == [ids["bob"]]
+    assert "no people" in report.plan.held[0].why and len(bindings(world, ids["bob"])) == 1

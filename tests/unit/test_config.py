@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from syncd.config import LdapSourceSettings, load_settings, parse_duration
+from syncd.config import LdapSourceSettings, load_settings, parse_duration, read_secret
 from syncd.errors import ConfigError
 from syncd.policy import load_policy
 from tests.conftest import ROOT, write_yaml
@@ -140,3 +140,14 @@ def test_ldap_paths_are_relative_to_the_config_file(tmp_path):
 def test_ldap_source_settings_refuse_inline_passwords_and_plain_urls(change, message):
     with pytest.raises(ValidationError, match=message):
         LdapSourceSettings.model_validate(LDAP | change)
+
+
+def test_secret_files_lose_only_their_line_break_and_errors_name_the_file(tmp_path):
+    secret = tmp_path / "bind.password"
+    secret.write_text(" pass word \r\n")
+    assert read_secret(secret, "source dir: password_file") == " pass word "
+    secret.write_text("\n")
+    with pytest.raises(ConfigError, match=r"source dir: password_file: .*bind.password is empty"):
+        read_secret(secret, "source dir: password_file")
+    with pytest.raises(ConfigError, match="scim tenant okta: token_file: cannot read .*missing: No such file"):
+        read_secret(tmp_path / "missing", "scim tenant okta: token_file")

@@ -17,7 +17,7 @@ from ldap3.core import exceptions as lx
 from ldap3.strategy.sync import SyncStrategy
 from ldap3.utils.conv import escape_filter_chars
 
-from syncd.config import LdapSourceSettings
+from syncd.config import LdapSourceSettings, read_secret
 from syncd.errors import ConfigError, SourceRejected, SourceUnavailable, SyncdError
 from syncd.sources.ldap import ad
 
@@ -74,11 +74,7 @@ def read_password(settings: LdapSourceSettings) -> str:
             raise ConfigError(f"source {settings.name}: environment variable {settings.password_env} is not set")
         return password
     assert settings.password_file is not None
-    try:
-        return settings.password_file.read_text().rstrip("\r\n")
-    except OSError as error:
-        raise ConfigError(f"source {settings.name}: cannot read password_file {settings.password_file}: "
-                          f"{error.strerror}") from None
+    return read_secret(settings.password_file, f"source {settings.name}: password_file")
 
 
 class LdapClient:

@@ -18,7 +18,7 @@ from syncd.model import (
     binding_name,
     person_key,
 )
-from syncd.plan import Inputs, Plan, Safety, Sweep, make_plan
+from syncd.plan import Inputs, Plan, Safety, Sweep, make_plan, make_sweep_plan
 from syncd.policy import Policy
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -79,9 +79,10 @@ def cluster(*accounts: ObservedAccount) -> ObservedCluster:
 def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] = (),
          observed: ObservedCluster | None = None, *, complete: bool = True, now: datetime = NOW,
          only: frozenset[str] | None = None, safety: Safety = SAFETY, allow_mass_revocation: bool = False,
-         reachable: bool = True, sweep: Sweep = SWEEP) -> Plan:
+         reachable: bool = True, sweep: Sweep = SWEEP, population: int | None = None,
+         sweeping: bool = False) -> Plan:
     inputs = Inputs(
-        snapshot=Snapshot(SOURCE, identities, complete=complete),
+        snapshot=Snapshot(SOURCE, identities, complete=complete, population=population),
         policy=POLICY,
         known={p.id: p for p in people},
         observed={CLUSTER: (observed if observed is not None else cluster()) if reachable else None},
@@ -90,6 +91,8 @@ def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] 
         only=only,
         sweep=sweep,
     )
+    if sweeping:  # identities are then what the ledger recorded, as the sweep job reads them
+        return make_sweep_plan(inputs)
     return make_plan(inputs, allow_mass_revocation=allow_mass_revocation)
 
 

@@ -13,6 +13,14 @@ def test_empty_source_revokes_nobody():
     assert len(result.held) == 2 and "no people" in result.held[0].why
 
 
+def test_a_targeted_read_without_its_person_still_holds_everyone_else():
+    # The push source read only the deleted person, who is gone; the source still holds 19 others.
+    only = frozenset({HOLDERS[0].id})
+    assert kinds(plan((), HOLDERS[:1], ACCOUNTS, only=only, population=19)) == [("revoke", "leaver", "1000")]
+    emptied = plan((), HOLDERS[:1], ACCOUNTS, only=only, population=0)
+    assert kinds(emptied) == [] and "no people" in emptied.held[0].why
+
+
 def test_more_than_the_count_threshold_is_held():
     staying = tuple(person(p.id, p.username) for p in HOLDERS[3:])
     result = plan(staying, HOLDERS, ACCOUNTS, safety=Safety(2, 100.0, 0.8))
