@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -65,6 +66,9 @@ class Engine:
         # Sources live as long as the engine: an incremental source keeps its watermark between runs.
         self.sources: dict[str, Source] = {s.name: open_source(s, self.ledger) for s in settings.sources}
         self._apply_lock = threading.Lock()
+        # One run per source at a time from its read to its apply, so that an older read never lands after a
+        # newer one (a full read still in flight must not re-issue what a push revoked meanwhile).
+        self._source_locks = {name: threading.RLock() for name in self.sources}
 
     def close(self) -> None:
         for cluster in self.clusters.values():
@@ -80,22 +84,19 @@ class Engine:
         self.close()
 
     def reconcile(self, source: str | None = None, *, dry_run: bool = False, allow_mass_revocation: bool = False,
-                  only: frozenset[str] | None = None, snapshot: Snapshot | None = None,
-                  now: datetime | None = None) -> list[RunReport]:
-        """Reconcile every source, or one. A targeted run passes `only` (person ids) and may pass the
-        `snapshot` it already read (for instance the entries an incremental poll returned); people outside
-        `only` are not touched, whatever the snapshot holds."""
-        if snapshot is not None:
-            return [self._run(snapshot.source, dry_run, allow_mass_revocation, only, now, snapshot)]
+                  only: frozenset[str] | None = None, now: datetime | None = None) -> list[RunReport]:
+        """Reconcile every source, or one. A targeted run passes `only` (person ids): people outside it are not
+        touched, whatever the source holds."""
         names = [self.settings.source(source).name] if source else list(self.sources)
-        return [self._run(name, dry_run, allow_mass_revocation, only, now) for name in names]
+        return [self._run(name, self._reader(name, only), dry_run, allow_mass_revocation, only, now)
+                for name in names]
 
     def sweep(self, source: str | None = None, *, dry_run: bool = False) -> list[RunReport]:
         """The orphan and drift sweep of every source, or one, from what the ledger recorded of its people: no
         source is read, so it can run often and while a source is down."""
         names = [self.settings.source(source).name] if source else list(self.sources)
-        return [self._run(name, dry_run, False, None, None, Snapshot(name, self.ledger.identities(name)),
-                          sweep_only=True) for name in names]
+        return [self._run(name, lambda name=name: Snapshot(name, self.ledger.identities(name)), dry_run, False,
+                          None, None, sweep_only=True) for name in names]
 
     def poll(self, source_name: str, *, dry_run: bool = False, allow_mass_revocation: bool = False
              ) -> RunReport | None:
@@ -104,15 +105,17 @@ class Engine:
         source = self.sources.get(source_name)
         if not isinstance(source, IncrementalSource):
             raise ConfigError(f"source {source_name!r} cannot be polled for changes", hint="reconcile it in full")
-        try:
-            snapshot = source.poll()
-        except SyncdError as error:
-            log.error("abort a poll whose source cannot be read", source=source_name, error=str(error))
-            return RunReport(source_name, dry_run, error=error)
-        if not snapshot.identities and not snapshot.problems:
-            return None
-        return self.reconcile(snapshot=snapshot, only=frozenset(i.id for i in snapshot.identities),
-                              dry_run=dry_run, allow_mass_revocation=allow_mass_revocation)[0]
+        with self._source_locks[source_name]:
+            mark = self.ledger.last_seq()
+            try:
+                snapshot = source.poll()
+            except SyncdError as error:
+                log.error("abort a poll whose source cannot be read", source=source_name, error=str(error))
+                return RunReport(source_name, dry_run, error=error)
+            if not snapshot.identities and not snapshot.problems:
+                return None
+            return self._run(source_name, lambda: snapshot, dry_run, allow_mass_revocation,
+                             frozenset(i.id for i in snapshot.identities), None, mark=mark)
 
     def revoke(self, target: str, reason: Reason) -> RunReport:
         """Revoke one token (by fingerprint) or a person's access (by id or username) now, through the same lock
@@ -145,28 +148,48 @@ class Engine:
                 observed[name] = None
         return observed
 
-    def _run(self, source_name: str, dry_run: bool, allow_mass_revocation: bool,
-             only: frozenset[str] | None, now: datetime | None, snapshot: Snapshot | None = None,
-             sweep_only: bool = False) -> RunReport:
+    def _reader(self, source_name: str, only: frozenset[str] | None) -> Callable[[], Snapshot]:
+        source = self.sources[source_name]
+        if only is not None and isinstance(source, TargetedSource):
+            return lambda: source.read_people(only)
+        return source.read
+
+    def _run(self, source_name: str, read: Callable[[], Snapshot], dry_run: bool, allow_mass_revocation: bool,
+             only: frozenset[str] | None, now: datetime | None, sweep_only: bool = False,
+             mark: int | None = None) -> RunReport:
+        """One run from `read` (under the source's lock) to its confirmations. `mark`: the ledger's last event
+        before the read began, when the caller read first."""
         report = RunReport(source_name, dry_run)
-        if snapshot is None:
-            source = self.sources[source_name]
-            try:
-                if only is not None and isinstance(source, TargetedSource):
-                    snapshot = source.read_people(only)
-                else:
-                    snapshot = source.read()
-            except SyncdError as error:
-                log.error("abort a run whose source cannot be read", source=source_name, error=str(error))
-                report.error = error
+        with self._source_locks[source_name]:
+            mark = self.ledger.last_seq() if mark is None else mark
+            snapshot = self._read(report, read)
+            if snapshot is None:
                 return report
+            # Inspect, plan and apply under one lock: nobody else may change what we saw before we act on it.
+            with self._apply_lock, self.ledger.exclusive():
+                if not sweep_only and self.ledger.source_changed_since(source_name, mark):
+                    # Another process applied a read of this source since ours began: ours may be older.
+                    log.info("read the source again: another process changed its people meanwhile",
+                             source=source_name)
+                    snapshot = self._read(report, self._reader(source_name, only))
+                    if snapshot is None:
+                        return report
+                applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now, sweep_only)
+        return self._confirm_and_finish(report, applier)
+
+    @staticmethod
+    def _read(report: RunReport, read: Callable[[], Snapshot]) -> Snapshot | None:
+        """The snapshot, or None with `report.error` set: a source that cannot be read revokes nothing."""
+        try:
+            snapshot = read()
+        except SyncdError as error:
+            log.error("abort a run whose source cannot be read", source=report.source, error=str(error))
+            report.error = error
+            return None
         report.problems = snapshot.problems
         for problem in snapshot.problems:
-            log.warning("skip a broken entry", source=source_name, problem=problem)
-        # Inspect, plan and apply under one lock: nobody else may change what we saw before we act on it.
-        with self._apply_lock, self.ledger.exclusive():
-            applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now, sweep_only)
-        return self._confirm_and_finish(report, applier)
+            log.warning("skip a broken entry", source=report.source, problem=problem)
+        return snapshot
 
     def _confirm_and_finish(self, report: RunReport, applier: Applier) -> RunReport:
         # Waiting for revoked tokens to die needs no lock; other people's changes go ahead meanwhile.

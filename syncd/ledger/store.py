@@ -284,6 +284,20 @@ class Ledger:
         session.add(row)
         return row
 
+    def last_seq(self) -> int:
+        """The newest event's sequence number (0 when there is none): a mark for `source_changed_since`."""
+        with self.session() as s:
+            return s.exec(select(func.max(EventRow.seq))).one() or 0
+
+    def source_changed_since(self, source: str, seq: int) -> bool:
+        """Whether a run of this source changed anyone's access after the mark (held actions and confirmations
+        change nothing)."""
+        with self.session() as s:
+            query = (select(EventRow.seq).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
+                     .where(RunRow.source == source, EventRow.seq > seq, EventRow.result != "held",  # type: ignore[operator]
+                            EventRow.action != "confirm-revocation").limit(1))
+            return s.exec(query).first() is not None
+
     def record_holds(self, run_id: str | None, held: Collection[Event]) -> int:
         """Record held actions that are news: a person and cluster whose latest event already holds the same
         action for the same reason keep it, however many runs go on holding it. How many were written."""

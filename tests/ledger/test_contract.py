@@ -108,6 +108,20 @@ def test_a_sweep_reads_back_the_people_of_one_source_as_last_recorded(ledger: Le
     assert ledger.identities("hr") == (alice,)
 
 
+def test_a_mark_tells_whether_a_source_changed_anyone_since(ledger: Ledger):
+    assert ledger.last_seq() == 0
+    hr, idp = ledger.start_run("hr", dry_run=False), ledger.start_run("idp", dry_run=False)
+    ledger.record(hr, Event("p1", "ann", "issue", "joiner", cluster="dev"))
+    mark = ledger.last_seq()
+    ledger.record(idp, Event("u1", "carl", "revoke", "leaver", cluster="dev"))  # another source
+    ledger.record(hr, Event("p2", "bob", "revoke", "leaver", cluster="dev", result="held"))  # changed nothing
+    ledger.record(hr, Event("p1", "ann", "confirm-revocation", "token-rejected", cluster="dev"))
+    assert ledger.last_seq() == mark + 3 and not ledger.source_changed_since("hr", mark)
+    assert ledger.source_changed_since("idp", mark)
+    ledger.record(hr, Event("p3", "cid", "revoke", "disabled", cluster="dev"))
+    assert ledger.source_changed_since("hr", mark) and not ledger.source_changed_since("hr", ledger.last_seq())
+
+
 def test_the_apply_lock_excludes_other_processes(ledger: Ledger, ledger_url: str, tmp_path: Path):
     journal = tmp_path / "journal"
     spawn = multiprocessing.get_context("spawn")

@@ -12,12 +12,18 @@ from tests.scim.test_idp_shapes import GROUP, USER, bindings, patch, send
 pytestmark = pytest.mark.kube
 
 
-def test_a_push_reconciles_only_the_people_it_touches(world: World, scim: Endpoint):
-    client = scim.client()
+def developers(client, *names: str) -> dict[str, str]:
+    """Push these users and a `developers` group holding them; their ids by name."""
     ids = {name: send(client, "POST", "/Users", {"schemas": [USER], "userName": name}, expect=201)["id"]
-           for name in ("alice", "bob")}
+           for name in names}
     send(client, "POST", "/Groups", {"schemas": [GROUP], "displayName": "developers",
                                      "members": [{"value": i} for i in ids.values()]}, expect=201)
+    return ids
+
+
+def test_a_push_reconciles_only_the_people_it_touches(world: World, scim: Endpoint):
+    client = scim.client()
+    ids = developers(client, "alice", "bob")
     scim.settle()
     send(scim.client(OTHER_TOKEN), "GET", f"/Users/{ids['alice']}", expect=404)  # another tenant's user
 
@@ -44,10 +50,7 @@ def test_a_push_reconciles_only_the_people_it_touches(world: World, scim: Endpoi
 def test_a_deleted_user_loses_access_and_the_last_one_is_held(world: World, scim: Endpoint):
     # A targeted run reads only the people a push touched; a deleted one is missing from that read.
     client = scim.client()
-    ids = {name: send(client, "POST", "/Users", {"schemas": [USER], "userName": name}, expect=201)["id"]
-           for name in ("alice", "bob")}
-    send(client, "POST", "/Groups", {"schemas": [GROUP], "displayName": "developers",
-                                     "members": [{"value": i} for i in ids.values()]}, expect=201)
+    ids = developers(client, "alice", "bob")
     scim.settle()
 
     send(client, "DELETE", f"/Users/{ids['alice']}", expect=204)
