@@ -192,14 +192,16 @@ class Engine:
         return snapshot
 
     def _confirm_and_finish(self, report: RunReport, applier: Applier) -> RunReport:
-        # Waiting for revoked tokens to die needs no lock; other people's changes go ahead meanwhile.
+        # Applied: the run is finished in the ledger before the wait, so a stop while waiting leaves none running.
+        if report.run_id is not None:
+            self.ledger.finish_run(report.run_id, report.result, report.summary())
+        # Waiting for revoked tokens to die needs no lock; other people's changes go ahead meanwhile. Each
+        # confirmation is an event of the run.
         timeout = self.settings.tokens.confirm_revocation_timeout.total_seconds()
         if report.outcome and report.outcome.pending_rejections and timeout > 0:
             report.confirmed_rejections = applier.confirm_rejections(report.outcome.pending_rejections, timeout)
-        if report.run_id is not None:
-            self.ledger.finish_run(report.run_id, report.result, report.summary())
         log.info("finish a run", source=report.source, run_id=report.run_id, result=report.result,
-                 **report.summary())
+                 confirmed_rejections=report.confirmed_rejections, **report.summary())
         return report
 
     def _plan_and_apply(self, report: RunReport, snapshot: Snapshot, allow_mass_revocation: bool,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime
 
 import pytest
 
@@ -93,6 +94,10 @@ def test_leaver_loses_permissions_at_once_and_the_token_dies_soon_after(world: W
                                     "--output", "json").stdout)
     assert [(e["action"], e["reason"]) for e in events] == [
         ("issue", "joiner"), ("revoke", "leaver"), ("confirm-revocation", "token-rejected")]
+    # The run was finished in the ledger once applied, before the wait: a stop while waiting leaves none running.
+    with sqlite3.connect(world.directory / "ledger.db") as db:
+        (finished_at,) = db.execute("SELECT finished_at FROM run WHERE id = ?", (events[-1]["run_id"],)).fetchone()
+    assert datetime.fromisoformat(finished_at).replace(tzinfo=UTC) <= datetime.fromisoformat(events[-1]["at"])
 
 
 def test_permissions_are_gone_before_the_token_is(world: World):
