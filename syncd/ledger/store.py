@@ -293,8 +293,9 @@ class Ledger:
         """Whether a run of this source changed anyone's access after the mark (held actions and confirmations
         change nothing)."""
         with self.session() as s:
+            after_mark = EventRow.seq > seq  # type: ignore[operator]
             query = (select(EventRow.seq).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
-                     .where(RunRow.source == source, EventRow.seq > seq, EventRow.result != "held",  # type: ignore[operator]
+                     .where(RunRow.source == source, after_mark, EventRow.result != "held",
                             EventRow.action != "confirm-revocation").limit(1))
             return s.exec(query).first() is not None
 

@@ -103,8 +103,9 @@ def test_the_sweep_job_repairs_drift_between_full_runs_without_reading_the_sourc
     (binding,) = world.ours("rolebindings", person_key(ALICE["id"]))
     world.control_plane.kubectl("delete", "rolebinding", "-n", binding["metadata"]["namespace"],
                                 binding["metadata"]["name"])
-    daemon.wait_until(lambda: world.ours("rolebindings", person_key(ALICE["id"])), "the sweep puts it back",
-                      timeout=30)
+    daemon.wait_until(lambda: daemon.metric("syncd_actions_total", kind="repair", reason="drift", result="ok"),
+                      "the sweep puts it back", timeout=30)
+    assert world.ours("rolebindings", person_key(ALICE["id"]))
     assert daemon.metric("syncd_actions_total", kind="repair", reason="drift", result="ok") == 1
     assert daemon.metric("syncd_runs_total", job="sweep", source="hr", result="ok") == 1
     assert daemon.get_json("/readyz")[1]["sources"]["hr"] == "ok", "a sweep says nothing of the source's health"
