@@ -114,7 +114,7 @@ def fingerprint(token: str) -> str:
 # What the ledger remembers (input to the planner).
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # this and the records below come in 100,000s for a large directory
 class KnownCredential:
     secret_name: str
     fingerprint: str
@@ -123,7 +123,7 @@ class KnownCredential:
     retire_at: datetime | None = None  # set once replaced: the old token stays valid until then
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KnownAccess:
     cluster: str
     scopes: frozenset[Scope]
@@ -131,7 +131,7 @@ class KnownAccess:
     retiring: tuple[KnownCredential, ...] = ()  # replaced, still valid for their grace window
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KnownPerson:
     id: str
     source: str
@@ -142,7 +142,7 @@ class KnownPerson:
 # What is in a cluster under our labels (input to the planner).
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedBinding:
     name: str
     namespace: str | None  # None for a ClusterRoleBinding
@@ -150,7 +150,7 @@ class ObservedBinding:
     subjects_intact: bool  # exactly our ServiceAccount, nothing else
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedAccount:
     key: str
     service_account: bool
