@@ -202,7 +202,7 @@ def main() -> None:
                                             env=env, stderr=subprocess.DEVNULL))
             servers.append(subprocess.Popen([sys.executable, "-c", IN_MEMORY, str(theirs_port)], env=env))
             servers.append(subprocess.Popen([str(Path(sys.executable).parent / "scim2-server"), "--hostname",
-                                             "127.0.0.1", "--port", str(demo_port), "--bearer-token", TOKEN],
+                                             "127.0.0.1", "--port", str(demo_port), f"--bearer-token={TOKEN}"],
                                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             urls = {"ours": f"http://127.0.0.1:{ours_port}/scim/v2",
                     "in-memory/uvicorn": f"http://127.0.0.1:{theirs_port}/v2",

@@ -12,12 +12,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from syncd.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)?\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
 def parse_duration(value: Any) -> timedelta:
-    """`90d`, `8h`, `30m`, `45s` or a number of seconds."""
+    """`90d`, `8h`, `30m`, `45s`, `100ms` or a number of seconds."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
@@ -244,6 +244,10 @@ class ScimSettings(Strict):
     tls_cert: Path | None = Field(None, description="PEM certificate (chain); with tls_key, serve HTTPS.")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies are refused with 413.")
+    batch_interval: Duration = Field(
+        timedelta(milliseconds=300), description="A lone change is reconciled at once; when changes to a source "
+        "come faster, its targeted runs start at most this often, so that a burst of pushes gathers into few runs. "
+        "0s starts one whenever a worker is free.")
     tenants: list[ScimTenantSettings] = Field(min_length=1, description="One entry, and one token, per tenant.")
 
     @model_validator(mode="after")

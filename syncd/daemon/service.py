@@ -40,7 +40,8 @@ def mount_scim(engine: Engine, settings: Settings, on_report: Callable[[RunRepor
     (TLS when configured)."""
     if settings.scim is None:
         return None
-    return create_app(engine, settings, Reconciler(engine, on_report=on_report))
+    return create_app(engine, settings, Reconciler(
+        engine, batch_interval=settings.scim.batch_interval.total_seconds(), on_report=on_report))
 
 
 def listen_addresses(settings: Settings) -> tuple:

@@ -163,4 +163,5 @@ def create_app(engine: Engine, settings: Settings, reconciler: Reconciler | None
     default; close it (`app.reconciler.close()`) when done."""
     if settings.scim is None:
         raise ConfigError("no `scim:` section in the configuration", hint="see configs/syncd.example.yaml")
-    return ScimApp(engine, settings.scim, reconciler or Reconciler(engine))
+    return ScimApp(engine, settings.scim, reconciler or Reconciler(
+        engine, batch_interval=settings.scim.batch_interval.total_seconds()))

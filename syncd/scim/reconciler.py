@@ -1,8 +1,10 @@
 """Targeted reconciles of the people SCIM changes touch, off the request path.
 
-Requests only queue person ids; worker threads take everything queued for a source at once (so a burst of
-pushes becomes one run) and reconcile just those people through the engine's usual lock and apply path. Several
-workers let one run wait for its revoked tokens to be rejected while the next plans and applies.
+Requests only queue person ids; worker threads take everything queued for a source at once and reconcile just
+those people through the engine's usual lock and apply path. A lone change (one person queued, and one in the
+source's last run) is reconciled at once; when changes come faster, a source's runs start at most every
+`batch_interval`, so that a burst of pushes gathers into few runs. Several workers let one run wait for its
+revoked tokens to be rejected while the next plans and applies.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ log = structlog.get_logger("syncd.scim")
 
 
 class Reconciler:
-    def __init__(self, engine: Engine, workers: int = 2,
+    def __init__(self, engine: Engine, batch_interval: float, workers: int = 2,
                  on_report: Callable[[RunReport], None] | None = None) -> None:
         self.engine = engine
+        self.batch_interval = batch_interval  # seconds between the starts of one source's runs, at least
         self.on_report = on_report  # called from a worker thread after each run (the daemon's metrics)
         self._pending: dict[str, set[str]] = {}
+        self._started: dict[str, float] = {}  # source -> when its last run started (monotonic)
+        self._last_size: dict[str, int] = {}  # source -> how many people its last run covered
         self._busy = 0
         self._closed = False
         self._changed = threading.Condition()
@@ -57,14 +62,31 @@ class Reconciler:
         for thread in self._threads:
             thread.join(timeout=120)
 
+    def _due(self) -> tuple[str | None, float | None]:
+        """A source whose queued people may start a run now, or how long until one may (None: nothing queued)."""
+        now, wait = time.monotonic(), None
+        for source, people in self._pending.items():
+            if len(people) == 1 and self._last_size.get(source, 1) == 1:
+                return source, None
+            remaining = self._started.get(source, -self.batch_interval) + self.batch_interval - now
+            if remaining <= 0:
+                return source, None
+            wait = remaining if wait is None else min(wait, remaining)
+        return None, wait
+
     def _work(self) -> None:
         while True:
             with self._changed:
-                while not self._pending and not self._closed:
-                    self._changed.wait()
+                while not self._closed:
+                    source, wait = self._due()
+                    if source is not None:
+                        break
+                    self._changed.wait(wait)
                 if self._closed:
                     return
-                source, people = self._pending.popitem()
+                assert source is not None
+                people = self._pending.pop(source)
+                self._started[source], self._last_size[source] = time.monotonic(), len(people)
                 self._busy += 1
             try:
                 self._run(source, frozenset(people))

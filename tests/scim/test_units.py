@@ -1,5 +1,5 @@
-"""Pure parts of the SCIM work: the IdP quirk rewrites, the snapshot mapping, which changes cost a reconcile, the
-commented example config."""
+"""Pure parts of the SCIM work: the IdP quirk rewrites, the snapshot mapping, which changes cost a reconcile, how
+queued changes become runs, the commented example config."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ import json
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from scim2_models import Group, GroupMember, User
 
 from syncd.config import ConfigError, Settings, load_settings
+from syncd.engine import RunReport
 from syncd.ledger import Ledger, ScimResource, ScimStore
 from syncd.policy import Policy
 from syncd.scim.quirks import ENTERPRISE, MANAGER, PATCH_OP, normalise
+from syncd.scim.reconciler import Reconciler
 from syncd.scim.storage import Relevance
 from syncd.sources.scim import snapshot_of
 from tests.conftest import ROOT
@@ -93,6 +97,41 @@ def test_only_changes_that_can_alter_access_cost_a_reconcile():
     assert touched("Group", None, group("developers", "a")) == {"a"}
     assert touched("Group", group("developers", "a", "b"), None) == {"a", "b"}
     assert touched("Group", group("developers", "a"), group("developers", "a")) == frozenset()
+
+
+class RecordingEngine:
+    """Stands in for the engine: records each targeted run (when it started, whom it covered) and takes a while."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[float, frozenset[str]]] = []
+        self.lock = threading.Lock()
+
+    def reconcile(self, source: str, *, only: frozenset[str]) -> list[RunReport]:
+        with self.lock:
+            self.runs.append((time.monotonic(), only))
+        time.sleep(0.02)
+        return [RunReport(source, dry_run=False)]
+
+
+def test_lone_changes_run_at_once_and_a_burst_waits_for_the_batch_interval():
+    engine = RecordingEngine()
+    reconciler = Reconciler(engine, batch_interval=1.0)  # type: ignore[arg-type]
+
+    def run(source: str, *people: str) -> float:
+        """Submit, wait until reconciled; how long after the previous run this one started."""
+        previous = engine.runs[-1][0] if engine.runs else time.monotonic()
+        reconciler.submit(source, frozenset(people))
+        assert reconciler.wait_idle(5) and engine.runs[-1][1] == frozenset(people)
+        return engine.runs[-1][0] - previous
+
+    try:
+        run("idp", "p0")
+        assert run("idp", "p1") < 0.5, "a lone change after a lone change waited"
+        assert run("idp", *(f"b{n}" for n in range(20))) >= 1.0, "a burst did not wait for the interval"
+        assert run("idp", "p2") >= 1.0, "right after a burst, the next change did not wait"
+        assert run("hr", "x") < 0.5, "another source waited for this one's interval"
+    finally:
+        reconciler.close()
 
 
 def uncomment(lines: list[str], first: str) -> list[str]:
