@@ -24,7 +24,7 @@ def parse_duration(value: Any) -> timedelta:
         return timedelta(seconds=value)
     match = _DURATION.match(str(value))
     if not match:
-        raise ValueError(f"{value!r} is not a duration; write e.g. 45s, 30m, 8h, 90d or a number of seconds")
+        raise ValueError(f"{value!r} is not a duration; write e.g. 300ms, 45s, 30m, 8h, 90d or a number of seconds")
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 

@@ -92,7 +92,8 @@ def test_grant_needs_exactly_one_of_namespaces_or_cluster_wide(tmp_path):
     assert "invalid policy" in message and "rules.0.grant.0" in message
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("45s", 45), ("30m", 1800), ("8h", 28800), ("90d", 7776000), (600, 600)])
+@pytest.mark.parametrize(("text", "seconds"), [("45s", 45), ("30m", 1800), ("8h", 28800), ("90d", 7776000), (600, 600),
+                                               ("300ms", 0.3), ("0s", 0)])
 def test_durations(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
 
