@@ -99,7 +99,7 @@ def test_durations(text, seconds):
 
 
 def test_bad_duration_says_how_to_write_one():
-    with pytest.raises(ValueError, match="write e.g. 45s"):
+    with pytest.raises(ValueError, match="write e.g. 300ms, 45s"):
         parse_duration("soon")
 
 
