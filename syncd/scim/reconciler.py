@@ -42,7 +42,7 @@ class Reconciler:
     def submit(self, source: str, people: frozenset[str]) -> None:
         with self._changed:
             self._pending.setdefault(source, set()).update(people)
-            self._changed.notify()
+            self._changed.notify_all()  # workers and wait_idle share the condition: wake a worker for sure
 
     def wait_idle(self, timeout: float) -> bool:
         """True once nothing is queued or running (bounded by `timeout` seconds)."""
