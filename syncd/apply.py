@@ -82,6 +82,10 @@ class Applier:
                 continue
             log.info(action.message, result="ok", **fields)
             outcome.applied.append(action)
+        if not self.dry_run:
+            # Held actions wait for a human: visible and auditable in the ledger, once per hold, not applied.
+            self.ledger.record_holds(self.run_id, [self._event(h.action, result="held", error=h.why)
+                                                   for h in plan.held])
         return outcome
 
     def _fail(self, source: str, action: Action, error: SyncdError, outcome: Outcome, fields: dict) -> None:

@@ -14,7 +14,7 @@ from syncd.config import Settings
 from syncd.delivery import Delivery
 from syncd.errors import ConfigError, InputError, SyncdError
 from syncd.issuers.kube import KubernetesCluster
-from syncd.ledger import Event, Ledger
+from syncd.ledger import Ledger
 from syncd.model import ObservedCluster, Snapshot, person_key
 from syncd.plan import Inputs, Plan, Reason, Safety, Sweep, make_plan, make_sweep_plan, plan_manual_revocation
 from syncd.policy import Policy, load_policy
@@ -231,10 +231,4 @@ class Engine:
         applier = self._applier(report.run_id, dry_run=report.dry_run)
         report.outcome = applier.apply(plan)
         report.writes = sum(c.writes for c in self.clusters.values()) - writes_before
-        if report.run_id is not None:
-            # Held actions wait for a human: visible and auditable in the ledger, once per hold, not applied.
-            self.ledger.record_holds(report.run_id, [Event(
-                h.action.person_id, h.action.username, str(h.action.kind), str(h.action.reason),
-                cluster=h.action.cluster, before=h.action.before, after=h.action.after, result="held", error=h.why)
-                for h in plan.held])
         return applier
