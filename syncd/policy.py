@@ -78,16 +78,19 @@ class Policy(Strict):
     rules: list[Rule] = Field(default_factory=list)
 
     @cached_property
-    def _matched_on(self) -> tuple[frozenset[str], tuple[str, ...]]:
-        groups = frozenset(group for rule in self.rules for group in rule.match.groups)
-        attributes = tuple(sorted({name for rule in self.rules for name in rule.match.attributes}))
-        return groups, attributes
+    def matched_groups(self) -> frozenset[str]:
+        """Every group some rule matches on."""
+        return frozenset(group for rule in self.rules for group in rule.match.groups)
+
+    @cached_property
+    def matched_attributes(self) -> tuple[str, ...]:
+        """Every identity attribute some rule matches on, sorted."""
+        return tuple(sorted({name for rule in self.rules for name in rule.match.attributes}))
 
     def access_key(self, identity: Identity) -> Hashable:
         """All that `access_for` reads of a person: people with equal keys get equal access."""
-        groups, attributes = self._matched_on
-        return (identity.active, identity.groups & groups,
-                tuple(identity.attributes.get(name) for name in attributes))
+        return (identity.active, identity.groups & self.matched_groups,
+                tuple(identity.attributes.get(name) for name in self.matched_attributes))
 
     def access_for(self, identity: Identity) -> dict[str, Access]:
         """The union of every matching rule's grants, one entry per cluster. Inactive people get nothing."""

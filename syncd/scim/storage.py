@@ -36,7 +36,6 @@ class Relevance:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self.attributes = {name for rule in policy.rules for name in rule.match.attributes}
 
     def touched(self, resource_type: str, before: Resource[Any] | None, after: Resource[Any] | None
                 ) -> frozenset[str]:
@@ -48,8 +47,8 @@ class Relevance:
                 joiner = snapshot_of("", [after.model_dump()], []).identities
                 return frozenset({str(after.id)}) if joiner and self.policy.access_for(joiner[0]) else frozenset()
             if before is not None and after is not None and (
-                    access_view(before.model_dump(), self.attributes) == access_view(after.model_dump(),
-                                                                                     self.attributes)):
+                    access_view(before.model_dump(), self.policy.matched_attributes)
+                    == access_view(after.model_dump(), self.policy.matched_attributes)):
                 return frozenset()
             return frozenset(str(r.id) for r in (before, after) if r is not None and r.id)
         renamed = getattr(before, "display_name", None) != getattr(after, "display_name", None)
