@@ -51,6 +51,11 @@ def escape(value: str) -> str:
     return escape_filter_chars(value)
 
 
+def first_text(values: list[bytes] | None) -> str:
+    """The first of an attribute's raw values as text ("" when it has none)."""
+    return values[0].decode("utf-8", "replace").strip() if values else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One search result: its DN and raw values by lower-case attribute name."""
@@ -63,8 +68,7 @@ class Entry:
         return values[0] if values else None
 
     def text(self, name: str) -> str:
-        value = self.first(name)
-        return value.decode("utf-8", "replace").strip() if value is not None else ""
+        return first_text(self.attributes.get(name.lower()))
 
 
 def read_password(settings: LdapSourceSettings) -> str:

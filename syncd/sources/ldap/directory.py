@@ -14,7 +14,7 @@ from syncd.config import LdapSourceSettings
 from syncd.model import Identity, Snapshot
 from syncd.sources import group_name
 from syncd.sources.ldap import ad
-from syncd.sources.ldap.client import NO_ATTRIBUTES, Entry, LdapClient, escape
+from syncd.sources.ldap.client import NO_ATTRIBUTES, Entry, LdapClient, escape, first_text
 
 log = structlog.get_logger("syncd.sources.ldap")
 
@@ -148,10 +148,6 @@ class _AttributeNames:
         return cls(a.id.lower(), a.username.lower(), a.email.lower(), a.display_name.lower(),
                    tuple((name, name.lower()) for name in a.extra),
                    m.source == "memberOf" and m.nested != "in_chain")
-
-
-def _text(values: list[bytes] | None) -> str:
-    return values[0].decode("utf-8", "replace").strip() if values else ""
 
 
 class LdapSource:
@@ -334,7 +330,7 @@ class LdapSource:
 
     def _identity(self, entry: Entry) -> Identity:
         a, values = self._names, entry.attributes
-        raw_id, username = values.get(a.id), _text(values.get(a.username))
+        raw_id, username = values.get(a.id), first_text(values.get(a.username))
         if not raw_id:
             raise ValueError(f"no {self.settings.attributes.id}")
         if not username:
@@ -349,11 +345,11 @@ class LdapSource:
         return Identity(
             id=person_id,
             username=username,
-            email=_text(values.get(a.email)),
-            display_name=_text(values.get(a.display_name)),
+            email=first_text(values.get(a.email)),
+            display_name=first_text(values.get(a.display_name)),
             groups=self.groups.effective(direct),
             active=not self._disabled(entry, key),
-            attributes={name: _text(values[lower]) for name, lower in a.extra if lower in values},
+            attributes={name: first_text(values[lower]) for name, lower in a.extra if lower in values},
         )
 
     def _disabled(self, entry: Entry, key: str) -> bool:
