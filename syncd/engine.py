@@ -87,16 +87,14 @@ class Engine:
                   only: frozenset[str] | None = None, now: datetime | None = None) -> list[RunReport]:
         """Reconcile every source, or one. A targeted run passes `only` (person ids): people outside it are not
         touched, whatever the source holds."""
-        names = [self.settings.source(source).name] if source else list(self.sources)
         return [self._run(name, self._reader(name, only), dry_run, allow_mass_revocation, only, now)
-                for name in names]
+                for name in self._source_names(source)]
 
     def sweep(self, source: str | None = None, *, dry_run: bool = False) -> list[RunReport]:
         """The orphan and drift sweep of every source, or one, from what the ledger recorded of its people: no
         source is read, so it can run often and while a source is down."""
-        names = [self.settings.source(source).name] if source else list(self.sources)
         return [self._run(name, lambda name=name: Snapshot(name, self.ledger.identities(name)), dry_run, False,
-                          None, None, sweep_only=True) for name in names]
+                          None, None, sweep_only=True) for name in self._source_names(source)]
 
     def poll(self, source_name: str, *, dry_run: bool = False, allow_mass_revocation: bool = False
              ) -> RunReport | None:
@@ -147,6 +145,10 @@ class Engine:
                 report.cluster_errors[name] = str(error)
                 observed[name] = None
         return observed
+
+    def _source_names(self, source: str | None) -> list[str]:
+        """The one source named (a `ConfigError` if there is none by that name), or every source."""
+        return [self.settings.source(source).name] if source else list(self.sources)
 
     def _reader(self, source_name: str, only: frozenset[str] | None) -> Callable[[], Snapshot]:
         source = self.sources[source_name]

@@ -13,7 +13,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
         self.runs = Counter(
-            "syncd_runs", "Runs by job (poll, reconcile, credentials, scim), source and result (ok, no-op, failed).",
+            "syncd_runs",
+            "Runs by job (poll, reconcile, credentials, sweep, scim), source and result (ok, no-op, failed).",
             ["job", "source", "result"], registry=registry)
         self.actions = Counter("syncd_actions", "Planned actions by kind, reason and result (ok, failed, held).",
                                ["kind", "reason", "result"], registry=registry)
