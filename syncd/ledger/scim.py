@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, select
 
-from syncd.ledger.store import Ledger
+from syncd.ledger.store import ID_LIST_LIMIT, Ledger
 
 
 class ScimResourceRow(SQLModel, table=True):
@@ -61,12 +61,16 @@ class ScimStore:
         return self._resources(ScimResourceRow.tenant == tenant)
 
     def source_resources(self, source: str, users: Collection[str] | None = None) -> list[ScimResource]:
-        """Every resource the source's tenants pushed; with `users`, every group but only those users."""
+        """Every resource the source's tenants pushed; with `users`, every group but only those users (past
+        ID_LIST_LIMIT of them, picked from everything)."""
         where = ScimResourceRow.source == source
-        if users is not None:
-            where = and_(where, or_(ScimResourceRow.resource_type == "Group",
-                                    ScimResourceRow.id.in_(users)))  # type: ignore[attr-defined]
-        return self._resources(where)
+        if users is None:
+            return self._resources(where)
+        if len(users) > ID_LIST_LIMIT:
+            wanted = set(users)
+            return [r for r in self._resources(where) if r.resource_type == "Group" or r.id in wanted]
+        return self._resources(and_(where, or_(ScimResourceRow.resource_type == "Group",
+                                               ScimResourceRow.id.in_(users))))  # type: ignore[attr-defined]
 
     def count_users(self, source: str) -> int:
         with self.ledger.session() as s:

@@ -23,6 +23,7 @@ from syncd.model import Identity, KnownAccess, KnownCredential, KnownPerson, Rol
 
 GENESIS = "0" * 64
 APPLY_LOCK_KEY = 0x73796E6364  # "syncd"
+ID_LIST_LIMIT = 500  # ids in one `IN (...)`: databases cap a query's parameters (PostgreSQL at 65,535)
 CHAIN_LOCK_KEY = APPLY_LOCK_KEY + 1
 SCHEMA_LOCK_KEY = APPLY_LOCK_KEY + 2
 
@@ -232,7 +233,11 @@ class Ledger:
                               row.active) for row in rows)
 
     def known_people(self, ids: Collection[str] | None = None) -> dict[str, KnownPerson]:
-        """Everyone the ledger holds, or only the people with these ids."""
+        """Everyone the ledger holds, or only the people with these ids (past ID_LIST_LIMIT of them, read from
+        everyone)."""
+        if ids is not None and len(ids) > ID_LIST_LIMIT:
+            wanted = set(ids)
+            return {pid: person for pid, person in self.known_people().items() if pid in wanted}
         people_query = select(PersonRow).where(PersonRow.removed_at.is_(None))  # type: ignore[union-attr]
         access_query = select(AccessRow)
         credential_query = select(CredentialRow).where(
@@ -307,7 +312,7 @@ class Ledger:
         latest: dict[tuple[str, str | None], tuple[str, str, str]] = {}
         people = sorted({event.person_id for event in held})
         with self.session() as s:
-            for chunk in (people[i:i + 500] for i in range(0, len(people), 500)):
+            for chunk in (people[i:i + ID_LIST_LIMIT] for i in range(0, len(people), ID_LIST_LIMIT)):
                 last_seqs = (select(func.max(EventRow.seq))
                              .where(EventRow.person_id.in_(chunk))  # type: ignore[attr-defined]
                              .group_by(EventRow.person_id, EventRow.cluster))  # type: ignore[arg-type]

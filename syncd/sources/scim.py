@@ -23,7 +23,6 @@ log = structlog.get_logger("syncd.sources.scim")
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 _PLAIN_ATTRIBUTES = ("externalId", "title", "userType", "locale", "preferredLanguage")
 _ENTERPRISE_ATTRIBUTES = ("department", "division", "organization", "costCenter", "employeeNumber")
-TARGETED_READ_LIMIT = 500  # a targeted run of more people reads in full: the list of ids in the lookup stays short
 
 
 def _email(user: Mapping[str, Any]) -> str:
@@ -94,8 +93,6 @@ class ScimPushSource:
     def read_people(self, ids: Collection[str]) -> Snapshot:
         """These users and every group (memberships live on groups): a push's targeted run stays as cheap with
         100,000 people pushed as with ten."""
-        if len(ids) > TARGETED_READ_LIMIT:
-            return self.read()
         snapshot = self._snapshot(self.store.source_resources(self.name, users=ids))
         return replace(snapshot, population=self.store.count_users(self.name))
 

@@ -26,6 +26,9 @@ def test_scim_store_upserts_reads_and_deletes(ledger: Ledger):
     # A targeted read: every group, only the users named (whichever tenant pushed them).
     assert [(r.resource_type, r.id) for r in store.source_resources("idp", users=["u1", "nobody"])] == [
         ("Group", "g1"), ("User", "u1"), ("User", "u1")]
+    many = ["u1", *(f"gone-{n}" for n in range(70_000))]  # more ids than one query may carry
+    assert [(r.resource_type, r.id) for r in store.source_resources("idp", users=many)] == [
+        ("Group", "g1"), ("User", "u1"), ("User", "u1")]
     assert store.count_users("idp") == 3 and store.count_users("none") == 0
 
     store.delete("okta", "User", "u2")
