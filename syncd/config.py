@@ -167,7 +167,9 @@ class ClusterSettings(Strict):
     namespace: str = Field("syncd", description="Namespace where syncd keeps ServiceAccounts and token Secrets.")
     allow_cluster_wide: bool = Field(False, description="Whether policy may grant ClusterRoleBindings here.")
     server: str | None = Field(None, description="API server URL written to delivered kubeconfigs (default: ours).")
-    timeout: Duration = Field(timedelta(seconds=15), description="Per-request timeout to the API server.")
+    timeout: Duration = Field(
+        timedelta(seconds=15), description="Bound on each request to the API server: to connect, and to each read "
+        "of the answer (no retries).")
 
 
 class DeliverySettings(Strict):

@@ -91,8 +91,11 @@ class KubernetesCluster:
                 f"cluster {self.name}: cannot load kubeconfig {settings.kubeconfig}: {error}",
                 hint="check clusters[].kubeconfig and clusters[].context",
             ) from None
-        self.api.configuration.retries = 1
-        self.timeout = settings.timeout.total_seconds()
+        # Every call is bounded by the timeout, to connect and to each read: no retry may add a second wait.
+        self.api.configuration.retries = False
+        self.api.rest_client.pool_manager.connection_pool_kw["retries"] = False
+        seconds = settings.timeout.total_seconds()
+        self.timeout = (seconds, seconds)
         self.core = k8s.CoreV1Api(self.api)
         self.rbac = k8s.RbacAuthorizationV1Api(self.api)
         self.authn = k8s.AuthenticationV1Api(self.api)
