@@ -5,15 +5,17 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, make_url
 from sqlalchemy import event as sa_event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine, func, select
 
 from syncd.errors import LedgerError
@@ -75,6 +77,29 @@ def _write_failed(error: SQLAlchemyError) -> LedgerError:
     return LedgerError(f"ledger write failed: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}")
 
 
+def _locked(error: SQLAlchemyError) -> bool:
+    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
+
+
+def _holders(database: str | None) -> str:
+    """Which other processes of this host have the SQLite file open, as `; open in pid N (command)`, if any."""
+    if not database or database == ":memory:":
+        return ""
+    target = os.path.realpath(database)
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_dir.parent.name)
+        if pid == os.getpid():
+            continue
+        try:
+            if any(os.path.realpath(fd) == target for fd in fd_dir.iterdir()):
+                command = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"pid {pid} ({command.strip()[:80]})")
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return f"; open in {', '.join(found)}" if found else ""
+
+
 class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -88,19 +113,31 @@ class Ledger:
                     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
                 schema.upgrade(connection)
         except SQLAlchemyError as error:
+            if _locked(error):
+                raise LedgerError(
+                    f"cannot open the ledger at {self._safe_url()}: the database is locked; another process held "
+                    f"its write lock for more than {self._lock_timeout:g} s{_holders(self.engine.url.database)}",
+                    hint="wait for the other syncd to finish, or stop it; check that no `syncd run` uses the same "
+                    "file (ledger.url takes ?timeout=SECONDS to wait longer)") from None
             raise LedgerError(f"cannot open the ledger at {self._safe_url()}: {error.__class__.__name__}") from None
 
-    @staticmethod
-    def _connect_args(url: str) -> dict:
-        return {"timeout": 30, "check_same_thread": False} if url.startswith("sqlite") else {}
+    @property
+    def _lock_timeout(self) -> float:
+        """How long a SQLite transaction waits for another process's write lock: the URL's `?timeout=`, or 30 s."""
+        return float(make_url(self.url).query.get("timeout") or 30)  # type: ignore[arg-type]
+
+    def _connect_args(self, url: str) -> dict:
+        return {"timeout": self._lock_timeout, "check_same_thread": False} if url.startswith("sqlite") else {}
 
     def _serialise_sqlite_writers(self) -> None:
         # Every transaction takes the write lock at BEGIN, so two processes never interleave the hash chain.
+        busy_ms = int(self._lock_timeout * 1000)
+
         @sa_event.listens_for(self.engine, "connect")
         def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
             dbapi_connection.isolation_level = None
+            dbapi_connection.execute(f"PRAGMA busy_timeout={busy_ms}")
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
-            dbapi_connection.execute("PRAGMA busy_timeout=30000")
 
         @sa_event.listens_for(self.engine, "begin")
         def _begin(connection):  # type: ignore[no-untyped-def]
