@@ -8,7 +8,7 @@ its own remaining actions.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -16,16 +16,21 @@ from typing import TYPE_CHECKING
 import structlog
 
 from syncd.delivery import Delivery
-from syncd.errors import ClusterUnavailable, SyncdError
+from syncd.errors import ClusterUnavailable, SyncdError, TemporaryError
 from syncd.issuers.kube import IssuedToken, KubernetesCluster
 from syncd.ledger import Event, Ledger
-from syncd.model import fingerprint
+from syncd.ledger.store import LEFT_FOR_FULL_RUN
+from syncd.model import KnownAccess, fingerprint
 from syncd.plan import Action, Kind, Plan
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from syncd.ledger.tables import IntentRow
+
 log = structlog.get_logger("syncd.apply")
+
+TOKEN_KINDS = frozenset({str(Kind.ISSUE), str(Kind.REPAIR), str(Kind.REFRESH), str(Kind.ROTATE)})
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,10 @@ class Outcome:
 
 class Applier:
     def __init__(self, ledger: Ledger, clusters: Mapping[str, KubernetesCluster], delivery: Delivery,
-                 *, run_id: str | None, dry_run: bool, rotation_grace: timedelta = timedelta(hours=1)) -> None:
+                 *, run_id: str | None, dry_run: bool, rotation_grace: timedelta = timedelta(hours=1),
+                 deadline: float | None = None) -> None:
         self.rotation_grace = rotation_grace
+        self.deadline = deadline  # time.monotonic() after which the remaining actions wait for the next run
         self.ledger = ledger
         self.clusters = clusters
         self.delivery = delivery
@@ -71,6 +78,11 @@ class Applier:
                 error = ClusterUnavailable(f"cluster {action.cluster} is unreachable; action postponed")
                 self._fail(plan.source, action, error, outcome, fields)
                 continue
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self._fail(plan.source, action, TemporaryError("the run's deadline passed; action postponed",
+                                                               hint="raise run_deadline if runs need longer"),
+                           outcome, fields)
+                continue
             self._intent = self.ledger.begin_intent(self.run_id, self._event(action))
             try:
                 self._apply_one(plan.source, action, outcome)
@@ -87,6 +99,44 @@ class Applier:
             self.ledger.record_holds(self.run_id, [self._event(h.action, result="held", error=h.why)
                                                    for h in plan.held])
         return outcome
+
+    def recover(self, intents: Collection[IntentRow], settles: Callable[[str], bool]) -> list[tuple[IntentRow, str]]:
+        """Before this run plans: finish or roll back what each intent a dead run left open had half done, and
+        close it with a `recover` event saying which. A token recorded and delivered is kept (finished); one
+        recorded but not delivered is undone (rolled-back), as is a token never recorded, whose Secret the plan
+        retires as stale. Other work is planned again by a run that reads the person from the source (`settles`);
+        any other run (a sweep) leaves it, and the person's objects, for such a run."""
+        known = self.ledger.known_people({intent.person_id for intent in intents})
+        results = []
+        for intent in intents:
+            person = known.get(intent.person_id)
+            access = person.access.get(intent.cluster) if person else None
+            if access is not None and intent.action in TOKEN_KINDS:
+                result = self._recover_token(intent, access)
+            else:
+                result = "replanned" if settles(intent.person_id) else LEFT_FOR_FULL_RUN
+            self.ledger.settle_intent(self.run_id, intent, result)
+            results.append((intent, result))
+        return results
+
+    def _recover_token(self, intent: IntentRow, access: KnownAccess) -> str:
+        credential = access.credential
+        if credential is None or credential.issued_at < intent.started_at:
+            return "rolled-back"
+        delivered = self.delivery.read_token(intent.username, intent.cluster)
+        if delivered is None or fingerprint(delivered) != credential.fingerprint:
+            self._undo_credential(intent.person_id, intent.username, intent.cluster, credential.fingerprint)
+            return "rolled-back"
+        cluster = self.clusters.get(intent.cluster)
+        if cluster is not None and not self.delivery.kubeconfig_path(intent.username, intent.cluster).exists():
+            # Killed between the token file and its kubeconfig.
+            namespace = min((s.namespace for s in access.scopes if s.namespace), default=None)
+            try:
+                self.delivery.deliver(intent.username, intent.cluster, cluster.endpoint(), delivered, namespace)
+            except SyncdError as error:
+                log.error("deliver the kubeconfig of a recovered token", person=intent.username,
+                          cluster=intent.cluster, error=str(error))
+        return "finished"
 
     def _fail(self, source: str, action: Action, error: SyncdError, outcome: Outcome, fields: dict) -> None:
         log.error(action.message, result="failed", error=str(error), retryable=error.retryable, **fields)
@@ -124,23 +174,40 @@ class Applier:
         for scope in action.create_bindings:
             cluster.create_binding(action.person_id, action.username, scope)
 
+        assert action.identity is not None
         token: IssuedToken | None = None
         if action.new_token:
             token = cluster.issue_token(action.person_id, action.username, action.access.token_ttl)
-        kubeconfig = self._deliver(cluster, action, token)
-
-        assert action.identity is not None
-        with self.ledger.session() as session:
-            self.ledger.save_identity(session, source, action.identity)
-            self.ledger.save_access(session, action.person_id, action.cluster, action.after, str(kubeconfig or ""))
-            if token is not None:
+            # Recorded before its file is written (the intent still pending): a crash after delivery never leaves
+            # a working token the ledger does not know; recovery undoes one recorded but not delivered.
+            with self.ledger.session() as session:
+                self.ledger.save_identity(session, source, action.identity)
+                self.ledger.save_access(session, action.person_id, action.cluster, action.after, "")
                 # A refresh or rotation keeps the old token alive for the grace window; drift replaces it now.
                 overlap = action.kind in (Kind.REFRESH, Kind.ROTATE)
                 self.ledger.replace_credential(session, action.person_id, action.cluster, reason=str(action.reason),
                                                grace=self.rotation_grace if overlap else None)
                 self.ledger.add_credential(session, action.person_id, action.cluster, token.secret_name,
                                            token.fingerprint, token.issued_at, token.expires_at)
+        try:
+            kubeconfig = self._deliver(cluster, action, token)
+        except SyncdError:
+            if token is not None:
+                self._undo_credential(action.person_id, action.username, action.cluster, token.fingerprint)
+            raise
+
+        with self.ledger.session() as session:
+            self.ledger.save_identity(session, source, action.identity)
+            self.ledger.save_access(session, action.person_id, action.cluster, action.after, str(kubeconfig or ""))
             self._record(session, action, [token.fingerprint] if token else None)
+
+    def _undo_credential(self, person_id: str, username: str, cluster: str, fingerprint_recorded: str) -> None:
+        """The token recorded under `fingerprint_recorded` never reached the person: forget it, and make the token
+        they do hold (if it is one the ledger still knows) the active one again."""
+        delivered = self.delivery.read_token(username, cluster)
+        with self.ledger.session() as session:
+            self.ledger.undo_credential(session, person_id, cluster, fingerprint_recorded,
+                                        delivered=fingerprint(delivered) if delivered else None)
 
     def _deliver(self, cluster: KubernetesCluster, action: Action, token: IssuedToken | None):  # type: ignore[no-untyped-def]
         namespace = min((s.namespace for s in action.after if s.namespace), default=None)

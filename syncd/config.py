@@ -336,6 +336,9 @@ class Settings(Strict):
     sweep: SweepSettings = SweepSettings()
     daemon: DaemonSettings = DaemonSettings()
     scim: ScimSettings | None = None
+    run_deadline: Duration = Field(
+        timedelta(minutes=30), description="A run's longest life from its read: clusters not yet read are skipped "
+        "and actions not yet begun are postponed to the next run (failed, retryable).")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

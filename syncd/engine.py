@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,11 +13,22 @@ import structlog
 from syncd.apply import Applier, Outcome
 from syncd.config import Settings
 from syncd.delivery import Delivery
-from syncd.errors import ConfigError, InputError, SyncdError
+from syncd.errors import ConfigError, InputError, SyncdError, TemporaryError
 from syncd.issuers.kube import KubernetesCluster
 from syncd.ledger import Ledger
+from syncd.ledger.store import LEFT_FOR_FULL_RUN
 from syncd.model import ObservedCluster, Snapshot, person_key
-from syncd.plan import Inputs, Plan, Reason, Safety, Sweep, make_plan, make_sweep_plan, plan_manual_revocation
+from syncd.plan import (
+    Inputs,
+    Plan,
+    Reason,
+    Safety,
+    Sweep,
+    hold_interrupted,
+    make_plan,
+    make_sweep_plan,
+    plan_manual_revocation,
+)
 from syncd.policy import Policy, load_policy
 from syncd.sources import IncrementalSource, Source, TargetedSource, open_source
 
@@ -127,18 +139,37 @@ class Engine:
                                  hint="see `syncd token list`; fingerprints start with sha256:")
             report.run_id = self.ledger.start_run("manual", dry_run=False)
             applier = self._applier(report.run_id, dry_run=False)
+            self._recover(applier, settles=lambda _person_id: False)
             report.outcome = applier.apply(plan)
-        return self._confirm_and_finish(report, applier)
+            self._finish(report)
+        return self._confirm(report, applier)
 
-    def _applier(self, run_id: str | None, *, dry_run: bool) -> Applier:
+    def _applier(self, run_id: str | None, *, dry_run: bool, deadline: float | None = None) -> Applier:
         return Applier(self.ledger, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
-                       rotation_grace=self.settings.tokens.rotation_grace)
+                       rotation_grace=self.settings.tokens.rotation_grace, deadline=deadline)
 
-    def _observe(self, report: RunReport, only: frozenset[str] | None = None) -> dict[str, ObservedCluster | None]:
+    def _recover(self, applier: Applier, settles: Callable[[str], bool]) -> set[tuple[str, str]]:
+        """Mark dead runs interrupted and settle the intents they left (see `Applier.recover`), under the apply lock
+        and before planning, so that the plan sees what recovery decided. Returns the (person id, cluster) pairs
+        left for a full run: nobody else may touch them."""
+        for run in self.ledger.interrupt_dead_runs(applier.run_id or ""):
+            log.warning("mark a run that died interrupted", interrupted_run=run.id, source=run.source)
+        left = set()
+        for intent, result in applier.recover(self.ledger.interrupted_intents(), settles):
+            log.warning("recover work an interrupted run left half done", person=intent.username,
+                        cluster=intent.cluster, action=intent.action, interrupted_run=intent.run_id, result=result)
+            if result == LEFT_FOR_FULL_RUN:
+                left.add((intent.person_id, intent.cluster))
+        return left
+
+    def _observe(self, report: RunReport, only: frozenset[str] | None = None, deadline: float | None = None
+                 ) -> dict[str, ObservedCluster | None]:
         keys = None if only is None else {person_key(pid) for pid in only}
         observed: dict[str, ObservedCluster | None] = {}
         for name, cluster in self.clusters.items():
             try:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TemporaryError(f"cluster {name}: the run's deadline passed before it was read")
                 observed[name] = cluster.observe(keys)
             except SyncdError as error:
                 log.error("skip a cluster that cannot be read", cluster=name, error=str(error))
@@ -162,6 +193,7 @@ class Engine:
         """One run from `read` (under the source's lock) to its confirmations. `mark`: the ledger's last event
         before the read began, when the caller read first."""
         report = RunReport(source_name, dry_run)
+        deadline = time.monotonic() + self.settings.run_deadline.total_seconds()
         with self._source_locks[source_name]:
             mark = self.ledger.last_seq() if mark is None else mark
             snapshot = self._read(report, read)
@@ -176,8 +208,10 @@ class Engine:
                     snapshot = self._read(report, self._reader(source_name, only))
                     if snapshot is None:
                         return report
-                applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now, sweep_only)
-        return self._confirm_and_finish(report, applier)
+                applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now, sweep_only,
+                                               deadline)
+                self._finish(report)
+        return self._confirm(report, applier)
 
     @staticmethod
     def _read(report: RunReport, read: Callable[[], Snapshot]) -> Snapshot | None:
@@ -193,10 +227,13 @@ class Engine:
             log.warning("skip a broken entry", source=report.source, problem=problem)
         return snapshot
 
-    def _confirm_and_finish(self, report: RunReport, applier: Applier) -> RunReport:
-        # Applied: the run is finished in the ledger before the wait, so a stop while waiting leaves none running.
+    def _finish(self, report: RunReport) -> None:
+        """Finish the run in the ledger while still holding the apply lock: a run is `running` only while it holds
+        the lock, so the next run knows any other running run is dead."""
         if report.run_id is not None:
             self.ledger.finish_run(report.run_id, report.result, report.summary())
+
+    def _confirm(self, report: RunReport, applier: Applier) -> RunReport:
         # Waiting for revoked tokens to die needs no lock; other people's changes go ahead meanwhile. Each
         # confirmation is an event of the run.
         timeout = self.settings.tokens.confirm_revocation_timeout.total_seconds()
@@ -207,8 +244,16 @@ class Engine:
         return report
 
     def _plan_and_apply(self, report: RunReport, snapshot: Snapshot, allow_mass_revocation: bool,
-                        only: frozenset[str] | None, now: datetime | None, sweep_only: bool) -> Applier:
+                        only: frozenset[str] | None, now: datetime | None, sweep_only: bool,
+                        deadline: float | None = None) -> Applier:
         writes_before = sum(c.writes for c in self.clusters.values())
+        left: set[tuple[str, str]] = set()
+        if not report.dry_run:
+            report.run_id = self.ledger.start_run(report.source, dry_run=False)
+        applier = self._applier(report.run_id, dry_run=report.dry_run, deadline=deadline)
+        if not report.dry_run:
+            # A run that reads the source plans its people again; a sweep leaves their half-done work alone.
+            left = self._recover(applier, lambda pid: not sweep_only and (only is None or pid in only))
         now = now or datetime.now(UTC)
         limits = self.settings.safety
         recent = 0 if only is None else self.ledger.recent_revocations(snapshot.source, now - limits.targeted_window)
@@ -217,20 +262,15 @@ class Engine:
                         recent, holders)
         sweep = Sweep(**self.settings.sweep.model_dump())
         # A targeted run reads only its people from the ledger and the clusters.
-        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), self._observe(report, only),
+        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), self._observe(report, only, deadline),
                         now, safety, only, sweep)
-        report.plan = plan = (make_sweep_plan(inputs) if sweep_only
-                              else make_plan(inputs, allow_mass_revocation=allow_mass_revocation))
+        report.plan = plan = hold_interrupted(make_sweep_plan(inputs) if sweep_only
+                                              else make_plan(inputs, allow_mass_revocation=allow_mass_revocation),
+                                              left)
         for held in plan.held:
             log.warning(f"hold: {held.action.message}", why=held.why, person=held.action.username,
                         cluster=held.action.cluster)
 
-        if not report.dry_run:
-            report.run_id = self.ledger.start_run(report.source, dry_run=False)
-            for intent in self.ledger.recover_intents(report.run_id):
-                log.warning("recover work an interrupted run left half done", person=intent.username,
-                            cluster=intent.cluster, action=intent.action, interrupted_run=intent.run_id)
-        applier = self._applier(report.run_id, dry_run=report.dry_run)
         report.outcome = applier.apply(plan)
         report.writes = sum(c.writes for c in self.clusters.values()) - writes_before
         return applier

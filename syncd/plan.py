@@ -5,7 +5,7 @@ No I/O happens here. Every action is plain data with a message, so a dry run and
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -225,6 +225,18 @@ def make_sweep_plan(inputs: Inputs) -> Plan:
                  for a in actions if a.kind is Kind.ORPHAN]
         actions = [a for a in actions if a.kind is not Kind.ORPHAN]
     return Plan(plan.source, tuple(actions), tuple(held), plan.skipped_clusters)
+
+
+def hold_interrupted(plan: Plan, left: Collection[tuple[str, str]]) -> Plan:
+    """Hold every action on a (person id, cluster) whose work an interrupted run left for a full run: a sweep
+    must not remove or repair what that work explains."""
+    if not left:
+        return plan
+    why = "an interrupted run left this person's work half done; a run that reads the source finishes it"
+    keys = {(person_key(pid), cluster) for pid, cluster in left}  # an orphan's action knows the key only
+    waiting = [a for a in plan.actions if (a.key, a.cluster) in keys]
+    return Plan(plan.source, tuple(a for a in plan.actions if (a.key, a.cluster) not in keys),
+                plan.held + tuple(Held(a, why) for a in waiting), plan.skipped_clusters, plan.notes)
 
 
 def _plan_person_on_cluster(

@@ -28,6 +28,7 @@ APPLY_LOCK_KEY = 0x73796E6364  # "syncd"
 ID_LIST_LIMIT = 500  # ids in one `IN (...)`: databases cap a query's parameters (PostgreSQL at 65,535)
 CHAIN_LOCK_KEY = APPLY_LOCK_KEY + 1
 SCHEMA_LOCK_KEY = APPLY_LOCK_KEY + 2
+LEFT_FOR_FULL_RUN = "left-for-full-run"  # what recovery does with work only a run that reads the source can settle
 
 
 def _utc(moment: datetime) -> datetime:
@@ -240,24 +241,51 @@ class Ledger:
             session.add(row)
         return None
 
-    def recover_intents(self, run_id: str | None) -> list[IntentRow]:
-        """Close intents left pending by a run that died, and mark that run interrupted. Call only while holding
-        `exclusive()`."""
+    def interrupt_dead_runs(self, run_id: str) -> list[RunRow]:
+        """Mark every run still `running` but this one `interrupted`, each with a `recover` event. A run is
+        `running` only while it holds the apply lock, so call this only while holding `exclusive()`: any other
+        running run then belongs to a process that died or was killed."""
         with self.session() as s:
-            rows = list(s.exec(select(IntentRow).where(IntentRow.state == "pending")).all())
-            for run_id_left in {row.run_id for row in rows if row.run_id}:
-                run = s.get(RunRow, run_id_left)
-                if run is not None and run.result == "running":
-                    run.result, run.finished_at = "interrupted", datetime.now(UTC)
-                    s.add(run)
-            for row in rows:
-                row.state = "recovered"
-                row.finished_at = datetime.now(UTC)
-                s.add(row)
-                self.record(run_id, Event(row.person_id, row.username, "recover", f"interrupted-{row.action}",
-                                          cluster=row.cluster, error=f"run {row.run_id} stopped mid-action"),
+            dead = list(s.exec(select(RunRow).where(RunRow.result == "running", RunRow.id != run_id)).all())
+            for run in dead:
+                run.result, run.finished_at = "interrupted", _utc(datetime.now(UTC))
+                s.add(run)
+                self.record(run_id, Event("", "", "recover", "interrupted-run", result="interrupted",
+                                          error=f"run {run.id} of {run.source} stopped before it finished"),
                             session=s)
+        return dead
+
+    def interrupted_intents(self) -> list[IntentRow]:
+        """Intents a dead run left pending, and those a sweep left for a full run, oldest first. Call only while
+        holding `exclusive()`."""
+        with self.session() as s:
+            rows = list(s.exec(select(IntentRow).where(IntentRow.state.in_(("pending", "deferred")))  # type: ignore[attr-defined]
+                               .order_by(IntentRow.id)).all())  # type: ignore[arg-type]
+        for row in rows:
+            row.started_at = _aware(row.started_at)  # type: ignore[assignment]
         return rows
+
+    def settle_intent(self, run_id: str | None, intent: IntentRow, result: str, *,
+                      session: Session | None = None) -> None:
+        """Close an interrupted intent with a `recover` event saying what became of its work (finished,
+        rolled-back, replanned); `left-for-full-run` keeps it open as `deferred`, with one event however many
+        sweeps leave it."""
+        if session is None:
+            with self.session() as s:
+                return self.settle_intent(run_id, intent, result, session=s)
+        row = session.get(IntentRow, intent.id)
+        if row is None:
+            return None
+        deferred = result == LEFT_FOR_FULL_RUN
+        if deferred and row.state == "deferred":
+            return None
+        row.state = "deferred" if deferred else "recovered"
+        row.finished_at = None if deferred else datetime.now(UTC)
+        session.add(row)
+        self.record(run_id, Event(row.person_id, row.username, "recover", f"interrupted-{row.action}",
+                                  cluster=row.cluster, result=result,
+                                  error=f"run {row.run_id} stopped mid-action"), session=session)
+        return None
 
     # What the planner needs
 
@@ -414,6 +442,22 @@ class Ledger:
         row.state = "revoked"
         row.revoked_at = now
         row.revoke_reason = reason
+
+    def undo_credential(self, session: Session, person_id: str, cluster: str, fingerprint: str, *,
+                        delivered: str | None) -> None:
+        """A token recorded but never delivered: its credential is revoked (its Secret is then stale, and retired),
+        and the credential it replaced is active again if that is the token delivered (fingerprint `delivered`)."""
+        rows = session.exec(select(CredentialRow).where(
+            CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
+            CredentialRow.state.in_(("active", "retiring")),  # type: ignore[attr-defined]
+        )).all()
+        now = datetime.now(UTC)
+        for row in rows:
+            if row.fingerprint == fingerprint:
+                self._revoke_row(row, "undelivered", now)
+            elif row.fingerprint == delivered and row.state == "retiring":
+                row.state, row.retire_at, row.revoke_reason = "active", None, None
+            session.add(row)
 
     def revoke_credentials(self, session: Session, person_id: str, cluster: str, *, reason: str,
                            secret_names: tuple[str, ...] | None = None) -> list[CredentialRow]:

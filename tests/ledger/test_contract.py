@@ -183,16 +183,31 @@ def test_a_targeted_read_returns_only_the_named_people_and_counts_every_holder(l
     assert ledger.credential_holders("contractors") == 1
 
 
-def test_an_intent_left_pending_is_recovered_once_and_marks_its_run_interrupted(ledger: Ledger):
+def test_a_dead_run_is_marked_interrupted_and_its_intents_settled_once(ledger: Ledger):
     killed = ledger.start_run("hr", dry_run=False)
+    between_actions = ledger.start_run("hr", dry_run=False)  # died with no intent pending
     ledger.begin_intent(killed, Event("1001", "alice", "issue", "joiner", cluster="dev"))
+    ledger.begin_intent(killed, Event("1003", "carol", "revoke", "leaver", cluster="dev"))
     finished = ledger.begin_intent(killed, Event("1002", "bob", "issue", "joiner", cluster="dev"))
     ledger.end_intent(finished, "done")
 
-    next_run = ledger.start_run("hr", dry_run=False)
-    [recovered] = ledger.recover_intents(next_run)
-    assert (recovered.username, recovered.action) == ("alice", "issue")
-    assert ledger.recover_intents(next_run) == []
-    [event] = ledger.events(run_id=next_run)
-    assert (event.action, event.reason, event.username) == ("recover", "interrupted-issue", "alice")
-    assert [(run.id, run.result) for run in ledger.runs() if run.id == killed] == [(killed, "interrupted")]
+    sweep = ledger.start_run("hr", dry_run=False)
+    assert {run.id for run in ledger.interrupt_dead_runs(sweep)} == {killed, between_actions}
+    assert ledger.interrupt_dead_runs(sweep) == []
+    alice, carol = ledger.interrupted_intents()
+    ledger.settle_intent(sweep, alice, "finished")
+    ledger.settle_intent(sweep, carol, "left-for-full-run")
+    ledger.settle_intent(sweep, carol, "left-for-full-run")  # a sweep leaves it again: no second event
+    assert [i.username for i in ledger.interrupted_intents()] == ["carol"]
+    events = [(e.action, e.reason, e.username, e.result) for e in ledger.events(run_id=sweep)]
+    assert sorted(events[:2]) == [("recover", "interrupted-run", "", "interrupted")] * 2
+    assert events[2:] == [("recover", "interrupted-issue", "alice", "finished"),
+                          ("recover", "interrupted-revoke", "carol", "left-for-full-run")]
+
+    full = ledger.start_run("hr", dry_run=False)
+    [carol] = ledger.interrupted_intents()
+    ledger.settle_intent(full, carol, "replanned")
+    assert ledger.interrupted_intents() == []
+    results = {run.id: run.result for run in ledger.runs()}
+    assert (results[killed], results[between_actions], results[sweep]) == ("interrupted", "interrupted", "running")
+
