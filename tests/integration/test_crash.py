@@ -63,7 +63,7 @@ def test_a_run_killed_mid_apply_is_finished_by_the_next_run(world: World):
 
     run = world.reconcile()
     recovered = query(ledger, "SELECT username, reason FROM event WHERE action = 'recover'")
-    assert recovered == [(username, "interrupted-issue")]
+    assert recovered == [("", "interrupted-run"), (username, "interrupted-issue")]
     assert query(ledger, "SELECT result FROM run WHERE id = ?", killed_run) == [("interrupted",)]
     assert not pending_intents(ledger)
     assert {a["kind"] for a in run["actions"]} <= {"issue", "retire", "repair"}
@@ -76,3 +76,169 @@ def test_a_run_killed_mid_apply_is_finished_by_the_next_run(world: World):
     again = world.reconcile()
     assert again["actions"] == [] and again["writes"] == 0
     assert world.syncd("ledger", "verify", "--config", str(world.config)).returncode == 0
+
+
+# Deterministic crash points: the syncd process stops itself (SIGSTOP) at a chosen moment; the test kills it there.
+STOP_AT = {
+    # Right after a token file is in place (before its kubeconfig is written).
+    "token-written": """
+from syncd import delivery
+write = delivery.write_secret_file
+def write_then_stop(path, content):
+    write(path, content)
+    if path.name.endswith(".token"):
+        stop()
+delivery.write_secret_file = write_then_stop
+""",
+    # Right before a token file is written: the token exists in the cluster, nobody holds it.
+    "token-not-written": """
+from syncd import delivery
+write = delivery.write_secret_file
+def stop_then_write(path, content):
+    if path.name.endswith(".token"):
+        stop()
+    write(path, content)
+delivery.write_secret_file = stop_then_write
+""",
+    # Between two actions: the first one recorded and its intent done, the second not begun.
+    "between-actions": """
+from syncd.ledger.store import Ledger
+begin, begun = Ledger.begin_intent, []
+def stop_before_the_second(self, *args, **kwargs):
+    begun.append(1)
+    if len(begun) == 2:
+        stop()
+    return begin(self, *args, **kwargs)
+Ledger.begin_intent = stop_before_the_second
+""",
+}
+RUN_WITH_A_STOP = """
+import os, signal, sys
+def stop():
+    os.kill(os.getpid(), signal.SIGSTOP)
+{hook}
+from syncd.cli import main
+main(sys.argv[1:])
+"""
+
+
+def stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def kill_at(world: World, point: str, *args: str) -> None:
+    """Run `syncd reconcile ARGS`, wait until it stops itself at `point`, then SIGKILL it."""
+    run = subprocess.Popen([sys.executable, "-c", RUN_WITH_A_STOP.format(hook=STOP_AT[point]), "reconcile",
+                            "--config", str(world.config), *args],
+                           env=world.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while not stopped(run.pid):
+            assert run.poll() is None, f"syncd ended (exit {run.returncode}) before {point}:\n{run.stderr.read()}"
+            assert time.monotonic() < deadline, f"syncd did not reach {point}"
+            time.sleep(0.01)
+    finally:
+        run.kill()
+        run.wait(timeout=30)
+
+
+def recoveries(ledger: Path) -> list[tuple]:
+    return query(ledger, "SELECT username, reason, result FROM event WHERE action = 'recover' AND username != ''")
+
+
+ALICE = {"id": "3001", "username": "alice", "groups": "developers"}
+BOB = {"id": "3002", "username": "bob", "groups": "sre"}
+
+
+def test_a_sweep_after_a_kill_once_a_joiners_token_is_delivered_keeps_it_working(world: World):
+    ledger = world.directory / "ledger.db"
+    world.write_people(BOB)
+    world.reconcile()  # the ledger records someone: a sweep removes what nobody in it owns
+    world.write_people(BOB, ALICE)
+    kill_at(world, "token-written")
+    token = world.token("alice")
+
+    sweep = world.reconcile("--sweep")
+    assert sweep["actions"] == [], "the sweep removed what the interrupted issue made"
+    assert recoveries(ledger) == [("alice", "interrupted-issue", "finished")]
+    assert world.token_authenticates(token)
+    assert world.token("alice") == token
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
+    assert world.reconcile()["actions"] == []
+
+
+def test_a_sweep_after_a_kill_mid_refresh_keeps_the_new_token_working(world: World):
+    ledger = world.directory / "ledger.db"
+    world.set_policy(defaults={"token_ttl": "10m"})
+    world.write_people(ALICE)
+    world.reconcile()
+    old = world.token("alice")
+    world.configure(tokens={"refresh_at": 0.0001})  # due at once
+    kill_at(world, "token-written")
+    new = world.token("alice")
+    assert new != old
+
+    world.configure(tokens={"refresh_at": 0.8})
+    sweep = world.reconcile("--sweep")
+    assert sweep["actions"] == [], "the sweep retired the delivered token as stale"
+    assert recoveries(ledger) == [("alice", "interrupted-refresh", "finished")]
+    assert world.token_authenticates(new) and world.token_authenticates(old)  # the old one is in its grace
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
+
+
+def test_a_token_issued_but_never_delivered_is_rolled_back_and_issued_again(world: World):
+    ledger = world.directory / "ledger.db"
+    world.write_people(BOB)
+    world.reconcile()
+    world.write_people(BOB, ALICE)
+    kill_at(world, "token-not-written")
+    assert not (world.directory / "kubeconfigs" / "alice" / "dev.token").exists()
+
+    sweep = world.reconcile("--sweep")
+    assert sorted((a["kind"], a["reason"]) for a in sweep["actions"]) == [("repair", "drift"), ("retire", "stale")]
+    assert world.token_authenticates(world.token("alice"))
+    assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
+    assert recoveries(ledger) == [("alice", "interrupted-issue", "rolled-back")]
+    assert len(world.ours("secrets", "3001")) == 1
+    assert world.reconcile()["actions"] == []
+
+
+def test_a_run_killed_between_two_actions_is_marked_interrupted(world: World):
+    ledger = world.directory / "ledger.db"
+    world.write_people(ALICE, BOB)
+    kill_at(world, "between-actions")
+    [(killed,)] = query(ledger, "SELECT id FROM run WHERE result = 'running'")
+    assert not pending_intents(ledger)
+
+    world.reconcile()
+    assert query(ledger, "SELECT result FROM run WHERE id = ?", killed) == [("interrupted",)]
+    assert query(ledger, "SELECT reason, result, error FROM event WHERE action = 'recover'") == [
+        ("interrupted-run", "interrupted", f"run {killed} of hr stopped before it finished")]
+    log = world.syncd("ledger", "log", "--config", str(world.config)).stdout
+    assert f"(interrupted-run) interrupted error=run {killed} of hr stopped before it finished" in log
+    assert not query(ledger, "SELECT id FROM run WHERE result = 'running'")
+
+
+def with_timeout(world: World, timeout: str) -> None:
+    world.configure(clusters=[cluster | {"timeout": timeout} for cluster in world.settings["clusters"]])
+
+
+def test_a_frozen_api_server_holds_a_run_no_longer_than_its_timeout_allows(world: World):
+    with_timeout(world, "25s")  # long beside start-up noise: one wait must not become two (a retry)
+    world.write_people(ALICE)
+    with world.control_plane.frozen():
+        started = time.monotonic()
+        done = world.syncd("reconcile", "--config", str(world.config))
+        took = time.monotonic() - started
+    assert done.returncode == 3, done.stderr
+    assert "cluster dev could not be read" in done.stderr
+    assert took < 45, f"a frozen API server held the run {took:.0f} s with a 25 s timeout"
+    assert world.reconcile()["actions"][0]["kind"] == "issue"  # nothing was left half done
+
+
+def test_a_run_past_its_deadline_skips_what_it_has_not_read(world: World):
+    world.configure(run_deadline="0s")
+    world.write_people(ALICE)
+    run = world.reconcile(expect=3)
+    assert run["actions"] == [] and run["writes"] == 0
+    assert "deadline passed" in world.last_stderr
