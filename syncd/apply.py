@@ -120,13 +120,13 @@ class Applier:
         # Stale or edited bindings go first, so no moment grants more than policy allows.
         for binding in action.delete_bindings:
             cluster.delete_binding(binding)
-        cluster.ensure_service_account(action.person_id, action.username)
+        account = cluster.ensure_service_account(action.person_id, action.username)
         for scope in action.create_bindings:
             cluster.create_binding(action.person_id, action.username, scope)
 
         token: IssuedToken | None = None
         if action.new_token:
-            token = cluster.issue_token(action.person_id, action.username, action.access.token_ttl)
+            token = cluster.issue_token(account, action.person_id, action.username, action.access.token_ttl)
         kubeconfig = self._deliver(cluster, action, token)
 
         assert action.identity is not None
@@ -167,7 +167,7 @@ class Applier:
         token = None
         if action.kind is Kind.REVOKE:
             token = self.delivery.read_token(action.previous_username or action.username, action.cluster)
-        cluster.delete_account(action.key, action.token_secrets)
+        cluster.delete_account(action.service_accounts, action.token_secrets)
         with self.ledger.session() as session:
             retired = self.ledger.revoke_credentials(session, action.person_id, action.cluster,
                                                      reason=str(action.reason))

@@ -16,9 +16,18 @@ from syncd import logs, render
 from syncd.config import DeliverySettings, load_settings
 from syncd.delivery import Delivery, exec_credential
 from syncd.engine import Engine, RunReport
-from syncd.errors import ApplyFailed, ChangesPending, LedgerTampered, SyncdError, UnsafePlan
+from syncd.errors import (
+    ApplyFailed,
+    ChangesPending,
+    ClusterRejected,
+    ClusterUnavailable,
+    LedgerTampered,
+    SyncdError,
+    UnsafePlan,
+)
+from syncd.issuers.kube import KubernetesCluster
 from syncd.ledger import Ledger
-from syncd.plan import Reason
+from syncd.plan import Reason, missing_role_notes
 from syncd.policy import load_policy
 from syncd.sources import Source, open_source, reads_ledger
 
@@ -116,11 +125,24 @@ def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 @config_app.command("check")
 def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Validate syncd.yaml and the policy it names."""
+    """Validate syncd.yaml and the policy it names; on each cluster it can reach, check the granted roles exist."""
     settings = load_settings(config)
     policy = load_policy(settings)
     typer.echo(f"{config}: ok ({len(settings.sources)} source(s), {len(settings.clusters)} cluster(s), "
                f"{len(policy.rules)} policy rule(s))")
+    for cluster_settings in settings.clusters:
+        cluster = KubernetesCluster(cluster_settings)
+        try:
+            missing = cluster.missing_roles(policy.granted_scopes(cluster.name))
+        except (ClusterUnavailable, ClusterRejected) as error:
+            typer.echo(f"  cluster {cluster.name}: not checked: {error}")
+            continue
+        finally:
+            cluster.close()
+        notes = missing_role_notes({cluster.name: missing})
+        typer.echo(f"  cluster {cluster.name}: " + (f"{len(notes)} warning(s)" if notes else "granted roles exist"))
+        for note in notes:
+            typer.echo(f"  warning: {note}")
 
 
 @source_app.command("test")

@@ -15,7 +15,7 @@ from syncd.delivery import Delivery
 from syncd.errors import ConfigError, InputError, SyncdError
 from syncd.issuers.kube import KubernetesCluster
 from syncd.ledger import Ledger
-from syncd.model import ObservedCluster, Snapshot, person_key
+from syncd.model import ObservedCluster, Scope, Snapshot, person_key
 from syncd.plan import Inputs, Plan, Reason, Safety, Sweep, make_plan, make_sweep_plan, plan_manual_revocation
 from syncd.policy import Policy, load_policy
 from syncd.sources import IncrementalSource, Source, TargetedSource, open_source
@@ -127,8 +127,30 @@ class Engine:
                                  hint="see `syncd token list`; fingerprints start with sha256:")
             report.run_id = self.ledger.start_run("manual", dry_run=False)
             applier = self._applier(report.run_id, dry_run=False)
+            writes_before = self._writes()
             report.outcome = applier.apply(plan)
+            report.writes = self._writes() - writes_before
         return self._confirm_and_finish(report, applier)
+
+    def _writes(self) -> int:
+        """Write calls made so far to every cluster; a run reports the difference."""
+        return sum(c.writes for c in self.clusters.values())
+
+    def _missing_roles(self, observed: dict[str, ObservedCluster | None]) -> dict[str, frozenset[Scope]]:
+        """Per cluster read, the roles the policy grants there that do not exist; each logged once per run."""
+        missing = {}
+        for name, seen in observed.items():
+            if seen is None:
+                continue
+            try:
+                missing[name] = self.clusters[name].missing_roles(self.policy.granted_scopes(name))
+            except SyncdError as error:
+                log.warning("skip the check for missing roles", cluster=name, error=str(error))
+                continue
+            for role in sorted(missing[name], key=str):
+                log.warning("grant a role that does not exist; people get Forbidden until it is created",
+                            cluster=name, role_kind=str(role.role_kind), role=role.role_name, namespace=role.namespace)
+        return missing
 
     def _applier(self, run_id: str | None, *, dry_run: bool) -> Applier:
         return Applier(self.ledger, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
@@ -208,7 +230,7 @@ class Engine:
 
     def _plan_and_apply(self, report: RunReport, snapshot: Snapshot, allow_mass_revocation: bool,
                         only: frozenset[str] | None, now: datetime | None, sweep_only: bool) -> Applier:
-        writes_before = sum(c.writes for c in self.clusters.values())
+        writes_before = self._writes()
         now = now or datetime.now(UTC)
         limits = self.settings.safety
         recent = 0 if only is None else self.ledger.recent_revocations(snapshot.source, now - limits.targeted_window)
@@ -217,8 +239,9 @@ class Engine:
                         recent, holders)
         sweep = Sweep(**self.settings.sweep.model_dump())
         # A targeted run reads only its people from the ledger and the clusters.
-        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), self._observe(report, only),
-                        now, safety, only, sweep)
+        observed = self._observe(report, only)
+        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), observed, now, safety, only, sweep,
+                        self._missing_roles(observed))
         report.plan = plan = (make_sweep_plan(inputs) if sweep_only
                               else make_plan(inputs, allow_mass_revocation=allow_mass_revocation))
         for held in plan.held:
@@ -232,5 +255,5 @@ class Engine:
                             cluster=intent.cluster, action=intent.action, interrupted_run=intent.run_id)
         applier = self._applier(report.run_id, dry_run=report.dry_run)
         report.outcome = applier.apply(plan)
-        report.writes = sum(c.writes for c in self.clusters.values()) - writes_before
+        report.writes = self._writes() - writes_before
         return applier

@@ -14,6 +14,7 @@ PERSON_LABEL = "syncd.io/person"
 INSTANCE_LABEL = "syncd.io/instance"  # syncd's namespace: several syncd deployments can share one cluster
 SCOPE_LABEL = "syncd.io/scope"
 USERNAME_ANNOTATION = "syncd.io/username"
+UNOWNED = "(no person label)"  # observed under our labels, naming no person: never a person key (not label-safe)
 PERSON_ID_ANNOTATION = "syncd.io/person-id"
 
 _LABEL_SAFE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -99,11 +100,9 @@ def service_account_name(person_id: str) -> str:
 
 
 def binding_name(person_id: str, scope: Scope, instance: str) -> str:
-    """RoleBindings live in the target namespace; ClusterRoleBindings share one cluster-wide name space, so
-    their names carry the instance (syncd's namespace)."""
-    if scope.namespace is None:
-        return f"syncd-{instance}-{person_key(person_id)}-{scope.key}"
-    return f"syncd-{person_key(person_id)}-{scope.key}"
+    """Names carry the instance (syncd's namespace), so that deployments sharing a cluster never share a binding.
+    At most 6 + 63 + 1 + 40 + 1 + 10 = 121 characters, well within Kubernetes' 253."""
+    return f"syncd-{instance}-{person_key(person_id)}-{scope.key}"
 
 
 def fingerprint(token: str) -> str:
@@ -152,13 +151,15 @@ class ObservedBinding:
 
 @dataclass(frozen=True, slots=True)
 class ObservedAccount:
-    key: str
+    key: str  # a person key, or UNOWNED for our labelled objects that name no person
     service_account: bool
     bindings: tuple[ObservedBinding, ...] = ()
     token_secrets: tuple[str, ...] = ()
+    service_accounts: tuple[str, ...] = ()  # names of the labelled ServiceAccounts: what a removal deletes
 
 
 @dataclass(frozen=True)
 class ObservedCluster:
     name: str
     accounts: dict[str, ObservedAccount] = field(default_factory=dict, hash=False, compare=False)
+    instance: str = ""  # syncd's namespace there: where ServiceAccounts and token Secrets live

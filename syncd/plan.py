@@ -19,9 +19,12 @@ from syncd.model import (
     ObservedAccount,
     ObservedBinding,
     ObservedCluster,
+    RoleKind,
     Scope,
     Snapshot,
+    binding_name,
     person_key,
+    service_account_name,
 )
 from syncd.policy import Policy
 
@@ -73,6 +76,26 @@ REVOKING = frozenset({Kind.REVOKE, Kind.ORPHAN})
 
 
 @dataclass(frozen=True)
+class Change:
+    """One object an action creates (+) or deletes (-) on its cluster."""
+
+    op: str  # + or -
+    kind: str  # ServiceAccount, RoleBinding, ClusterRoleBinding, Secret
+    namespace: str | None
+    name: str
+    detail: str = ""  # the role a binding grants; what a Secret holds
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.op} {self.kind.lower()} {where}{self.name}" + (f" ({self.detail})" if self.detail else "")
+
+
+def _binding_change(op: str, namespace: str | None, name: str, scope: Scope) -> Change:
+    kind = "ClusterRoleBinding" if namespace is None else "RoleBinding"
+    return Change(op, kind, namespace, name, f"{scope.role_kind}/{scope.role_name}")
+
+
+@dataclass(frozen=True)
 class Action:
     """One change to one person's access on one cluster."""
 
@@ -88,8 +111,25 @@ class Action:
     create_bindings: tuple[Scope, ...] = ()
     delete_bindings: tuple[ObservedBinding, ...] = ()
     token_secrets: tuple[str, ...] = ()  # observed; what a revocation deletes
+    service_accounts: tuple[str, ...] = ()  # observed; what a revocation deletes
+    create_service_account: bool = False  # none observed: issuing makes it
     new_token: bool = False
     previous_username: str | None = None  # set on a rename
+    instance: str = ""  # syncd's namespace on the cluster
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        """Every object this action creates or deletes, in the order it does so."""
+        changes = [_binding_change("-", b.namespace, b.name, b.scope) for b in self.delete_bindings]
+        changes += [Change("-", "Secret", self.instance, name, "token") for name in self.token_secrets]
+        changes += [Change("-", "ServiceAccount", self.instance, name) for name in self.service_accounts]
+        if self.create_service_account:
+            changes.append(Change("+", "ServiceAccount", self.instance, service_account_name(self.person_id)))
+        changes += [_binding_change("+", scope.namespace, binding_name(self.person_id, scope, self.instance), scope)
+                    for scope in self.create_bindings]
+        if self.new_token:
+            changes.append(Change("+", "Secret", self.instance, f"syncd-{self.key}-*", "new token"))
+        return tuple(changes)
 
     @property
     def message(self) -> str:
@@ -152,6 +192,18 @@ class Inputs:
     safety: Safety
     only: frozenset[str] | None = None  # a targeted run plans these person ids and nothing else
     sweep: Sweep = Sweep()
+    missing_roles: Mapping[str, frozenset[Scope]] = field(default_factory=dict)  # per cluster, see missing_role_notes
+
+
+def missing_role_notes(missing_roles: Mapping[str, Iterable[Scope]]) -> tuple[str, ...]:
+    """One warning per role the policy grants that does not exist on a cluster (ClusterRoles have no namespace)."""
+    notes = []
+    for cluster, roles in sorted(missing_roles.items()):
+        for role in sorted(roles, key=str):
+            where = f" in namespace {role.namespace}" if role.role_kind is RoleKind.ROLE else ""
+            notes.append(f"cluster {cluster}: the policy grants {role.role_kind} {role.role_name}{where}, which does "
+                         "not exist; people are still issued and get Forbidden until it is created")
+    return tuple(notes)
 
 
 def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
@@ -188,6 +240,7 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
                     known_access=person.access.get(cluster) if person else None,
                     observed=observed.accounts.get(person_key(pid)),
                     cluster=cluster,
+                    instance=observed.instance,
                     inputs=inputs,
                 )
             )
@@ -204,7 +257,8 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
         if why and not allow_mass_revocation:
             held += [Held(a, why, unsafe=True) for a in actions if a.kind in REVOKING]
             actions = [a for a in actions if a.kind not in REVOKING]
-    return Plan(snapshot.source, tuple(actions), tuple(held), skipped)
+    notes = missing_role_notes({name: roles for name, roles in inputs.missing_roles.items() if name in reachable})
+    return Plan(snapshot.source, tuple(actions), tuple(held), skipped, notes)
 
 
 SWEEPING = frozenset({Kind.REPAIR, Kind.RETIRE, Kind.ORPHAN})
@@ -224,7 +278,7 @@ def make_sweep_plan(inputs: Inputs) -> Plan:
         held += [Held(a, "the ledger records nobody from this source; a sweep removes nothing")
                  for a in actions if a.kind is Kind.ORPHAN]
         actions = [a for a in actions if a.kind is not Kind.ORPHAN]
-    return Plan(plan.source, tuple(actions), tuple(held), plan.skipped_clusters)
+    return Plan(plan.source, tuple(actions), tuple(held), plan.skipped_clusters, plan.notes)
 
 
 def _plan_person_on_cluster(
@@ -236,6 +290,7 @@ def _plan_person_on_cluster(
     known_access: KnownAccess | None,
     observed: ObservedAccount | None,
     cluster: str,
+    instance: str,
     inputs: Inputs,
 ) -> list[Action]:
     username = identity.username if identity else (person.username if person else pid)
@@ -255,7 +310,8 @@ def _plan_person_on_cluster(
                 Kind.REVOKE, reason, cluster, pid, username, before=before,
                 delete_bindings=observed.bindings if observed else (),
                 token_secrets=observed.token_secrets if observed else (),
-                previous_username=person.username if person else None,
+                service_accounts=observed.service_accounts if observed else (),
+                previous_username=person.username if person else None, instance=instance,
             )
         ]
 
@@ -263,7 +319,8 @@ def _plan_person_on_cluster(
     create, delete = _binding_diff(after, observed)
     common = dict(cluster=cluster, person_id=pid, username=username, before=before, after=after,
                   access=desired, identity=identity, create_bindings=create, delete_bindings=delete,
-                  previous_username=person.username if person else None)
+                  create_service_account=observed is None or not observed.service_account,
+                  previous_username=person.username if person else None, instance=instance)
 
     credential = known_access.credential if known_access else None
     retirements = _retirements(known_access, observed, inputs.now, common)
@@ -293,7 +350,7 @@ def _plan_person_on_cluster(
 
 
 def _token_only(common: dict) -> dict:
-    return common | dict(create_bindings=(), delete_bindings=())
+    return common | dict(create_bindings=(), delete_bindings=(), create_service_account=False)
 
 
 def _retirements(known_access: KnownAccess | None, observed: ObservedAccount | None, now: datetime,
@@ -359,7 +416,8 @@ def _orphans(reachable: Mapping[str, ObservedCluster], accounted: set[str]) -> l
         for key in sorted(observed.accounts.keys() - accounted):
             account = observed.accounts[key]
             orphans.append(Action(Kind.ORPHAN, Reason.ORPHAN, cluster, key, key, delete_bindings=account.bindings,
-                                  token_secrets=account.token_secrets))
+                                  token_secrets=account.token_secrets, service_accounts=account.service_accounts,
+                                  instance=observed.instance))
     return orphans
 
 
@@ -394,11 +452,13 @@ def plan_manual_revocation(target: str, reason: Reason, known: Mapping[str, Know
     if target.startswith("sha256:"):
         for person in known.values():
             for cluster, access in sorted(person.access.items()):
+                seen = observed.get(cluster)
                 for credential in filter(None, (access.credential, *access.retiring)):
                     if credential.fingerprint.startswith(target):
                         actions.append(Action(Kind.RETIRE, reason, cluster, person.id, person.username,
                                               before=access.scopes, after=access.scopes,
-                                              token_secrets=(credential.secret_name,)))
+                                              token_secrets=(credential.secret_name,),
+                                              instance=seen.instance if seen else ""))
     else:
         for person in known.values():
             if target not in (person.id, person.username):
@@ -410,7 +470,8 @@ def plan_manual_revocation(target: str, reason: Reason, known: Mapping[str, Know
                     Kind.REVOKE, reason, cluster, person.id, person.username, before=access.scopes,
                     delete_bindings=account.bindings if account else (),
                     token_secrets=account.token_secrets if account else (),
-                    previous_username=person.username,
+                    service_accounts=account.service_accounts if account else (),
+                    previous_username=person.username, instance=seen.instance if seen else "",
                 ))
     skipped = tuple(sorted({a.cluster for a in actions if observed.get(a.cluster) is None}))
     return Plan("manual", tuple(a for a in actions if a.cluster not in skipped), (), skipped)
