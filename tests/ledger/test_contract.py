@@ -237,3 +237,15 @@ def test_an_intent_left_pending_is_recovered_once_and_marks_its_run_interrupted(
     [event] = ledger.events(run_id=next_run)
     assert (event.action, event.reason, event.username) == ("recover", "interrupted-issue", "alice")
     assert [(run.id, run.result) for run in ledger.runs() if run.id == killed] == [(killed, "interrupted")]
+
+
+def test_the_safety_window_counts_holders_revoked_without_a_human_approving(ledger: Ledger):
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    pushed = ledger.start_run("idp", dry_run=False)
+    approved = ledger.start_run("idp", dry_run=False, approved=True)
+    ledger.record(pushed, Event("u1", "ann", "revoke", "disabled", cluster="dev", fingerprint="sha256:aa"))
+    ledger.record(pushed, Event("u2", "bob", "revoke", "disabled", cluster="dev"))  # held no credential
+    ledger.record(pushed, Event("u3", "cat", "revoke", "disabled", cluster="dev", result="held"))
+    for n in range(5):  # a held batch a human let through
+        ledger.record(approved, Event(f"m{n}", f"m{n}", "revoke", "leaver", cluster="dev", fingerprint="sha256:bb"))
+    assert ledger.recent_revocations("idp", since) == 1
