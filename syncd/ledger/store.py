@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, create_engine, func, select
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, create_engine, exists, func, select
 
 from syncd.errors import LedgerError
 from syncd.ledger import schema
@@ -339,6 +340,18 @@ class Ledger:
                 self.record(run_id, event, session=s)
         return len(news)
 
+    def held_revocations(self, source: str) -> frozenset[str]:
+        """People of this source with a revocation held on some cluster and nothing recorded for them there since:
+        they wait for the hold to end (or a human)."""
+        later = aliased(EventRow)
+        superseded = exists().where(later.person_id == EventRow.person_id, later.cluster == EventRow.cluster,
+                                    later.seq > EventRow.seq)  # type: ignore[operator]
+        with self.session() as s:
+            query = (select(EventRow.person_id).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
+                     .where(EventRow.result == "held", EventRow.action == "revoke", RunRow.source == source,
+                            ~superseded).distinct())
+            return frozenset(s.exec(query).all())
+
     def save_identity(self, session: Session, source: str, identity: Identity) -> None:
         now = _utc(datetime.now(UTC))
         row = session.get(PersonRow, identity.id)
@@ -470,14 +483,18 @@ class Ledger:
                                  CredentialRow.state == "active")).one()
 
     def recent_revocations(self, source: str, since: datetime) -> int:
-        """How many credential holders runs of this source revoked since then. Held revocations, people who held
-        no credential and revocations a human allowed (--allow-mass-revocation) do not count."""
+        """How many credential holders runs of this source revoked since then. Held revocations and people who
+        held no credential do not count; nor does anything up to and including a run a human allowed
+        (--allow-mass-revocation): they saw what was revoked, and the count starts afresh."""
         with self.session() as s:
+            approved_at = _aware(s.exec(select(func.max(RunRow.started_at)).where(
+                RunRow.source == source, RunRow.approved.is_(True))).one())  # type: ignore[attr-defined]
+            since = max(_utc(since), approved_at) if approved_at is not None else _utc(since)
             query = (select(EventRow.person_id).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
                      .where(RunRow.source == source, RunRow.approved.is_(False),  # type: ignore[attr-defined]
                             EventRow.action == "revoke", EventRow.result == "ok",
                             EventRow.fingerprint.is_not(None),  # type: ignore[union-attr]
-                            EventRow.at >= _utc(since)).distinct())
+                            EventRow.at >= since).distinct())
             return len(s.exec(query).all())
 
     def runs(self) -> list[RunRow]:

@@ -78,7 +78,7 @@ class EventRow(SQLModel, table=True):
     reason: str
     before: str = "[]"
     after: str = "[]"
-    result: str = "ok"  # ok | failed | held
+    result: str = Field(default="ok", index=True)  # ok | failed | held: held ones are looked up
     error: str | None = None
     fingerprint: str | None = None
     prev_hash: str

@@ -239,13 +239,27 @@ def test_an_intent_left_pending_is_recovered_once_and_marks_its_run_interrupted(
     assert [(run.id, run.result) for run in ledger.runs() if run.id == killed] == [(killed, "interrupted")]
 
 
-def test_the_safety_window_counts_holders_revoked_without_a_human_approving(ledger: Ledger):
+def test_the_safety_window_counts_holders_revoked_since_a_human_last_approved(ledger: Ledger):
     since = datetime.now(UTC) - timedelta(minutes=1)
-    pushed = ledger.start_run("idp", dry_run=False)
-    approved = ledger.start_run("idp", dry_run=False, approved=True)
-    ledger.record(pushed, Event("u1", "ann", "revoke", "disabled", cluster="dev", fingerprint="sha256:aa"))
-    ledger.record(pushed, Event("u2", "bob", "revoke", "disabled", cluster="dev"))  # held no credential
-    ledger.record(pushed, Event("u3", "cat", "revoke", "disabled", cluster="dev", result="held"))
-    for n in range(5):  # a held batch a human let through
-        ledger.record(approved, Event(f"m{n}", f"m{n}", "revoke", "leaver", cluster="dev", fingerprint="sha256:bb"))
+    before = ledger.start_run("idp", dry_run=False)
+    ledger.record(before, Event("u0", "al", "revoke", "disabled", cluster="dev", fingerprint="sha256:aa"))
     assert ledger.recent_revocations("idp", since) == 1
+    approved = ledger.start_run("idp", dry_run=False, approved=True)
+    for n in range(5):  # a held batch a human let through, after seeing what was revoked before it
+        ledger.record(approved, Event(f"m{n}", f"m{n}", "revoke", "leaver", cluster="dev", fingerprint="sha256:bb"))
+    after = ledger.start_run("idp", dry_run=False)
+    ledger.record(after, Event("u1", "ann", "revoke", "disabled", cluster="dev", fingerprint="sha256:cc"))
+    ledger.record(after, Event("u2", "bob", "revoke", "disabled", cluster="dev"))  # held no credential
+    ledger.record(after, Event("u3", "cat", "revoke", "disabled", cluster="dev", result="held"))
+    assert ledger.recent_revocations("idp", since) == 1
+
+
+def test_held_revocations_are_the_people_still_waiting_on_a_hold(ledger: Ledger):
+    pushed, other = ledger.start_run("idp", dry_run=False), ledger.start_run("hr", dry_run=False)
+    for person in ("u1", "u2", "u3"):
+        ledger.record(pushed, Event(person, person, "revoke", "disabled", cluster="dev", result="held"))
+    ledger.record(pushed, Event("u1", "u1", "revoke", "disabled", cluster="dev"))  # applied since
+    ledger.record(pushed, Event("u2", "u2", "revoke", "disabled", cluster="prod"))  # another cluster
+    ledger.record(other, Event("p1", "p1", "revoke", "leaver", cluster="dev", result="held"))
+    assert ledger.held_revocations("idp") == {"u2", "u3"}
+    assert ledger.held_revocations("hr") == {"p1"}

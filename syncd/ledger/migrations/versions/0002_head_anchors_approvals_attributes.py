@@ -1,4 +1,4 @@
-"""head anchors, approved runs, the policy's attributes of each person
+"""head anchors, approved runs, the policy's attributes of each person, held events indexed
 
 Revision ID: 0002
 Revises: 0001
@@ -20,6 +20,9 @@ def upgrade() -> None:
     sa.Column('hash', sa.String(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
+    with op.batch_alter_table('event', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_event_result'), ['result'], unique=False)
+
     with op.batch_alter_table('person', schema=None) as batch_op:
         batch_op.add_column(sa.Column('attributes', sa.String(), nullable=False, server_default='{}'))
 
@@ -42,5 +45,8 @@ def downgrade() -> None:
 
     with op.batch_alter_table('person', schema=None) as batch_op:
         batch_op.drop_column('attributes')
+
+    with op.batch_alter_table('event', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_event_result'))
 
     op.drop_table('ledger_head')
