@@ -6,7 +6,7 @@ No I/O happens here. Every action is plain data with a message, so a dry run and
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -193,6 +193,7 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
             )
     if inputs.only is None:
         actions.extend(_orphans(reachable, {person_key(pid) for pid in people} | others))
+    actions = [_as_recorded(a, inputs.policy) for a in actions]
 
     actions, held = _report_only(actions, inputs.sweep)
     if not snapshot.complete:
@@ -290,6 +291,16 @@ def _plan_person_on_cluster(
     elif inputs.now >= credential.issued_at + desired.rotation_period:
         actions.append(Action(Kind.ROTATE, Reason.ROTATION_DUE, new_token=True, **_token_only(common)))
     return actions + retirements
+
+
+def _as_recorded(action: Action, policy: Policy) -> Action:
+    """The action with its person's attributes cut down to those the policy matches on: what the ledger keeps of
+    them, so that the sweep, which plans from the ledger's record, judges people matched by attributes too."""
+    if action.identity is None:
+        return action
+    attributes = {name: action.identity.attributes[name] for name in policy.matched_attributes
+                  if name in action.identity.attributes}
+    return replace(action, identity=replace(action.identity, attributes=attributes))
 
 
 def _token_only(common: dict) -> dict:
