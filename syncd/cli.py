@@ -76,7 +76,8 @@ def reconcile(
     else:
         typer.echo("\n".join(render.plan_text(r) for r in reports))
     _raise_for_failures(reports)
-    if check and any(r.plan and (r.plan.actions or r.plan.held) for r in reports):
+    # Not `r.plan and ...`: a plan is falsy when it has no actions, and held revocations are pending too.
+    if check and any(r.plan is not None and (r.plan.actions or r.plan.held) for r in reports):
         raise ChangesPending("changes pending")
     unsafe = [held for r in reports if r.plan is not None for held in r.plan.held if held.unsafe]
     if unsafe and not dry_run:
