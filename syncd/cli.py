@@ -85,7 +85,8 @@ def reconcile(
     else:
         typer.echo("\n".join(render.plan_text(r) for r in reports))
     _raise_for_failures(reports)
-    if check and any(r.plan and (r.plan.actions or r.plan.held) for r in reports):
+    # Not `r.plan and ...`: a plan is falsy when it has no actions, and held revocations are pending too.
+    if check and any(r.plan is not None and (r.plan.actions or r.plan.held) for r in reports):
         raise ChangesPending("changes pending")
     unsafe = [held for r in reports if r.plan is not None for held in r.plan.held if held.unsafe]
     if unsafe and not dry_run:
@@ -195,14 +196,27 @@ def ledger_log(
 
 
 @ledger_app.command("verify")
-def ledger_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Check the hash chain of the event log."""
+def ledger_verify(
+    config: ConfigOption = DEFAULT_CONFIG,
+    anchor: Annotated[str | None, typer.Option(
+        help="SEQ:HASH of an event kept outside the database (a verify's or an export's last line): the chain must "
+             "still hold it.")] = None,
+) -> None:
+    """Check the hash chain of the event log, that nothing was cut off its end, and that it holds every run's
+    recorded head (and --anchor)."""
+    given = None
+    if anchor is not None:
+        seq, _, hash_ = anchor.partition(":")
+        if not seq.isdigit() or not hash_:
+            raise typer.BadParameter("give --anchor as SEQ:HASH, e.g. 42:3f9a...")
+        given = (int(seq), hash_)
     with Ledger(load_settings(config).ledger.url) as ledger:
-        broken = ledger.verify()
-        count = len(ledger.events())
-    if broken is not None:
-        raise LedgerTampered(f"the ledger's hash chain breaks at event {broken}")
-    typer.echo(f"ledger ok: {count} event(s), hash chain intact")
+        problem = ledger.verify(given)
+        seq, hash_ = ledger.head()
+    if problem is not None:
+        raise LedgerTampered(f"the ledger was tampered with: {problem}")
+    typer.echo(f"ledger ok: {seq} event(s), hash chain intact up to its head anchor {seq}:{hash_} "
+               "(keep it to check later with --anchor)")
 
 
 @ledger_app.command("export")

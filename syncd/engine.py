@@ -249,7 +249,7 @@ class Engine:
                         cluster=held.action.cluster)
 
         if not report.dry_run:
-            report.run_id = self.ledger.start_run(report.source, dry_run=False)
+            report.run_id = self.ledger.start_run(report.source, dry_run=False, approved=allow_mass_revocation)
             for intent in self.ledger.recover_intents(report.run_id):
                 log.warning("recover work an interrupted run left half done", person=intent.username,
                             cluster=intent.cluster, action=intent.action, interrupted_run=intent.run_id)

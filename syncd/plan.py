@@ -6,7 +6,7 @@ No I/O happens here. Every action is plain data with a message, so a dry run and
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -169,7 +169,7 @@ class Safety:
     max_revocations: int
     max_revocation_percent: float
     refresh_at: float
-    recent_revocations: int = 0  # people this source revoked lately (targeted runs): they count toward the limits
+    recent_revocations: int = 0  # holders this source revoked lately (targeted runs, not approved ones): they count
     credential_holders: int | None = None  # a targeted run knows only its people; the ledger counts the rest
 
 
@@ -246,6 +246,7 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
             )
     if inputs.only is None:
         actions.extend(_orphans(reachable, {person_key(pid) for pid in people} | others))
+    actions = [_as_recorded(a, inputs.policy) for a in actions]
 
     actions, held = _report_only(actions, inputs.sweep)
     if not snapshot.complete:
@@ -349,6 +350,16 @@ def _plan_person_on_cluster(
     return actions + retirements
 
 
+def _as_recorded(action: Action, policy: Policy) -> Action:
+    """The action with its person's attributes cut down to those the policy matches on: what the ledger keeps of
+    them, so that the sweep, which plans from the ledger's record, judges people matched by attributes too."""
+    if action.identity is None:
+        return action
+    attributes = {name: action.identity.attributes[name] for name in policy.matched_attributes
+                  if name in action.identity.attributes}
+    return replace(action, identity=replace(action.identity, attributes=attributes))
+
+
 def _token_only(common: dict) -> dict:
     return common | dict(create_bindings=(), delete_bindings=(), create_service_account=False)
 
@@ -422,21 +433,23 @@ def _orphans(reachable: Mapping[str, ObservedCluster], accounted: set[str]) -> l
 
 
 def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: Snapshot, safety: Safety) -> str | None:
-    """Why the revocations in this plan look like a broken source rather than real leavers, if they do."""
+    """Why the revocations in this plan look like a broken source rather than real leavers, if they do. Only
+    people holding a credential lose access: both limits count them alone."""
     revoking = {a.person_id for a in actions if a.kind is Kind.REVOKE}
     if not revoking:
         return None
-    held = safety.credential_holders
-    if held is None:
-        held = sum(1 for person in known.values() if any(a.credential for a in person.access.values()))
     if not (len(snapshot.identities) if snapshot.population is None else snapshot.population):
         return "the source returned no people at all; pass --allow-mass-revocation if that is true"
-    losing = len(revoking) + safety.recent_revocations
-    held += safety.recent_revocations
+    holders = {pid for pid, person in known.items() if any(a.credential for a in person.access.values())}
+    # Holders before this plan: the ledger's count for a targeted run (it knows only its people), plus the
+    # people the window's runs revoked, who held one until then.
+    held = (len(holders) if safety.credential_holders is None else safety.credential_holders) \
+        + safety.recent_revocations
+    losing = len(revoking & holders) + safety.recent_revocations
     if losing > safety.max_revocations:
         return (f"{losing} people would lose access, more than safety.max_revocations="
                 f"{safety.max_revocations}; pass --allow-mass-revocation if that is intended")
-    percent = 100.0 * losing / max(held, 1)
+    percent = min(100.0, 100.0 * losing / max(held, 1))
     if held >= 10 and percent > safety.max_revocation_percent:
         return (f"{percent:.0f}% of credential holders would lose access, more than "
                 f"safety.max_revocation_percent={safety.max_revocation_percent:g}; "

@@ -120,7 +120,8 @@ def event_json(row: EventRow) -> dict[str, Any]:
 def event_text(row: EventRow) -> str:
     where = f" on {row.cluster}" if row.cluster else ""
     error = f" error={row.error}" if row.error else ""
-    return (f"{row.seq:>5} {row.at:%Y-%m-%d %H:%M:%S} run={row.run_id or '-'} {row.action} {row.username}{where} "
+    return (f"{row.seq:>5} {row.at:%Y-%m-%d %H:%M:%S} run={row.run_id or '-'} {row.action} {row.username} "
+            f"(id {row.person_id}){where} "
             f"({row.reason}) {row.result}{error}")
 
 

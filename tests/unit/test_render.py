@@ -1,15 +1,17 @@
-"""Every kind of action, for every reason, renders as text and as JSON, applied, failed, held or dry."""
+"""How plans, runs and ledger events read: every kind of action for every reason, as text and JSON; the log."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from syncd import render
 from syncd.apply import Outcome
 from syncd.engine import RunReport
 from syncd.errors import ClusterRejected
+from syncd.ledger.tables import EventRow
 from syncd.model import Access, Identity, ObservedBinding, RoleKind, Scope
 from syncd.plan import Action, Held, Kind, Plan, Reason
 from syncd.render import plan_text, report_json
@@ -47,3 +49,13 @@ def test_every_kind_and_reason_renders(kind: Kind, reason: Reason, dry_run: bool
     assert data["held"][0]["kind"] == str(kind) and data["notes"] == ["cluster dev: a warning"]
     assert {"op": "-", "kind": "RoleBinding", "namespace": "team-a", "name": "syncd-old",
             "detail": "ClusterRole/admin"} in data["actions"][0]["changes"]
+
+
+def test_the_text_log_tells_two_people_with_one_username_apart():
+    def event(seq: int, person_id: str) -> EventRow:
+        return EventRow(seq=seq, at=datetime(2026, 11, 25, 12, tzinfo=UTC), person_id=person_id, username="alex",
+                        cluster="dev", action="issue", reason="joiner", prev_hash="", hash="")
+
+    first, second = render.event_text(event(1, "1001")), render.event_text(event(2, "u-2002"))
+    assert "issue alex (id 1001) on dev (joiner) ok" in first
+    assert "issue alex (id u-2002) on dev (joiner) ok" in second
