@@ -9,6 +9,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import PurePath
 
 from syncd.model import (
     Access,
@@ -21,6 +22,7 @@ from syncd.model import (
     ObservedCluster,
     Scope,
     Snapshot,
+    delivery_problem,
     person_key,
 )
 from syncd.policy import Policy
@@ -47,6 +49,7 @@ class Reason(StrEnum):
     VANISHED = "vanished"
     STALE = "stale"
     DRIFT = "drift"
+    RELOCATE = "relocate"  # delivered under the old layout (DIRECTORY/USERNAME/): a fresh token in the person's folder
     LEAVER = "leaver"
     DISABLED = "disabled"
     NO_ENTITLEMENT = "no-entitlement"
@@ -90,6 +93,8 @@ class Action:
     token_secrets: tuple[str, ...] = ()  # observed; what a revocation deletes
     new_token: bool = False
     previous_username: str | None = None  # set on a rename
+    old_kubeconfig: str | None = None  # delivered under the old layout: removed if its token is the person's
+    known_fingerprints: tuple[str, ...] = ()  # the person's tokens on this cluster, as the ledger knows them
 
     @property
     def message(self) -> str:
@@ -98,7 +103,8 @@ class Action:
 
     @property
     def key(self) -> str:
-        return person_key(self.person_id)
+        """What names the person's objects and delivery folder. An orphan's id is that key already."""
+        return self.person_id if self.kind is Kind.ORPHAN else person_key(self.person_id)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ class Held:
     action: Action
     why: str
     unsafe: bool = False  # held by the mass-revocation thresholds: a human must pass --allow-mass-revocation
+    refused: bool = False  # the person cannot be given access safely (see `_refusals`): the run fails
 
 
 @dataclass(frozen=True)
@@ -195,6 +202,15 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
         actions.extend(_orphans(reachable, {person_key(pid) for pid in people} | others))
 
     actions, held = _report_only(actions, inputs.sweep)
+    refusals = _refusals(snapshot, inputs.known)
+    kept = []
+    for action in actions:
+        refusal = refusals.get(action.person_id) if action.kind is not Kind.ORPHAN else None
+        if refusal is not None and (action.kind not in REVOKING or refusal[1]):
+            held.append(Held(action, refusal[0], refused=True))
+        else:
+            kept.append(action)
+    actions = kept
     if not snapshot.complete:
         held += [Held(a, "the source read was partial; nothing is revoked from partial data")
                  for a in actions if a.kind in REVOKING]
@@ -208,6 +224,33 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
 
 
 SWEEPING = frozenset({Kind.REPAIR, Kind.RETIRE, Kind.ORPHAN})
+
+
+def _refusals(snapshot: Snapshot, known: Mapping[str, KnownPerson]) -> dict[str, tuple[str, bool]]:
+    """People this plan must not act for, before any cluster write: why, and whether their revocations are
+    refused too. A username no kubeconfig can carry refuses the person's access but never their revocation; a key
+    shared with another person (in the snapshot, or recorded for another source) refuses everything, since the
+    objects under that key may be the other person's."""
+    by_key: dict[str, list[Identity]] = {}
+    for identity in snapshot.identities:
+        by_key.setdefault(person_key(identity.id), []).append(identity)
+    elsewhere = {person_key(pid): person for pid, person in known.items() if person.source != snapshot.source}
+    refused: dict[str, tuple[str, bool]] = {}
+    for key, identities in by_key.items():
+        other = elsewhere.get(key)
+        for identity in identities:
+            sharing = [i.where for i in identities if i is not identity]
+            if sharing:
+                refused[identity.id] = (f"{identity.where} and {', '.join(sharing)} share the key {key}; "
+                                        "give them distinct ids in the source", True)
+            elif other is not None:
+                recorded = "this id" if other.id == identity.id else f"id {other.id!r}, of the same key {key},"
+                refused[identity.id] = (f"{identity.where}: the ledger records {recorded} for source "
+                                        f"{other.source!r}; one person belongs to one source", True)
+            elif (problem := delivery_problem(identity.username)) is not None:
+                refused[identity.id] = (f"{identity.where}: username {identity.username[:80]!r} cannot be delivered:"
+                                        f" {problem}", False)
+    return refused
 
 
 def make_sweep_plan(inputs: Inputs) -> Plan:
@@ -240,6 +283,9 @@ def _plan_person_on_cluster(
 ) -> list[Action]:
     username = identity.username if identity else (person.username if person else pid)
     before = known_access.scopes if known_access else frozenset()
+    delivered = dict(old_kubeconfig=_old_layout(known_access, pid, cluster),
+                     known_fingerprints=tuple(c.fingerprint for c in (known_access.credential, *known_access.retiring)
+                                              if c is not None) if known_access else ())
 
     if desired is None:
         if known_access is None and observed is None:
@@ -255,7 +301,7 @@ def _plan_person_on_cluster(
                 Kind.REVOKE, reason, cluster, pid, username, before=before,
                 delete_bindings=observed.bindings if observed else (),
                 token_secrets=observed.token_secrets if observed else (),
-                previous_username=person.username if person else None,
+                previous_username=person.username if person else None, **delivered,
             )
         ]
 
@@ -263,7 +309,7 @@ def _plan_person_on_cluster(
     create, delete = _binding_diff(after, observed)
     common = dict(cluster=cluster, person_id=pid, username=username, before=before, after=after,
                   access=desired, identity=identity, create_bindings=create, delete_bindings=delete,
-                  previous_username=person.username if person else None)
+                  previous_username=person.username if person else None, **delivered)
 
     credential = known_access.credential if known_access else None
     retirements = _retirements(known_access, observed, inputs.now, common)
@@ -275,6 +321,9 @@ def _plan_person_on_cluster(
         reason = Reason.JOINER if known_access is None else Reason.DRIFT
         kind = Kind.ISSUE if known_access is None else Kind.REPAIR
         return [Action(kind, reason, new_token=True, **common), *retirements]
+
+    if delivered["old_kubeconfig"] is not None:
+        return [Action(Kind.REPAIR, Reason.RELOCATE, new_token=True, **common), *retirements]
 
     actions = []
     renamed = person is not None and identity is not None and person.username != identity.username
@@ -290,6 +339,15 @@ def _plan_person_on_cluster(
     elif inputs.now >= credential.issued_at + desired.rotation_period:
         actions.append(Action(Kind.ROTATE, Reason.ROTATION_DUE, new_token=True, **_token_only(common)))
     return actions + retirements
+
+
+def _old_layout(known_access: KnownAccess | None, pid: str, cluster: str) -> str | None:
+    """Where the person's kubeconfig was delivered, when that is not the person's own folder (DIRECTORY/KEY/)."""
+    recorded = known_access.kubeconfig if known_access else ""
+    if not recorded:
+        return None
+    path = PurePath(recorded)
+    return None if (path.parent.name, path.name) == (person_key(pid), f"{cluster}.kubeconfig") else recorded
 
 
 def _token_only(common: dict) -> dict:
