@@ -153,7 +153,11 @@ class Applier:
         if action.old_kubeconfig and token is not None:
             # Delivered under the old layout (DIRECTORY/USERNAME/): those files go only if they hold this person's
             # token; another person with that username may have been delivered there.
-            self.delivery.remove(Path(action.old_kubeconfig), action.known_fingerprints)
+            try:
+                self.delivery.remove(Path(action.old_kubeconfig), action.known_fingerprints)
+            except SyncdError as error:
+                log.warning("keep old delivered files that cannot be removed", person_id=action.person_id,
+                            cluster=action.cluster, error=str(error))
         return None
 
     def _deliver(self, cluster: KubernetesCluster, action: Action, token: IssuedToken | None) -> Path:
