@@ -284,8 +284,7 @@ def _plan_person_on_cluster(
     username = identity.username if identity else (person.username if person else pid)
     before = known_access.scopes if known_access else frozenset()
     delivered = dict(old_kubeconfig=_old_layout(known_access, pid, cluster),
-                     known_fingerprints=tuple(c.fingerprint for c in (known_access.credential, *known_access.retiring)
-                                              if c is not None) if known_access else ())
+                     known_fingerprints=_fingerprints(known_access))
 
     if desired is None:
         if known_access is None and observed is None:
@@ -348,6 +347,12 @@ def _old_layout(known_access: KnownAccess | None, pid: str, cluster: str) -> str
         return None
     path = PurePath(recorded)
     return None if (path.parent.name, path.name) == (person_key(pid), f"{cluster}.kubeconfig") else recorded
+
+
+def _fingerprints(known_access: KnownAccess | None) -> tuple[str, ...]:
+    if known_access is None:
+        return ()
+    return tuple(c.fingerprint for c in (known_access.credential, *known_access.retiring) if c is not None)
 
 
 def _token_only(common: dict) -> dict:
@@ -468,7 +473,8 @@ def plan_manual_revocation(target: str, reason: Reason, known: Mapping[str, Know
                     Kind.REVOKE, reason, cluster, person.id, person.username, before=access.scopes,
                     delete_bindings=account.bindings if account else (),
                     token_secrets=account.token_secrets if account else (),
-                    previous_username=person.username,
+                    previous_username=person.username, old_kubeconfig=_old_layout(access, person.id, cluster),
+                    known_fingerprints=_fingerprints(access),
                 ))
     skipped = tuple(sorted({a.cluster for a in actions if observed.get(a.cluster) is None}))
     return Plan("manual", tuple(a for a in actions if a.cluster not in skipped), (), skipped)
