@@ -101,3 +101,19 @@ def test_find_takes_an_id_or_a_username_and_refuses_ambiguity(tmp_path):
         delivery.find("sam", "dev")
     with pytest.raises(DeliveryError, match="no kubeconfig"):
         delivery.find("nobody", "dev")
+
+
+def test_syncd_credential_finds_the_folder_by_username_or_id(tmp_path, capsys):
+    from syncd.cli import main
+
+    delivery = Delivery(DeliverySettings(directory=tmp_path))
+    delivery.deliver("2101", "sam", "dev", ENDPOINT, "token-of-2101", None)
+    delivery.deliver("2102", "sam", "dev", ENDPOINT, "token-of-2102", None)
+    delivery.deliver("2103", "zoë", "dev", ENDPOINT, "token-of-2103", None)
+    for user, token in (("2102", "token-of-2102"), ("zoë", "token-of-2103")):
+        with pytest.raises(SystemExit) as done:
+            main(["credential", "--cluster", "dev", "--user", user, "--directory", str(tmp_path)])
+        assert done.value.code == 0 and f'"token": "{token}"' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["credential", "--cluster", "dev", "--user", "sam", "--directory", str(tmp_path)])
+    assert done.value.code != 0 and "several" in capsys.readouterr().err
