@@ -281,7 +281,8 @@ def credential(
     token_file: Annotated[Path | None, typer.Option(help="Token file written by syncd (exec-mode kubeconfigs "
                                                          "pass it).")] = None,
     cluster: Annotated[str | None, typer.Option(help="Cluster name, with --user and --directory.")] = None,
-    user: Annotated[str | None, typer.Option(envvar="USER", help="Whose token (default: $USER).")] = None,
+    user: Annotated[str | None, typer.Option(envvar="USER", help="Whose token: a username or person id "
+                                                                 "(default: $USER).")] = None,
     directory: Annotated[Path | None, typer.Option(envvar="SYNCD_DELIVERY_DIR",
                                                    help="syncd's delivery directory.")] = None,
 ) -> None:
@@ -290,7 +291,7 @@ def credential(
     if token_file is None:
         if not (cluster and user and directory):
             raise typer.BadParameter("give --token-file, or --cluster with --user and --directory")
-        token_file = Delivery(DeliverySettings(directory=directory)).token_path(user, cluster)
+        token_file = Delivery(DeliverySettings(directory=directory)).find(user, cluster) / f"{cluster}.token"
     typer.echo(json.dumps(exec_credential(token_file)))
 
 
@@ -300,11 +301,13 @@ def _raise_for_failures(reports: list[RunReport]) -> None:
             raise report.error
     failed = sum(len(r.outcome.failed) for r in reports if r.outcome)
     unread = sorted({cluster for r in reports for cluster in r.cluster_errors})
-    if failed or unread:
-        retryable = all(e.retryable for r in reports if r.outcome for _, e in r.outcome.failed)
+    refused = [h for r in reports if r.plan is not None and not r.dry_run for h in r.plan.held if h.refused]
+    if failed or unread or refused:
+        retryable = not refused and all(e.retryable for r in reports if r.outcome for _, e in r.outcome.failed)
         problems = [f"{failed} action(s) failed"] if failed else []
+        problems += [f"{len(refused)} action(s) refused, first: {refused[0].why}"] if refused else []
         problems += [f"cluster {cluster} could not be read; its changes wait for the next run" for cluster in unread]
-        raise ApplyFailed("; ".join(problems) + " (see the log)", failed=failed, retryable=retryable)
+        raise ApplyFailed("; ".join(problems) + " (see the log)", failed=failed + len(refused), retryable=retryable)
 
 
 def main(argv: list[str] | None = None) -> None:

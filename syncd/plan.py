@@ -9,6 +9,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import PurePath
 
 from syncd.model import (
     Access,
@@ -23,6 +24,7 @@ from syncd.model import (
     Scope,
     Snapshot,
     binding_name,
+    delivery_problem,
     person_key,
     service_account_name,
 )
@@ -50,6 +52,7 @@ class Reason(StrEnum):
     VANISHED = "vanished"
     STALE = "stale"
     DRIFT = "drift"
+    RELOCATE = "relocate"  # delivered under the old layout (DIRECTORY/USERNAME/): a fresh token in the person's folder
     LEAVER = "leaver"
     DISABLED = "disabled"
     NO_ENTITLEMENT = "no-entitlement"
@@ -116,6 +119,8 @@ class Action:
     new_token: bool = False
     previous_username: str | None = None  # set on a rename
     instance: str = ""  # syncd's namespace on the cluster
+    old_kubeconfig: str | None = None  # delivered under the old layout: removed if its token is the person's
+    known_fingerprints: tuple[str, ...] = ()  # the person's tokens on this cluster, as the ledger knows them
 
     @property
     def changes(self) -> tuple[Change, ...]:
@@ -138,7 +143,8 @@ class Action:
 
     @property
     def key(self) -> str:
-        return person_key(self.person_id)
+        """What names the person's objects and delivery folder. An orphan's id is that key already."""
+        return self.person_id if self.kind is Kind.ORPHAN else person_key(self.person_id)
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,7 @@ class Held:
     action: Action
     why: str
     unsafe: bool = False  # held by the mass-revocation thresholds: a human must pass --allow-mass-revocation
+    refused: bool = False  # the person cannot be given access safely (see `_refusals`): the run fails
 
 
 @dataclass(frozen=True)
@@ -249,6 +256,15 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
     actions = [_as_recorded(a, inputs.policy) for a in actions]
 
     actions, held = _report_only(actions, inputs.sweep)
+    refusals = _refusals(snapshot, inputs.known)
+    kept = []
+    for action in actions:
+        refusal = refusals.get(action.person_id) if action.kind is not Kind.ORPHAN else None
+        if refusal is not None and (action.kind not in REVOKING or refusal[1]):
+            held.append(Held(action, refusal[0], refused=True))
+        else:
+            kept.append(action)
+    actions = kept
     if not snapshot.complete:
         held += [Held(a, "the source read was partial; nothing is revoked from partial data")
                  for a in actions if a.kind in REVOKING]
@@ -263,6 +279,33 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
 
 
 SWEEPING = frozenset({Kind.REPAIR, Kind.RETIRE, Kind.ORPHAN})
+
+
+def _refusals(snapshot: Snapshot, known: Mapping[str, KnownPerson]) -> dict[str, tuple[str, bool]]:
+    """People this plan must not act for, before any cluster write: why, and whether their revocations are
+    refused too. A username no kubeconfig can carry refuses the person's access but never their revocation; a key
+    shared with another person (in the snapshot, or recorded for another source) refuses everything, since the
+    objects under that key may be the other person's."""
+    by_key: dict[str, list[Identity]] = {}
+    for identity in snapshot.identities:
+        by_key.setdefault(person_key(identity.id), []).append(identity)
+    elsewhere = {person_key(pid): person for pid, person in known.items() if person.source != snapshot.source}
+    refused: dict[str, tuple[str, bool]] = {}
+    for key, identities in by_key.items():
+        other = elsewhere.get(key)
+        for identity in identities:
+            sharing = [i.where for i in identities if i is not identity]
+            if sharing:
+                refused[identity.id] = (f"{identity.where} and {', '.join(sharing)} share the key {key}; "
+                                        "give them distinct ids in the source", True)
+            elif other is not None:
+                recorded = "this id" if other.id == identity.id else f"id {other.id!r}, of the same key {key},"
+                refused[identity.id] = (f"{identity.where}: the ledger records {recorded} for source "
+                                        f"{other.source!r}; one person belongs to one source", True)
+            elif (problem := delivery_problem(identity.username)) is not None:
+                refused[identity.id] = (f"{identity.where}: username {identity.username[:80]!r} cannot be delivered:"
+                                        f" {problem}", False)
+    return refused
 
 
 def make_sweep_plan(inputs: Inputs) -> Plan:
@@ -296,6 +339,8 @@ def _plan_person_on_cluster(
 ) -> list[Action]:
     username = identity.username if identity else (person.username if person else pid)
     before = known_access.scopes if known_access else frozenset()
+    delivered = dict(old_kubeconfig=_old_layout(known_access, pid, cluster),
+                     known_fingerprints=_fingerprints(known_access))
 
     if desired is None:
         if known_access is None and observed is None:
@@ -312,7 +357,7 @@ def _plan_person_on_cluster(
                 delete_bindings=observed.bindings if observed else (),
                 token_secrets=observed.token_secrets if observed else (),
                 service_accounts=observed.service_accounts if observed else (),
-                previous_username=person.username if person else None, instance=instance,
+                previous_username=person.username if person else None, instance=instance, **delivered,
             )
         ]
 
@@ -321,7 +366,7 @@ def _plan_person_on_cluster(
     common = dict(cluster=cluster, person_id=pid, username=username, before=before, after=after,
                   access=desired, identity=identity, create_bindings=create, delete_bindings=delete,
                   create_service_account=observed is None or not observed.service_account,
-                  previous_username=person.username if person else None, instance=instance)
+                  previous_username=person.username if person else None, instance=instance, **delivered)
 
     credential = known_access.credential if known_access else None
     retirements = _retirements(known_access, observed, inputs.now, common)
@@ -333,6 +378,9 @@ def _plan_person_on_cluster(
         reason = Reason.JOINER if known_access is None else Reason.DRIFT
         kind = Kind.ISSUE if known_access is None else Kind.REPAIR
         return [Action(kind, reason, new_token=True, **common), *retirements]
+
+    if delivered["old_kubeconfig"] is not None:
+        return [Action(Kind.REPAIR, Reason.RELOCATE, new_token=True, **common), *retirements]
 
     actions = []
     renamed = person is not None and identity is not None and person.username != identity.username
@@ -358,6 +406,21 @@ def _as_recorded(action: Action, policy: Policy) -> Action:
     attributes = {name: action.identity.attributes[name] for name in policy.matched_attributes
                   if name in action.identity.attributes}
     return replace(action, identity=replace(action.identity, attributes=attributes))
+
+
+def _old_layout(known_access: KnownAccess | None, pid: str, cluster: str) -> str | None:
+    """Where the person's kubeconfig was delivered, when that is not the person's own folder (DIRECTORY/KEY/)."""
+    recorded = known_access.kubeconfig if known_access else ""
+    if not recorded:
+        return None
+    path = PurePath(recorded)
+    return None if (path.parent.name, path.name) == (person_key(pid), f"{cluster}.kubeconfig") else recorded
+
+
+def _fingerprints(known_access: KnownAccess | None) -> tuple[str, ...]:
+    if known_access is None:
+        return ()
+    return tuple(c.fingerprint for c in (known_access.credential, *known_access.retiring) if c is not None)
 
 
 def _token_only(common: dict) -> dict:
@@ -485,6 +548,7 @@ def plan_manual_revocation(target: str, reason: Reason, known: Mapping[str, Know
                     token_secrets=account.token_secrets if account else (),
                     service_accounts=account.service_accounts if account else (),
                     previous_username=person.username, instance=seen.instance if seen else "",
+                    old_kubeconfig=_old_layout(access, person.id, cluster), known_fingerprints=_fingerprints(access),
                 ))
     skipped = tuple(sorted({a.cluster for a in actions if observed.get(a.cluster) is None}))
     return Plan("manual", tuple(a for a in actions if a.cluster not in skipped), (), skipped)

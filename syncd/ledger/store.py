@@ -271,7 +271,7 @@ class Ledger:
         for row in access_rows:
             key = (row.person_id, row.cluster)
             access.setdefault(row.person_id, {})[row.cluster] = KnownAccess(
-                row.cluster, scopes_from_json(row.scopes), active.get(key), tuple(retiring.get(key, ()))
+                row.cluster, scopes_from_json(row.scopes), active.get(key), tuple(retiring.get(key, ())), row.kubeconfig
             )
         return {p.id: KnownPerson(p.id, p.source, p.username, access.get(p.id, {})) for p in people}
 

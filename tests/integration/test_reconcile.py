@@ -64,8 +64,8 @@ def test_rename_is_the_same_person_with_the_same_token(world: World):
     world.write_people(ALICE | {"username": "alice.archer"})
     run = world.reconcile()
     assert [(a["kind"], a["reason"]) for a in run["actions"]] == [("rescope", "rename")]
-    assert not (world.directory / "kubeconfigs/alice").exists()
-    assert (world.directory / "kubeconfigs/alice.archer/dev.token").read_text() == token
+    assert world.folder("alice.archer") == world.folder("1001")  # files stay in the person's folder
+    assert world.token("1001") == token
     assert world.can("alice.archer", "create", "deployments", world.ns("team-a")) == "yes"
     (account,) = world.ours("serviceaccounts", person_key("1001"))
     assert account["metadata"]["annotations"]["syncd.io/username"] == "alice.archer"
