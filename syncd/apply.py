@@ -11,16 +11,17 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
 from syncd.delivery import Delivery
-from syncd.errors import ClusterUnavailable, SyncdError, TemporaryError
+from syncd.errors import ActionError, ClusterUnavailable, SyncdError, TemporaryError
 from syncd.issuers.kube import IssuedToken, KubernetesCluster
 from syncd.ledger import Event, Ledger
 from syncd.ledger.store import LEFT_FOR_FULL_RUN
-from syncd.model import KnownAccess, fingerprint
+from syncd.model import UNOWNED, KnownAccess, fingerprint, person_key
 from syncd.plan import Action, Kind, Plan
 
 if TYPE_CHECKING:
@@ -85,12 +86,18 @@ class Applier:
                 continue
             self._intent = self.ledger.begin_intent(self.run_id, self._event(action))
             try:
-                self._apply_one(plan.source, action, outcome)
-            except SyncdError as error:
+                recorded_failure = self._apply_one(plan.source, action, outcome)
+            except Exception as raised:  # noqa: BLE001 - whatever breaks one action fails that action only
+                error = raised if isinstance(raised, SyncdError) else ActionError.of(raised)
                 if isinstance(error, ClusterUnavailable):
                     down.add(action.cluster)
                 self.ledger.end_intent(self._intent, "failed")
                 self._fail(plan.source, action, error, outcome, fields)
+                continue
+            if recorded_failure is not None:
+                log.error(action.message, result="failed", error=str(recorded_failure),
+                          retryable=recorded_failure.retryable, **fields)
+                outcome.failed.append((action, recorded_failure))
                 continue
             log.info(action.message, result="ok", **fields)
             outcome.applied.append(action)
@@ -123,16 +130,18 @@ class Applier:
         credential = access.credential
         if credential is None or credential.issued_at < intent.started_at:
             return "rolled-back"
-        delivered = self.delivery.read_token(intent.username, intent.cluster)
+        key = person_key(intent.person_id)
+        kubeconfig = self.delivery.kubeconfig_path(key, intent.cluster)
+        delivered = self.delivery.read_token(kubeconfig)
         if delivered is None or fingerprint(delivered) != credential.fingerprint:
-            self._undo_credential(intent.person_id, intent.username, intent.cluster, credential.fingerprint)
+            self._undo_credential(intent.person_id, intent.cluster, credential.fingerprint)
             return "rolled-back"
         cluster = self.clusters.get(intent.cluster)
-        if cluster is not None and not self.delivery.kubeconfig_path(intent.username, intent.cluster).exists():
+        if cluster is not None and not kubeconfig.exists():
             # Killed between the token file and its kubeconfig.
             namespace = min((s.namespace for s in access.scopes if s.namespace), default=None)
             try:
-                self.delivery.deliver(intent.username, intent.cluster, cluster.endpoint(), delivered, namespace)
+                self.delivery.deliver(key, intent.username, intent.cluster, cluster.endpoint(), delivered, namespace)
             except SyncdError as error:
                 log.error("deliver the kubeconfig of a recovered token", person=intent.username,
                           cluster=intent.cluster, error=str(error))
@@ -143,26 +152,28 @@ class Applier:
         outcome.failed.append((action, error))
         self.ledger.record(self.run_id, self._event(action, result="failed", error=str(error)))
 
-    def _record(self, session: Session, action: Action, fingerprints: list[str] | None = None) -> None:
+    def _record(self, session: Session, action: Action, fingerprints: list[str] | None = None,
+                error: SyncdError | None = None) -> None:
         """The action's event, and the end of its intent, in the same transaction as its other ledger writes."""
         fingerprint_text = ",".join(fingerprints) if fingerprints else None
-        self.ledger.record(self.run_id, self._event(action, fingerprint=fingerprint_text), session=session)
+        failed = dict(result="failed", error=str(error)) if error is not None else {}
+        self.ledger.record(self.run_id, self._event(action, fingerprint=fingerprint_text, **failed), session=session)
         if self._intent is not None:
-            self.ledger.end_intent(self._intent, "done", session=session)
+            self.ledger.end_intent(self._intent, "done" if error is None else "failed", session=session)
 
     @staticmethod
     def _event(action: Action, **extra) -> Event:
         return Event(action.person_id, action.username, str(action.kind), str(action.reason), cluster=action.cluster,
                      before=action.before, after=action.after, **extra)
 
-    def _apply_one(self, source: str, action: Action, outcome: Outcome) -> None:
+    def _apply_one(self, source: str, action: Action, outcome: Outcome) -> SyncdError | None:
+        """Apply one action. Returns the failure it already recorded in the ledger, if any."""
         cluster = self.clusters[action.cluster]
         if action.kind in (Kind.REVOKE, Kind.ORPHAN):
-            self._remove(cluster, action, outcome)
-            return
+            return self._remove(cluster, action, outcome)
         if action.kind is Kind.RETIRE:
             self._retire(cluster, action, outcome)
-            return
+            return None
         if action.cluster not in self._namespace_ready:
             cluster.ensure_namespace()
             self._namespace_ready.add(action.cluster)
@@ -170,14 +181,14 @@ class Applier:
         # Stale or edited bindings go first, so no moment grants more than policy allows.
         for binding in action.delete_bindings:
             cluster.delete_binding(binding)
-        cluster.ensure_service_account(action.person_id, action.username)
+        account = cluster.ensure_service_account(action.person_id, action.username)
         for scope in action.create_bindings:
             cluster.create_binding(action.person_id, action.username, scope)
 
         assert action.identity is not None
         token: IssuedToken | None = None
         if action.new_token:
-            token = cluster.issue_token(action.person_id, action.username, action.access.token_ttl)
+            token = cluster.issue_token(account, action.person_id, action.username, action.access.token_ttl)
             # Recorded before its file is written (the intent still pending): a crash after delivery never leaves
             # a working token the ledger does not know; recovery undoes one recorded but not delivered.
             with self.ledger.session() as session:
@@ -191,62 +202,85 @@ class Applier:
                                            token.fingerprint, token.issued_at, token.expires_at)
         try:
             kubeconfig = self._deliver(cluster, action, token)
-        except SyncdError:
+        except Exception:
             if token is not None:
-                self._undo_credential(action.person_id, action.username, action.cluster, token.fingerprint)
+                self._undo_credential(action.person_id, action.cluster, token.fingerprint)
             raise
 
         with self.ledger.session() as session:
             self.ledger.save_identity(session, source, action.identity)
             self.ledger.save_access(session, action.person_id, action.cluster, action.after, str(kubeconfig or ""))
             self._record(session, action, [token.fingerprint] if token else None)
+        if action.old_kubeconfig and token is not None:
+            # Delivered under the old layout (DIRECTORY/USERNAME/): those files go only if they hold this person's
+            # token; another person with that username may have been delivered there.
+            try:
+                self.delivery.remove(Path(action.old_kubeconfig), action.known_fingerprints)
+            except SyncdError as error:
+                log.warning("keep old delivered files that cannot be removed", person_id=action.person_id,
+                            cluster=action.cluster, error=str(error))
+        return None
 
-    def _undo_credential(self, person_id: str, username: str, cluster: str, fingerprint_recorded: str) -> None:
+    def _undo_credential(self, person_id: str, cluster: str, fingerprint_recorded: str) -> None:
         """The token recorded under `fingerprint_recorded` never reached the person: forget it, and make the token
         they do hold (if it is one the ledger still knows) the active one again."""
-        delivered = self.delivery.read_token(username, cluster)
+        delivered = self.delivery.read_token(self.delivery.kubeconfig_path(person_key(person_id), cluster))
         with self.ledger.session() as session:
             self.ledger.undo_credential(session, person_id, cluster, fingerprint_recorded,
                                         delivered=fingerprint(delivered) if delivered else None)
 
-    def _deliver(self, cluster: KubernetesCluster, action: Action, token: IssuedToken | None):  # type: ignore[no-untyped-def]
+    def _deliver(self, cluster: KubernetesCluster, action: Action, token: IssuedToken | None) -> Path:
         namespace = min((s.namespace for s in action.after if s.namespace), default=None)
         endpoint = cluster.endpoint()
+        who = (action.key, action.username, action.cluster, endpoint)
         if token is not None:
             if action.kind in (Kind.REFRESH, Kind.ROTATE):
-                return self.delivery.replace_token(action.username, action.cluster, endpoint, token.token, namespace)
-            return self.delivery.deliver(action.username, action.cluster, endpoint, token.token, namespace)
-        if action.previous_username and action.previous_username != action.username:
-            moved = self.delivery.move(action.previous_username, action.username, action.cluster, endpoint, namespace)
-            if moved is not None:
-                return moved
-        path = self.delivery.kubeconfig_path(action.username, action.cluster)
-        token_text = self.delivery.read_token(action.username, action.cluster)
+                return self.delivery.replace_token(*who, token.token, namespace)
+            return self.delivery.deliver(*who, token.token, namespace)
+        path = self.delivery.kubeconfig_path(action.key, action.cluster)
+        token_text = self.delivery.read_token(path)
         if token_text is not None:
-            # The default namespace may have changed with the scopes.
-            return self.delivery.deliver(action.username, action.cluster, endpoint, token_text, namespace)
+            # The username (a rename) or the default namespace (new scopes) in the kubeconfig may have changed.
+            return self.delivery.deliver(*who, token_text, namespace)
         return path
 
-    def _remove(self, cluster: KubernetesCluster, action: Action, outcome: Outcome) -> None:
-        """Permissions first (instant), then the token Secrets and the ServiceAccount, then the delivered files."""
+    def _remove(self, cluster: KubernetesCluster, action: Action, outcome: Outcome) -> SyncdError | None:
+        """Permissions first (instant), then the token Secrets and the ServiceAccount, then the delivered files.
+        The cluster side and the ledger record complete even when the files cannot be removed; that failure is
+        returned, recorded as the action's."""
         for binding in action.delete_bindings:
             cluster.delete_binding(binding)
-        token = None
-        if action.kind is Kind.REVOKE:
-            token = self.delivery.read_token(action.previous_username or action.username, action.cluster)
-        cluster.delete_account(action.key, action.token_secrets)
+        cluster.delete_account(action.service_accounts, action.token_secrets)
         with self.ledger.session() as session:
             retired = self.ledger.revoke_credentials(session, action.person_id, action.cluster,
                                                      reason=str(action.reason))
             if action.kind is Kind.REVOKE:
                 self.ledger.remove_access(session, action.person_id, action.cluster)
-            self._record(session, action, [row.fingerprint for row in retired])
-        if action.kind is Kind.REVOKE:
-            self.delivery.remove(action.previous_username or action.username, action.cluster)
-        if token is not None:
+            removed, error = self._remove_files(action, {row.fingerprint for row in retired})
+            self._record(session, action, [row.fingerprint for row in retired], error)
+        for token in removed:
             outcome.pending_rejections.append(
-                PendingRejection(action.cluster, action.person_id, fingerprint(token), token)
-            )
+                PendingRejection(action.cluster, action.person_id, fingerprint(token), token))
+        return error
+
+    def _remove_files(self, action: Action, retired: set[str]) -> tuple[list[str], SyncdError | None]:
+        """Remove the person's delivered files for the cluster: in their own folder unless the token there is
+        known and not theirs, and in an old-layout folder only if the token there is theirs. The tokens removed."""
+        if action.key == UNOWNED:
+            return [], None  # objects naming no person: nobody was delivered anything
+        mine = retired | set(action.known_fingerprints)
+        places = [(self.delivery.kubeconfig_path(action.key, action.cluster), mine or None)]
+        if action.old_kubeconfig:
+            places.append((Path(action.old_kubeconfig), mine))
+        removed: list[str] = []
+        try:
+            for kubeconfig, fingerprints in places:
+                token = self.delivery.remove(kubeconfig, fingerprints)
+                if token is not None:
+                    removed.append(token)
+        except Exception as raised:  # noqa: BLE001 - the cluster side is done; the file failure is reported
+            return removed, raised if isinstance(raised, SyncdError) else ActionError.of(raised)
+        return removed, None
 
     def _retire(self, cluster: KubernetesCluster, action: Action, outcome: Outcome) -> None:
         """Delete old token Secrets: each deletion kills exactly the token bound to it."""
@@ -256,7 +290,12 @@ class Applier:
             retired = self.ledger.revoke_credentials(session, action.person_id, action.cluster,
                                                      reason=str(action.reason), secret_names=action.token_secrets)
             self._record(session, action, [row.fingerprint for row in retired])
-        delivered = self.delivery.read_token(action.username, action.cluster)
+        try:
+            delivered = self.delivery.read_token(self.delivery.kubeconfig_path(action.key, action.cluster))
+        except SyncdError as error:
+            log.warning("read the delivered token", person_id=action.person_id, cluster=action.cluster,
+                        error=str(error))
+            delivered = None
         if delivered is not None and fingerprint(delivered) in {row.fingerprint for row in retired}:
             # The token people hold right now was revoked (e.g. exposed): confirm it dies.
             outcome.pending_rejections.append(

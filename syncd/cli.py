@@ -16,9 +16,18 @@ from syncd import logs, render
 from syncd.config import DeliverySettings, load_settings
 from syncd.delivery import Delivery, exec_credential
 from syncd.engine import Engine, RunReport
-from syncd.errors import ApplyFailed, ChangesPending, LedgerTampered, SyncdError, UnsafePlan
+from syncd.errors import (
+    ApplyFailed,
+    ChangesPending,
+    ClusterRejected,
+    ClusterUnavailable,
+    LedgerTampered,
+    SyncdError,
+    UnsafePlan,
+)
+from syncd.issuers.kube import KubernetesCluster
 from syncd.ledger import Ledger
-from syncd.plan import Reason
+from syncd.plan import Reason, missing_role_notes
 from syncd.policy import load_policy
 from syncd.sources import Source, open_source, reads_ledger
 
@@ -76,7 +85,8 @@ def reconcile(
     else:
         typer.echo("\n".join(render.plan_text(r) for r in reports))
     _raise_for_failures(reports)
-    if check and any(r.plan and (r.plan.actions or r.plan.held) for r in reports):
+    # Not `r.plan and ...`: a plan is falsy when it has no actions, and held revocations are pending too.
+    if check and any(r.plan is not None and (r.plan.actions or r.plan.held) for r in reports):
         raise ChangesPending("changes pending")
     unsafe = [held for r in reports if r.plan is not None for held in r.plan.held if held.unsafe]
     if unsafe and not dry_run:
@@ -116,11 +126,24 @@ def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 @config_app.command("check")
 def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Validate syncd.yaml and the policy it names."""
+    """Validate syncd.yaml and the policy it names; on each cluster it can reach, check the granted roles exist."""
     settings = load_settings(config)
     policy = load_policy(settings)
     typer.echo(f"{config}: ok ({len(settings.sources)} source(s), {len(settings.clusters)} cluster(s), "
                f"{len(policy.rules)} policy rule(s))")
+    for cluster_settings in settings.clusters:
+        cluster = KubernetesCluster(cluster_settings)
+        try:
+            missing = cluster.missing_roles(policy.granted_scopes(cluster.name))
+        except (ClusterUnavailable, ClusterRejected) as error:
+            typer.echo(f"  cluster {cluster.name}: not checked: {error}")
+            continue
+        finally:
+            cluster.close()
+        notes = missing_role_notes({cluster.name: missing})
+        typer.echo(f"  cluster {cluster.name}: " + (f"{len(notes)} warning(s)" if notes else "granted roles exist"))
+        for note in notes:
+            typer.echo(f"  warning: {note}")
 
 
 @source_app.command("test")
@@ -173,14 +196,27 @@ def ledger_log(
 
 
 @ledger_app.command("verify")
-def ledger_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Check the hash chain of the event log."""
+def ledger_verify(
+    config: ConfigOption = DEFAULT_CONFIG,
+    anchor: Annotated[str | None, typer.Option(
+        help="SEQ:HASH of an event kept outside the database (a verify's or an export's last line): the chain must "
+             "still hold it.")] = None,
+) -> None:
+    """Check the hash chain of the event log, that nothing was cut off its end, and that it holds every run's
+    recorded head (and --anchor)."""
+    given = None
+    if anchor is not None:
+        seq, _, hash_ = anchor.partition(":")
+        if not seq.isdigit() or not hash_:
+            raise typer.BadParameter("give --anchor as SEQ:HASH, e.g. 42:3f9a...")
+        given = (int(seq), hash_)
     with Ledger(load_settings(config).ledger.url) as ledger:
-        broken = ledger.verify()
-        count = len(ledger.events())
-    if broken is not None:
-        raise LedgerTampered(f"the ledger's hash chain breaks at event {broken}")
-    typer.echo(f"ledger ok: {count} event(s), hash chain intact")
+        problem = ledger.verify(given)
+        seq, hash_ = ledger.head()
+    if problem is not None:
+        raise LedgerTampered(f"the ledger was tampered with: {problem}")
+    typer.echo(f"ledger ok: {seq} event(s), hash chain intact up to its head anchor {seq}:{hash_} "
+               "(keep it to check later with --anchor)")
 
 
 @ledger_app.command("export")
@@ -245,7 +281,8 @@ def credential(
     token_file: Annotated[Path | None, typer.Option(help="Token file written by syncd (exec-mode kubeconfigs "
                                                          "pass it).")] = None,
     cluster: Annotated[str | None, typer.Option(help="Cluster name, with --user and --directory.")] = None,
-    user: Annotated[str | None, typer.Option(envvar="USER", help="Whose token (default: $USER).")] = None,
+    user: Annotated[str | None, typer.Option(envvar="USER", help="Whose token: a username or person id "
+                                                                 "(default: $USER).")] = None,
     directory: Annotated[Path | None, typer.Option(envvar="SYNCD_DELIVERY_DIR",
                                                    help="syncd's delivery directory.")] = None,
 ) -> None:
@@ -254,7 +291,7 @@ def credential(
     if token_file is None:
         if not (cluster and user and directory):
             raise typer.BadParameter("give --token-file, or --cluster with --user and --directory")
-        token_file = Delivery(DeliverySettings(directory=directory)).token_path(user, cluster)
+        token_file = Delivery(DeliverySettings(directory=directory)).find(user, cluster) / f"{cluster}.token"
     typer.echo(json.dumps(exec_credential(token_file)))
 
 
@@ -264,11 +301,13 @@ def _raise_for_failures(reports: list[RunReport]) -> None:
             raise report.error
     failed = sum(len(r.outcome.failed) for r in reports if r.outcome)
     unread = sorted({cluster for r in reports for cluster in r.cluster_errors})
-    if failed or unread:
-        retryable = all(e.retryable for r in reports if r.outcome for _, e in r.outcome.failed)
+    refused = [h for r in reports if r.plan is not None and not r.dry_run for h in r.plan.held if h.refused]
+    if failed or unread or refused:
+        retryable = not refused and all(e.retryable for r in reports if r.outcome for _, e in r.outcome.failed)
         problems = [f"{failed} action(s) failed"] if failed else []
+        problems += [f"{len(refused)} action(s) refused, first: {refused[0].why}"] if refused else []
         problems += [f"cluster {cluster} could not be read; its changes wait for the next run" for cluster in unread]
-        raise ApplyFailed("; ".join(problems) + " (see the log)", failed=failed, retryable=retryable)
+        raise ApplyFailed("; ".join(problems) + " (see the log)", failed=failed + len(refused), retryable=retryable)
 
 
 def main(argv: list[str] | None = None) -> None:

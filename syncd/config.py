@@ -161,7 +161,9 @@ SourceSettings = Annotated[FileSourceSettings | LdapSourceSettings | ScimSourceS
 
 
 class ClusterSettings(Strict):
-    name: str = Field(description="Name used in policy rules, the ledger and delivered kubeconfigs.")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                      description="Name used in policy rules, the ledger and delivered kubeconfigs; it names the "
+                      "delivered files, so letters, digits and . _ - only (at most 63).")
     kubeconfig: Path = Field(description="Kubeconfig syncd itself uses to manage this cluster.")
     context: str | None = Field(None, description="Context in that kubeconfig; the current one when empty.")
     namespace: str = Field("syncd", description="Namespace where syncd keeps ServiceAccounts and token Secrets.")

@@ -1,7 +1,9 @@
 """Delivery: a kubeconfig per person per cluster, and beside it the token file it points to.
 
-Layout: DIRECTORY/USERNAME/CLUSTER.kubeconfig and DIRECTORY/USERNAME/CLUSTER.token. Every file is written
-atomically (temporary file, fsync, rename) with mode 0600, so kubectl or K9s never read half a token.
+Layout: DIRECTORY/KEY/CLUSTER.kubeconfig and DIRECTORY/KEY/CLUSTER.token, KEY being `person_key` of the person's
+stable id: two people never share a folder, whatever their usernames, and a rename moves nothing. The username
+names the user and context inside the kubeconfig only. Every file is written atomically (temporary file, fsync,
+rename) with mode 0600, so kubectl or K9s never read half a token.
 """
 
 from __future__ import annotations
@@ -9,21 +11,22 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
+import structlog
 import yaml
 
 from syncd.config import DeliverySettings
 from syncd.errors import PermanentError
-from syncd.model import Endpoint
+from syncd.model import Endpoint, fingerprint, is_person_key, person_key
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9._@+-]+$")
 EXEC_API_VERSION = "client.authentication.k8s.io/v1"
+log = structlog.get_logger("syncd.delivery")
 
 
 def _this_syncd() -> str:
@@ -89,82 +92,114 @@ class Delivery:
         self.token_file = settings.mode != "inline"
         self.exec_command = settings.exec_command or _this_syncd()
 
-    def folder(self, username: str) -> Path:
-        if not _SAFE_NAME.match(username) or username in (".", ".."):
-            raise DeliveryError(
-                f"username {username!r} cannot name a folder; it has characters outside A-Z a-z 0-9 ._@+-"
-            )
-        return self.directory / username
+    def folder(self, key: str) -> Path:
+        """The person's folder. `key` is `person_key` of their id (label-safe: it cannot leave the directory)."""
+        if not is_person_key(key):
+            raise DeliveryError(f"{key!r} is not a person key")
+        return self.directory / key
 
-    def kubeconfig_path(self, username: str, cluster: str) -> Path:
-        return self.folder(username) / f"{cluster}.kubeconfig"
+    def kubeconfig_path(self, key: str, cluster: str) -> Path:
+        return self.folder(key) / f"{cluster}.kubeconfig"
 
-    def token_path(self, username: str, cluster: str) -> Path:
-        return self.folder(username) / f"{cluster}.token"
+    def token_path(self, key: str, cluster: str) -> Path:
+        return self.folder(key) / f"{cluster}.token"
 
-    def deliver(self, username: str, cluster: str, target: Endpoint, token: str, namespace: str | None) -> Path:
+    def deliver(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
+                namespace: str | None) -> Path:
         """Write the token (to its own file when configured) and a kubeconfig that uses it."""
+        token_path = self.token_path(key, cluster)
         try:
             user: dict[str, object]
             if self.token_file:
-                write_secret_file(self.token_path(username, cluster), token)
+                write_secret_file(token_path, token)
             if self.mode == "token-file":
-                user = {"tokenFile": str(self.token_path(username, cluster).resolve())}
+                user = {"tokenFile": str(token_path.resolve())}
             elif self.mode == "exec":
                 user = {"exec": {
                     "apiVersion": EXEC_API_VERSION,
                     "command": self.exec_command,
-                    "args": ["credential", "--token-file", str(self.token_path(username, cluster).resolve())],
+                    "args": ["credential", "--token-file", str(token_path.resolve())],
                     "interactiveMode": "Never",
                 }}
             else:
                 user = {"token": token}
-            path = self.kubeconfig_path(username, cluster)
+            path = self.kubeconfig_path(key, cluster)
             write_secret_file(path, self.render(username, cluster, target, user, namespace))
             return path
         except OSError as error:
             raise DeliveryError(
-                f"cannot deliver the kubeconfig of {username} for {cluster}: {error.strerror}"
+                f"cannot deliver the kubeconfig of {username!r} for {cluster}: {error.strerror}"
             ) from None
 
-    def replace_token(self, username: str, cluster: str, target: Endpoint, token: str, namespace: str | None) -> Path:
+    def replace_token(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
+                      namespace: str | None) -> Path:
         """A refresh: with a token file only that file changes, and running clients pick it up."""
-        if self.token_file and self.kubeconfig_path(username, cluster).exists():
+        path = self.kubeconfig_path(key, cluster)
+        if self.token_file and path.exists():
             try:
-                write_secret_file(self.token_path(username, cluster), token)
+                write_secret_file(self.token_path(key, cluster), token)
             except OSError as error:
                 raise DeliveryError(
-                    f"cannot replace the token of {username} for {cluster}: {error.strerror}"
+                    f"cannot replace the token of {username!r} for {cluster}: {error.strerror}"
                 ) from None
-            return self.kubeconfig_path(username, cluster)
-        return self.deliver(username, cluster, target, token, namespace)
+            return path
+        return self.deliver(key, username, cluster, target, token, namespace)
 
-    def read_token(self, username: str, cluster: str) -> str | None:
-        """The delivered token, so a revocation can be confirmed by TokenReview. Never logged."""
+    @staticmethod
+    def read_token(kubeconfig: Path) -> str | None:
+        """The token delivered with this kubeconfig (the token file beside it, else inline), None when there is
+        none. Never logged. A file that exists but cannot be read is a DeliveryError."""
         try:
-            if self.token_file:
-                return self.token_path(username, cluster).read_text().strip() or None
-            config = yaml.safe_load(self.kubeconfig_path(username, cluster).read_text())
+            beside = kubeconfig.with_suffix(".token")
+            if beside.exists():
+                return beside.read_text().strip() or None
+            if not kubeconfig.exists():
+                return None
+            config = yaml.safe_load(kubeconfig.read_text())
             return config["users"][0]["user"].get("token")
-        except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+        except (yaml.YAMLError, KeyError, IndexError, TypeError, AttributeError):
             return None
+        except OSError as error:
+            raise DeliveryError(f"cannot read the token delivered with {kubeconfig}: {error.strerror}") from None
 
-    def move(self, old_username: str, new_username: str, cluster: str, target: Endpoint, namespace: str | None
-             ) -> Path | None:
-        """A rename: the same token under the new name. None when there was nothing to move."""
-        token = self.read_token(old_username, cluster)
-        if token is None:
+    def remove(self, kubeconfig: Path, fingerprints: Collection[str] | None) -> str | None:
+        """Delete a delivered kubeconfig and its token file, and their folder once empty, but only when the token
+        is one of `fingerprints` (None: the caller knows the files are the person's). Returns the token removed,
+        None when nothing was (no files, or someone else's token)."""
+        token = self.read_token(kubeconfig)
+        if token is None and not kubeconfig.exists():
             return None
-        path = self.deliver(new_username, cluster, target, token, namespace)
-        self.remove(old_username, cluster)
-        return path
+        if fingerprints is not None and (token is None or fingerprint(token) not in fingerprints):
+            log.warning("keep delivered files whose token is not the one removed", kubeconfig=str(kubeconfig))
+            return None
+        try:
+            for path in (kubeconfig, kubeconfig.with_suffix(".token")):
+                path.unlink(missing_ok=True)
+            folder = kubeconfig.parent
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError as error:
+            raise DeliveryError(f"cannot remove the delivered files {kubeconfig}: {error.strerror}") from None
+        return token
 
-    def remove(self, username: str, cluster: str) -> None:
-        for path in (self.kubeconfig_path(username, cluster), self.token_path(username, cluster)):
-            path.unlink(missing_ok=True)
-        folder = self.folder(username)
-        if folder.is_dir() and not any(folder.iterdir()):
-            shutil.rmtree(folder, ignore_errors=True)
+    def find(self, user: str, cluster: str) -> Path:
+        """The folder delivering `cluster` to `user`, a person id or the username its kubeconfig names. Refuses
+        when none or several match."""
+        by_id = self.folder(person_key(user))
+        found = {by_id} if (by_id / f"{cluster}.kubeconfig").is_file() else set()
+        for kubeconfig in self.directory.glob(f"*/{cluster}.kubeconfig"):
+            try:
+                names = [u.get("name") for u in yaml.safe_load(kubeconfig.read_text()).get("users") or []]
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue
+            if f"{user}@{cluster}" in names:
+                found.add(kubeconfig.parent)
+        if not found:
+            raise DeliveryError(f"no kubeconfig for {user!r} on {cluster} in {self.directory}")
+        if len(found) > 1:
+            raise DeliveryError(f"{user!r} names several people's kubeconfigs for {cluster}: "
+                                f"{', '.join(sorted(map(str, found)))}", hint="pass the person id or --token-file")
+        return found.pop()
 
     @staticmethod
     def render(username: str, cluster: str, target: Endpoint, user: dict[str, object], namespace: str | None) -> str:
@@ -181,4 +216,4 @@ class Delivery:
             "users": [{"name": f"{username}@{cluster}", "user": user}],
             "contexts": [{"name": cluster, "context": context}],
             "current-context": cluster,
-        }, sort_keys=False)
+        }, sort_keys=False, allow_unicode=True)

@@ -17,7 +17,7 @@ from syncd.errors import ConfigError, InputError, SyncdError, TemporaryError
 from syncd.issuers.kube import KubernetesCluster
 from syncd.ledger import Ledger
 from syncd.ledger.store import LEFT_FOR_FULL_RUN
-from syncd.model import ObservedCluster, Snapshot, person_key
+from syncd.model import ObservedCluster, Scope, Snapshot, person_key
 from syncd.plan import (
     Inputs,
     Plan,
@@ -140,9 +140,31 @@ class Engine:
             report.run_id = self.ledger.start_run("manual", dry_run=False)
             applier = self._applier(report.run_id, dry_run=False)
             self._recover(applier, settles=lambda _person_id: False)
+            writes_before = self._writes()
             report.outcome = applier.apply(plan)
+            report.writes = self._writes() - writes_before
             self._finish(report)
         return self._confirm(report, applier)
+
+    def _writes(self) -> int:
+        """Write calls made so far to every cluster; a run reports the difference."""
+        return sum(c.writes for c in self.clusters.values())
+
+    def _missing_roles(self, observed: dict[str, ObservedCluster | None]) -> dict[str, frozenset[Scope]]:
+        """Per cluster read, the roles the policy grants there that do not exist; each logged once per run."""
+        missing = {}
+        for name, seen in observed.items():
+            if seen is None:
+                continue
+            try:
+                missing[name] = self.clusters[name].missing_roles(self.policy.granted_scopes(name))
+            except SyncdError as error:
+                log.warning("skip the check for missing roles", cluster=name, error=str(error))
+                continue
+            for role in sorted(missing[name], key=str):
+                log.warning("grant a role that does not exist; people get Forbidden until it is created",
+                            cluster=name, role_kind=str(role.role_kind), role=role.role_name, namespace=role.namespace)
+        return missing
 
     def _applier(self, run_id: str | None, *, dry_run: bool, deadline: float | None = None) -> Applier:
         return Applier(self.ledger, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
@@ -246,10 +268,10 @@ class Engine:
     def _plan_and_apply(self, report: RunReport, snapshot: Snapshot, allow_mass_revocation: bool,
                         only: frozenset[str] | None, now: datetime | None, sweep_only: bool,
                         deadline: float | None = None) -> Applier:
-        writes_before = sum(c.writes for c in self.clusters.values())
+        writes_before = self._writes()
         left: set[tuple[str, str]] = set()
         if not report.dry_run:
-            report.run_id = self.ledger.start_run(report.source, dry_run=False)
+            report.run_id = self.ledger.start_run(report.source, dry_run=False, approved=allow_mass_revocation)
         applier = self._applier(report.run_id, dry_run=report.dry_run, deadline=deadline)
         if not report.dry_run:
             # A run that reads the source plans its people again; a sweep leaves their half-done work alone.
@@ -262,8 +284,9 @@ class Engine:
                         recent, holders)
         sweep = Sweep(**self.settings.sweep.model_dump())
         # A targeted run reads only its people from the ledger and the clusters.
-        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), self._observe(report, only, deadline),
-                        now, safety, only, sweep)
+        observed = self._observe(report, only, deadline)
+        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), observed, now, safety, only, sweep,
+                        self._missing_roles(observed))
         report.plan = plan = hold_interrupted(make_sweep_plan(inputs) if sweep_only
                                               else make_plan(inputs, allow_mass_revocation=allow_mass_revocation),
                                               left)
@@ -272,5 +295,5 @@ class Engine:
                         cluster=held.action.cluster)
 
         report.outcome = applier.apply(plan)
-        report.writes = sum(c.writes for c in self.clusters.values()) - writes_before
+        report.writes = self._writes() - writes_before
         return applier

@@ -97,6 +97,15 @@ class LedgerTampered(PermanentError):
     exit_code = os.EX_DATAERR
 
 
+class ActionError(PermanentError):
+    """An action failed with an exception syncd did not turn into one of its own: that action fails, the run goes on."""
+
+    @classmethod
+    def of(cls, error: Exception) -> ActionError:
+        # Our adapters keep secrets out of what they raise; the text is cut short all the same.
+        return cls(f"{error.__class__.__name__}: {str(error)[:300]}")
+
+
 class UnsafePlan(PermanentError):
     """The plan would revoke more than the configured threshold; a human must allow it."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -14,9 +15,13 @@ PERSON_LABEL = "syncd.io/person"
 INSTANCE_LABEL = "syncd.io/instance"  # syncd's namespace: several syncd deployments can share one cluster
 SCOPE_LABEL = "syncd.io/scope"
 USERNAME_ANNOTATION = "syncd.io/username"
+UNOWNED = "(no person label)"  # observed under our labels, naming no person: never a person key (not label-safe)
 PERSON_ID_ANNOTATION = "syncd.io/person-id"
 
 _LABEL_SAFE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+_HASHED_KEY = re.compile(r"^h[0-9a-f]{32}$")
+MAX_USERNAME_LENGTH = 1024  # generous: a username only names the user and contexts inside a kubeconfig
+_UNDELIVERABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})  # control characters (NUL, newline), lone surrogates, breaks
 
 
 @dataclass(frozen=True, slots=True)  # a directory read holds 100,000s of these
@@ -30,6 +35,12 @@ class Identity:
     groups: frozenset[str] = frozenset()
     active: bool = True
     attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    origin: str = field(default="", compare=False)  # where the source holds them: "people.csv line 3", a dn, ...
+
+    @property
+    def where(self) -> str:
+        """The origin, for messages a human acts on."""
+        return f"{self.origin} (id {self.id!r})" if self.origin else f"id {self.id!r}"
 
 
 @dataclass(frozen=True)
@@ -88,10 +99,28 @@ class Endpoint:
 
 
 def person_key(person_id: str) -> str:
-    """A label-safe key for a stable id: the id itself when it already is one, else a hash of it."""
-    if _LABEL_SAFE.match(person_id):
+    """A label-safe key for a stable id, unique per id: the id itself when it already is one (and does not look
+    like a hashed key), else "h" and 32 hex digits of its hash. It names the person's objects and delivery folder."""
+    if _LABEL_SAFE.match(person_id) and not _HASHED_KEY.match(person_id):
         return person_id
-    return "h" + hashlib.sha256(person_id.encode()).hexdigest()[:32]
+    return "h" + hashlib.sha256(person_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def is_person_key(key: str) -> bool:
+    return bool(_LABEL_SAFE.match(key))
+
+
+def delivery_problem(username: str) -> str | None:
+    """Why this username cannot be written into a kubeconfig, or None. Files are named by `person_key`, so any
+    readable name goes: Unicode, spaces, slashes, dots, up to MAX_USERNAME_LENGTH characters."""
+    if not username.strip():
+        return "it is empty"
+    if len(username) > MAX_USERNAME_LENGTH:
+        return f"it is longer than {MAX_USERNAME_LENGTH} characters"
+    bad = next((c for c in username if unicodedata.category(c) in _UNDELIVERABLE), None)
+    if bad is not None:
+        return f"it contains the control character U+{ord(bad):04X}"
+    return None
 
 
 def service_account_name(person_id: str) -> str:
@@ -99,11 +128,9 @@ def service_account_name(person_id: str) -> str:
 
 
 def binding_name(person_id: str, scope: Scope, instance: str) -> str:
-    """RoleBindings live in the target namespace; ClusterRoleBindings share one cluster-wide name space, so
-    their names carry the instance (syncd's namespace)."""
-    if scope.namespace is None:
-        return f"syncd-{instance}-{person_key(person_id)}-{scope.key}"
-    return f"syncd-{person_key(person_id)}-{scope.key}"
+    """Names carry the instance (syncd's namespace), so that deployments sharing a cluster never share a binding.
+    At most 6 + 63 + 1 + 40 + 1 + 10 = 121 characters, well within Kubernetes' 253."""
+    return f"syncd-{instance}-{person_key(person_id)}-{scope.key}"
 
 
 def fingerprint(token: str) -> str:
@@ -129,6 +156,7 @@ class KnownAccess:
     scopes: frozenset[Scope]
     credential: KnownCredential | None  # the one delivered now
     retiring: tuple[KnownCredential, ...] = ()  # replaced, still valid for their grace window
+    kubeconfig: str = ""  # where it was delivered ("" when unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +180,15 @@ class ObservedBinding:
 
 @dataclass(frozen=True, slots=True)
 class ObservedAccount:
-    key: str
+    key: str  # a person key, or UNOWNED for our labelled objects that name no person
     service_account: bool
     bindings: tuple[ObservedBinding, ...] = ()
     token_secrets: tuple[str, ...] = ()
+    service_accounts: tuple[str, ...] = ()  # names of the labelled ServiceAccounts: what a removal deletes
 
 
 @dataclass(frozen=True)
 class ObservedCluster:
     name: str
     accounts: dict[str, ObservedAccount] = field(default_factory=dict, hash=False, compare=False)
+    instance: str = ""  # syncd's namespace there: where ServiceAccounts and token Secrets live

@@ -87,6 +87,11 @@ class Policy(Strict):
         """Every identity attribute some rule matches on, sorted."""
         return tuple(sorted({name for rule in self.rules for name in rule.match.attributes}))
 
+    def granted_scopes(self, cluster: str) -> frozenset[Scope]:
+        """Every scope some rule grants on this cluster."""
+        return frozenset(scope for rule in self.rules for grant in rule.grant if grant.cluster == cluster
+                         for scope in grant.scopes())
+
     def access_key(self, identity: Identity) -> Hashable:
         """All that `access_for` reads of a person: people with equal keys get equal access."""
         return (identity.active, identity.groups & self.matched_groups,

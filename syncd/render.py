@@ -9,14 +9,13 @@ from syncd.ledger.tables import CredentialRow, EventRow
 from syncd.model import Scope
 from syncd.plan import Action, Kind, Plan
 
-_MARK = {Kind.ISSUE: "+", Kind.REVOKE: "-", Kind.ORPHAN: "-", Kind.RESCOPE: "~", Kind.REPAIR: "~", Kind.REFRESH: "~"}
+_MARK = {Kind.ISSUE: "+", Kind.RESCOPE: "~", Kind.REFRESH: "~", Kind.ROTATE: "~", Kind.RETIRE: "-", Kind.REPAIR: "~",
+         Kind.REVOKE: "-", Kind.ORPHAN: "-"}
 
 
-def _scopes(action: Action) -> list[str]:
-    lines = [f"      + {s}" for s in sorted(action.after - action.before)]
-    lines += [f"      - {s}" for s in sorted(action.before - action.after)]
-    if action.kind in (Kind.REPAIR,):
-        lines += [f"      + {s} (rebind)" for s in action.create_bindings]
+def _details(action: Action) -> list[str]:
+    """What the action writes, one object a line."""
+    lines = [f"      {change}" for change in action.changes]
     if action.previous_username and action.previous_username != action.username and action.kind is Kind.RESCOPE:
         lines.append(f"      renamed from {action.previous_username}")
     return lines
@@ -32,15 +31,18 @@ def plan_text(report: RunReport) -> str:
         lines.append(f"  ! skipped: {problem}")
     for cluster in plan.skipped_clusters:
         lines.append(f"  ! cluster {cluster} skipped: {report.cluster_errors.get(cluster, 'unreachable')}")
+    for note in plan.notes:
+        lines.append(f"  ! warning: {note}")
     failed = {id(a): e for a, e in (report.outcome.failed if report.outcome else [])}
     for action in plan.actions:
         status = f"  FAILED: {failed[id(action)]}" if id(action) in failed else ""
         lines.append(f"  {_MARK[action.kind]} {action.kind:<8} {action.username} on {action.cluster} "
                      f"({action.reason}){status}")
-        lines.extend(_scopes(action))
+        lines.extend(_details(action))
     for held in plan.held:
         lines.append(f"  ! held    {held.action.kind} {held.action.username} on {held.action.cluster} "
                      f"({held.action.reason}): {held.why}")
+        lines.extend(_details(held.action))
     if not report.dry_run and report.plan is not None:
         lines.append(f"  run {report.run_id}: {report.result}, {report.writes} write call(s)"
                      + (f", {report.confirmed_rejections} revoked token(s) confirmed rejected"
@@ -58,6 +60,8 @@ def action_json(action: Action) -> dict[str, Any]:
         "message": action.message,
         "before": sorted(str(s) for s in action.before),
         "after": sorted(str(s) for s in action.after),
+        "changes": [{"op": c.op, "kind": c.kind, "namespace": c.namespace, "name": c.name, "detail": c.detail}
+                    for c in action.changes],
     }
 
 
@@ -74,6 +78,7 @@ def report_json(report: RunReport) -> dict[str, Any]:
         "actions": [action_json(a) | {"error": failed.get(id(a))} for a in plan.actions],
         "held": [action_json(h.action) | {"why": h.why} for h in plan.held],
         "skipped_clusters": list(plan.skipped_clusters),
+        "notes": list(plan.notes),
         "writes": report.writes,
         "confirmed_rejections": report.confirmed_rejections,
     }
@@ -115,7 +120,8 @@ def event_json(row: EventRow) -> dict[str, Any]:
 def event_text(row: EventRow) -> str:
     where = f" on {row.cluster}" if row.cluster else ""
     error = f" error={row.error}" if row.error else ""
-    return (f"{row.seq:>5} {row.at:%Y-%m-%d %H:%M:%S} run={row.run_id or '-'} {row.action} {row.username}{where} "
+    return (f"{row.seq:>5} {row.at:%Y-%m-%d %H:%M:%S} run={row.run_id or '-'} {row.action} {row.username} "
+            f"(id {row.person_id}){where} "
             f"({row.reason}) {row.result}{error}")
 
 

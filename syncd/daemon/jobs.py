@@ -21,7 +21,7 @@ KINDS = ("poll", "reconcile", "credentials", "sweep")
 
 @dataclass(frozen=True)
 class JobSpec:
-    kind: str  # poll | reconcile | credentials | sweep
+    kind: str  # poll | reconcile | credentials (and held revocations) | sweep
     source: str
     schedule: JobSchedule
 
@@ -77,6 +77,8 @@ def run_job(engine: Engine, spec: JobSpec) -> list[RunReport]:
     people = [p for p in engine.ledger.known_people().values() if p.source == spec.source]
     due = credentials_due(people, datetime.now(UTC), engine.settings.tokens.refresh_at,
                           shortest_rotation(engine.policy))
+    # Held leavers are tried again: once the targeted window has moved on, the hold no longer applies.
+    due |= engine.ledger.held_revocations(spec.source)
     return engine.reconcile(spec.source, only=due) if due else []
 
 

@@ -30,8 +30,8 @@ class Metrics:
         self.source_up = Gauge("syncd_source_up", "1 when the source's last read succeeded, else 0.", ["source"],
                                registry=registry)
         self.quarantined = Gauge("syncd_quarantined_revocations",
-                                 "Revocations held by the mass-revocation thresholds in the last run.", ["source"],
-                                 registry=registry)
+                                 "People whose revocation is held (safety thresholds, partial reads) and not yet "
+                                 "applied.", ["source"], registry=registry)
         self.scim_requests = Counter("syncd_scim_requests", "SCIM requests by HTTP status.", ["status"],
                                      registry=registry)
         self.reloads = Counter("syncd_reloads", "Configuration reloads by result (ok, rejected).", ["result"],

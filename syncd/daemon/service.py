@@ -95,6 +95,7 @@ class Daemon:
         self.scim = mount_scim(self.engine, self.settings, self._record_scim_run)
         self.health: dict[str, str] = {}  # source -> ok | partial: ... | unavailable: ...
         self.quarantined: dict[str, frozenset[tuple[str, str]]] = {}  # job -> (person, cluster) held, last warned of
+        self.held: dict[str, int] = {}  # source -> people whose revocation is held in the ledger, not yet applied
         self.backoff = Backoff(self.settings.daemon.backoff)
         self.last_status = "waiting for the first run"
         # Jobs pass a gate: a reload or a stop closes it and waits until no job runs.
@@ -127,7 +128,8 @@ class Daemon:
             ledger = f"unreachable: {error}"
         sources = {name: self.health.get(name, "pending") for name in self.engine.sources}
         ready = ledger == "ok" and not any(state.startswith("unavailable") for state in sources.values())
-        return ready, {"ledger": ledger, "sources": sources}
+        held = {name: self.held.get(name, 0) for name in self.engine.sources}
+        return ready, {"ledger": ledger, "sources": sources, "held_revocations": held}
 
     # Life cycle
 
@@ -306,6 +308,8 @@ class Daemon:
             if report.result != "failed":
                 self.metrics.last_success.labels(source).set_to_current_time()
         self.metrics.set_credentials(engine.ledger.credential_states())
+        self.held[source] = len(engine.ledger.held_revocations(source))
+        self.metrics.quarantined.labels(source).set(self.held[source])
         summary = report.summary()
         self.last_status = (f"last run {job_id}: {report.result}, {summary['actions']} action(s), "
                             f"{summary['held']} held, {summary['failed']} failed at "
@@ -313,10 +317,9 @@ class Daemon:
         self.notifier.send(f"STATUS={self.last_status}")
 
     def _quarantine(self, spec: JobSpec, report: RunReport) -> None:
-        """Revocations the safety thresholds hold wait for a human (the engine records them in the ledger):
-        count them, and warn when the set held changes."""
+        """Revocations the safety thresholds hold are recorded in the ledger, counted by `_record` and tried again
+        by the credentials job until the hold ends or a human allows them: warn when the set held changes."""
         unsafe = [held for held in report.plan.held if held.unsafe] if report.plan is not None else []
-        self.metrics.quarantined.labels(spec.source).set(len(unsafe))
         held = frozenset((h.action.person_id, h.action.cluster) for h in unsafe)
         if self.quarantined.get(spec.id, frozenset()) == held:
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +31,7 @@ from syncd.model import (
     PERSON_ID_ANNOTATION,
     PERSON_LABEL,
     SCOPE_LABEL,
+    UNOWNED,
     USERNAME_ANNOTATION,
     Endpoint,
     ObservedAccount,
@@ -126,8 +127,10 @@ class KubernetesCluster:
                 self.writes += 1
             return call(*args, _request_timeout=self.timeout, **kwargs)
 
-    def _create_or_get(self, doing: str, create: Callable[[], T], read: Callable[[], T]) -> tuple[T, bool]:
-        """Create; on 409 (it exists) read what is there. Returns the object and whether we created it."""
+    def _create_or_get(self, doing: str, create: Callable[[], T], read: Callable[[], T],
+                       ours: Callable[[T], bool] | None = None) -> tuple[T, bool]:
+        """Create; on 409 (it exists) read what is there, which must pass `ours` (a name squatted by someone else
+        never counts as made). Returns the object and whether we created it."""
         try:
             with self._errors(doing):
                 self.writes += 1
@@ -136,7 +139,19 @@ class KubernetesCluster:
             if error.status != 409:
                 raise
         with self._errors(doing):
-            return read(), False
+            existing = read()
+        if ours is not None and not ours(existing):
+            raise ClusterRejected(
+                f"cluster {self.name}: {doing}: the name is taken by an object that is not this syncd's "
+                f"(its {MANAGED_BY_LABEL}, {INSTANCE_LABEL} or {PERSON_LABEL} labels, subjects or role differ)",
+                status=409, hint="delete or rename that object; the next run creates syncd's own")
+        return existing, False
+
+    def _labelled_for(self, person_id: str, obj) -> bool:  # type: ignore[no-untyped-def]
+        """Whether an object carries this syncd's labels for this person."""
+        labels = obj.metadata.labels or {}
+        return all(labels.get(key) == value for key, value in self.instance_labels.items()) \
+            and labels.get(PERSON_LABEL) == person_key(person_id)
 
     # Reading
 
@@ -152,20 +167,19 @@ class KubernetesCluster:
         reads just their objects when they are few, so a targeted run does not read the whole cluster."""
         accounts: dict[str, dict] = {}
 
-        def account(key: str) -> dict:
-            return accounts.setdefault(key, {"service_account": False, "bindings": [], "token_secrets": []})
+        def account(obj) -> dict:  # type: ignore[no-untyped-def]
+            """The person the object is labelled for; objects under our labels naming nobody go to UNOWNED."""
+            key = (obj.metadata.labels or {}).get(PERSON_LABEL) or UNOWNED
+            return accounts.setdefault(key, {"key": key, "service_accounts": [], "bindings": [], "token_secrets": []})
 
         for selector in self._selectors(people):
             for sa in self._call("list ServiceAccounts", self.core.list_namespaced_service_account,
                                  self.namespace, label_selector=selector).items:
-                key = (sa.metadata.labels or {}).get(PERSON_LABEL)
-                if key:
-                    account(key)["service_account"] = True
+                account(sa)["service_accounts"].append(sa.metadata.name)
             for secret in self._call("list token Secrets", self.core.list_namespaced_secret, self.namespace,
                                      label_selector=f"{selector},{TOKEN_LABEL}=true").items:
-                key = (secret.metadata.labels or {}).get(PERSON_LABEL)
-                if key and secret.metadata.deletion_timestamp is None:
-                    account(key)["token_secrets"].append(secret.metadata.name)
+                if secret.metadata.deletion_timestamp is None:
+                    account(secret)["token_secrets"].append(secret.metadata.name)
             bindings = [
                 *self._call("list RoleBindings", self.rbac.list_role_binding_for_all_namespaces,
                             label_selector=selector).items,
@@ -173,16 +187,16 @@ class KubernetesCluster:
                             label_selector=selector).items,
             ]
             for binding in bindings:
-                key = (binding.metadata.labels or {}).get(PERSON_LABEL)
-                if key:
-                    account(key)["bindings"].append(self._observed_binding(key, binding))
+                found = account(binding)
+                found["bindings"].append(self._observed_binding(found["key"], binding))
         return ObservedCluster(
             self.name,
             {
-                key: ObservedAccount(key, found["service_account"], tuple(found["bindings"]),
-                                     tuple(sorted(found["token_secrets"])))
+                key: ObservedAccount(key, bool(found["service_accounts"]), tuple(found["bindings"]),
+                                     tuple(sorted(found["token_secrets"])), tuple(sorted(found["service_accounts"])))
                 for key, found in accounts.items()
             },
+            self.namespace,
         )
 
     def _selectors(self, people: Collection[str] | None) -> list[str]:
@@ -199,6 +213,26 @@ class KubernetesCluster:
         subjects = [(s.kind, s.name, s.namespace) for s in binding.subjects or []]
         intact = subjects == [("ServiceAccount", service_account_name(key), self.namespace)]
         return ObservedBinding(binding.metadata.name, namespace, scope, intact)
+
+    def missing_roles(self, scopes: Iterable[Scope]) -> frozenset[Scope]:
+        """The roles these scopes bind that do not exist, as scopes of their own (a ClusterRole's namespace is
+        None). One list of ClusterRoles, and one list of Roles per namespace a Role is granted in."""
+        scopes = list(scopes)
+        missing: set[Scope] = set()
+        cluster_roles = {s.role_name for s in scopes if s.role_kind is RoleKind.CLUSTER_ROLE}
+        if cluster_roles:
+            found = self._call("list ClusterRoles", self.rbac.list_cluster_role).items
+            missing |= {Scope(None, RoleKind.CLUSTER_ROLE, name)
+                        for name in cluster_roles - {role.metadata.name for role in found}}
+        roles: dict[str, set[str]] = {}
+        for scope in scopes:
+            if scope.role_kind is RoleKind.ROLE and scope.namespace is not None:
+                roles.setdefault(scope.namespace, set()).add(scope.role_name)
+        for namespace, names in sorted(roles.items()):
+            found = self._call(f"list Roles in {namespace}", self.rbac.list_namespaced_role, namespace).items
+            missing |= {Scope(namespace, RoleKind.ROLE, name)
+                        for name in names - {role.metadata.name for role in found}}
+        return frozenset(missing)
 
     def token_authenticates(self, token: str) -> bool:
         """Ask the API server (TokenReview) whether this token still logs in."""
@@ -238,6 +272,7 @@ class KubernetesCluster:
             f"create ServiceAccount {name}",
             lambda: self.core.create_namespaced_service_account(self.namespace, body, _request_timeout=self.timeout),
             lambda: self.core.read_namespaced_service_account(name, self.namespace, _request_timeout=self.timeout),
+            lambda existing: self._labelled_for(person_id, existing),
         )
         annotations = account.metadata.annotations or {}
         if not created and annotations.get(USERNAME_ANNOTATION) != username:
@@ -246,9 +281,10 @@ class KubernetesCluster:
                                  name, self.namespace, patch, write=True)
         return account
 
-    def issue_token(self, person_id: str, username: str, ttl: timedelta) -> IssuedToken:
-        """A new Secret owned by the person's ServiceAccount, and a token bound to that Secret."""
-        account = self.ensure_service_account(person_id, username)
+    def issue_token(self, account: k8s.V1ServiceAccount, person_id: str, username: str, ttl: timedelta
+                    ) -> IssuedToken:
+        """A new Secret owned by the person's ServiceAccount (as `ensure_service_account` returned it), and a token
+        bound to that Secret."""
         owner = k8s.V1OwnerReference(api_version="v1", kind="ServiceAccount", name=account.metadata.name,
                                      uid=account.metadata.uid)
         key = person_key(person_id)
@@ -283,12 +319,20 @@ class KubernetesCluster:
                                     namespace=self.namespace)
         role_ref = k8s.V1RoleRef(api_group=RBAC_GROUP, kind=str(scope.role_kind), name=scope.role_name)
         meta = self._meta(person_id, username, name, labels={SCOPE_LABEL: scope.key})
+
+        def ours(existing) -> bool:  # type: ignore[no-untyped-def]
+            subjects = [(s.kind, s.name, s.namespace) for s in existing.subjects or []]
+            return (self._labelled_for(person_id, existing)
+                    and subjects == [(subject.kind, subject.name, subject.namespace)]
+                    and (existing.role_ref.kind, existing.role_ref.name) == (role_ref.kind, role_ref.name))
+
         if scope.namespace is None:
             body = k8s.V1ClusterRoleBinding(metadata=meta, role_ref=role_ref, subjects=[subject])
             self._create_or_get(
                 f"bind {scope}",
                 lambda: self.rbac.create_cluster_role_binding(body, _request_timeout=self.timeout),
                 lambda: self.rbac.read_cluster_role_binding(name, _request_timeout=self.timeout),
+                ours,
             )
             return
         body = k8s.V1RoleBinding(metadata=meta, role_ref=role_ref, subjects=[subject])
@@ -296,6 +340,7 @@ class KubernetesCluster:
             f"bind {scope}",
             lambda: self.rbac.create_namespaced_role_binding(scope.namespace, body, _request_timeout=self.timeout),
             lambda: self.rbac.read_namespaced_role_binding(name, scope.namespace, _request_timeout=self.timeout),
+            ours,
         )
 
     def _delete(self, doing: str, call: Callable[..., object], *args) -> None:
@@ -316,9 +361,10 @@ class KubernetesCluster:
     def delete_token_secret(self, name: str) -> None:
         self._delete(f"delete token Secret {name}", self.core.delete_namespaced_secret, name, self.namespace)
 
-    def delete_account(self, key: str, token_secrets: tuple[str, ...]) -> None:
-        """Token Secrets first (each kills its token), then the ServiceAccount."""
+    def delete_account(self, service_accounts: tuple[str, ...], token_secrets: tuple[str, ...]) -> None:
+        """Token Secrets first (each kills its token), then the ServiceAccounts."""
         for name in token_secrets:
             self.delete_token_secret(name)
-        self._delete(f"delete ServiceAccount {service_account_name(key)}",
-                     self.core.delete_namespaced_service_account, service_account_name(key), self.namespace)
+        for name in service_accounts:
+            self._delete(f"delete ServiceAccount {name}", self.core.delete_namespaced_service_account, name,
+                         self.namespace)

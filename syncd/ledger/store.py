@@ -16,11 +16,12 @@ from pathlib import Path
 from sqlalchemy import Connection, make_url
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlmodel import Session, create_engine, func, select
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, create_engine, exists, func, select
 
 from syncd.errors import LedgerError
 from syncd.ledger import schema
-from syncd.ledger.tables import AccessRow, CredentialRow, EventRow, IntentRow, PersonRow, RunRow
+from syncd.ledger.tables import AccessRow, CredentialRow, EventRow, HeadRow, IntentRow, PersonRow, RunRow
 from syncd.model import Identity, KnownAccess, KnownCredential, KnownPerson, RoleKind, Scope
 
 GENESIS = "0" * 64
@@ -204,10 +205,13 @@ class Ledger:
 
     # Runs
 
-    def start_run(self, source: str, *, dry_run: bool) -> str:
+    def start_run(self, source: str, *, dry_run: bool, approved: bool = False) -> str:
+        """`approved`: a human allowed the run's revocations (--allow-mass-revocation); the targeted safety window
+        does not count them again."""
         run_id = uuid.uuid4().hex[:12]
         with self.session() as s:
-            s.add(RunRow(id=run_id, source=source, started_at=_utc(datetime.now(UTC)), dry_run=dry_run))
+            s.add(RunRow(id=run_id, source=source, started_at=_utc(datetime.now(UTC)), dry_run=dry_run,
+                         approved=approved))
         return run_id
 
     def finish_run(self, run_id: str, result: str, summary: dict) -> None:
@@ -217,6 +221,9 @@ class Ledger:
                 run.finished_at = _utc(datetime.now(UTC))
                 run.result = result
                 run.summary = json.dumps(summary, sort_keys=True)
+                head = s.get(HeadRow, 1)
+                if head is not None:  # the chain's head as the run leaves it: `verify` finds it in the chain
+                    run.head_seq, run.head_hash = head.seq, head.hash
                 s.add(run)
 
     # Intents: crash safety around external writes
@@ -290,12 +297,12 @@ class Ledger:
     # What the planner needs
 
     def identities(self, source: str) -> tuple[Identity, ...]:
-        """The source's people as runs last recorded them (without policy attributes, which are not kept)."""
+        """The source's people as runs last recorded them, with the attributes the policy matched on then."""
         with self.session() as s:
             rows = s.exec(select(PersonRow).where(PersonRow.source == source,
                                                   PersonRow.removed_at.is_(None))).all()  # type: ignore[union-attr]
         return tuple(Identity(row.id, row.username, row.email, row.display_name, frozenset(json.loads(row.groups)),
-                              row.active) for row in rows)
+                              row.active, json.loads(row.attributes)) for row in rows)
 
     def known_people(self, ids: Collection[str] | None = None) -> dict[str, KnownPerson]:
         """Everyone the ledger holds, or only the people with these ids (past ID_LIST_LIMIT of them, read from
@@ -329,7 +336,7 @@ class Ledger:
         for row in access_rows:
             key = (row.person_id, row.cluster)
             access.setdefault(row.person_id, {})[row.cluster] = KnownAccess(
-                row.cluster, scopes_from_json(row.scopes), active.get(key), tuple(retiring.get(key, ()))
+                row.cluster, scopes_from_json(row.scopes), active.get(key), tuple(retiring.get(key, ())), row.kubeconfig
             )
         return {p.id: KnownPerson(p.id, p.source, p.username, access.get(p.id, {})) for p in people}
 
@@ -342,17 +349,27 @@ class Ledger:
         if self.engine.dialect.name == "postgresql":
             # Writers queue here until commit, so two processes never chain onto the same last event.
             session.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
-        last = session.exec(select(EventRow).order_by(EventRow.seq.desc()).limit(1)).first()  # type: ignore[union-attr]
+        # The chain goes on from its anchored head, not from whatever event is newest: a cut-off tail stays a
+        # break in the chain, however many events follow.
+        head = session.get(HeadRow, 1) or HeadRow(id=1, seq=0, hash=GENESIS)
         row = EventRow(
-            seq=(last.seq + 1) if last else 1, run_id=run_id, at=_utc(datetime.now(UTC)),
+            seq=head.seq + 1, run_id=run_id, at=_utc(datetime.now(UTC)),
             person_id=event.person_id, username=event.username, cluster=event.cluster, action=event.action,
             reason=event.reason, before=scopes_to_json(event.before), after=scopes_to_json(event.after),
             result=event.result, error=event.error, fingerprint=event.fingerprint,
-            prev_hash=last.hash if last else GENESIS, hash="",
+            prev_hash=head.hash, hash="",
         )
         row.hash = event_hash(row)
+        head.seq, head.hash = row.seq, row.hash
         session.add(row)
+        session.add(head)
         return row
+
+    def head(self) -> tuple[int, str]:
+        """The chain's head anchor: its newest event's sequence number and hash (0 and GENESIS when empty)."""
+        with self.session() as s:
+            head = s.get(HeadRow, 1)
+        return (head.seq, head.hash) if head is not None else (0, GENESIS)
 
     def last_seq(self) -> int:
         """The newest event's sequence number (0 when there is none): a mark for `source_changed_since`."""
@@ -388,6 +405,18 @@ class Ledger:
                 self.record(run_id, event, session=s)
         return len(news)
 
+    def held_revocations(self, source: str) -> frozenset[str]:
+        """People of this source with a revocation held on some cluster and nothing recorded for them there since:
+        they wait for the hold to end (or a human)."""
+        later = aliased(EventRow)
+        superseded = exists().where(later.person_id == EventRow.person_id, later.cluster == EventRow.cluster,
+                                    later.seq > EventRow.seq)  # type: ignore[operator]
+        with self.session() as s:
+            query = (select(EventRow.person_id).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
+                     .where(EventRow.result == "held", EventRow.action == "revoke", RunRow.source == source,
+                            ~superseded).distinct())
+            return frozenset(s.exec(query).all())
+
     def save_identity(self, session: Session, source: str, identity: Identity) -> None:
         now = _utc(datetime.now(UTC))
         row = session.get(PersonRow, identity.id)
@@ -398,6 +427,7 @@ class Ledger:
         row.display_name = identity.display_name
         row.active = identity.active
         row.groups = json.dumps(sorted(identity.groups))
+        row.attributes = json.dumps(identity.attributes, sort_keys=True)
         row.last_seen = now
         row.removed_at = None
         session.add(row)
@@ -534,25 +564,56 @@ class Ledger:
                                  CredentialRow.state == "active")).one()
 
     def recent_revocations(self, source: str, since: datetime) -> int:
-        """How many people runs of this source revoked since then (held revocations do not count)."""
+        """How many credential holders runs of this source revoked since then. Held revocations and people who
+        held no credential do not count; nor does anything up to and including a run a human allowed
+        (--allow-mass-revocation): they saw what was revoked, and the count starts afresh."""
         with self.session() as s:
+            approved_at = _aware(s.exec(select(func.max(RunRow.started_at)).where(
+                RunRow.source == source, RunRow.approved.is_(True))).one())  # type: ignore[attr-defined]
+            since = max(_utc(since), approved_at) if approved_at is not None else _utc(since)
             query = (select(EventRow.person_id).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
-                     .where(RunRow.source == source, EventRow.action == "revoke", EventRow.result == "ok",
-                            EventRow.at >= _utc(since)).distinct())
+                     .where(RunRow.source == source, RunRow.approved.is_(False),  # type: ignore[attr-defined]
+                            EventRow.action == "revoke", EventRow.result == "ok",
+                            EventRow.fingerprint.is_not(None),  # type: ignore[union-attr]
+                            EventRow.at >= since).distinct())
             return len(s.exec(query).all())
 
     def runs(self) -> list[RunRow]:
         with self.session() as s:
             return list(s.exec(select(RunRow).order_by(RunRow.started_at)).all())  # type: ignore[arg-type]
 
-    def verify(self) -> int | None:
-        """The sequence number of the first event whose hash or link is wrong, or None when the chain holds."""
-        previous = GENESIS
+    def verify(self, anchor: tuple[int, str] | None = None) -> str | None:
+        """What is wrong with the event chain, or None when it holds: every link and hash, the chain's end at its
+        head anchor, each finished run's recorded head in the chain, and `anchor` (seq, hash: a head kept outside
+        the database) in the chain."""
         with self.session() as s:
+            head = s.get(HeadRow, 1)
+            runs = s.exec(select(RunRow.id, RunRow.head_seq, RunRow.head_hash)
+                          .where(RunRow.head_seq.is_not(None))).all()  # type: ignore[union-attr]
+            # Each point some record outside the chain says the chain passed through, with who says so.
+            expected: dict[int, list[tuple[str, str]]] = {}
+            for run_id, seq, hash_ in runs:
+                expected.setdefault(seq, []).append((hash_, f"run {run_id} finished at event {seq}"))
+            if anchor is not None:
+                expected.setdefault(anchor[0], []).append((anchor[1], f"the anchor given is event {anchor[0]}"))
+            previous, last_seq = GENESIS, 0
             for row in s.exec(select(EventRow).order_by(EventRow.seq)):  # type: ignore[arg-type]
                 if row.prev_hash != previous or event_hash(row) != row.hash:
-                    return row.seq
-                previous = row.hash
+                    return f"the hash chain breaks at event {row.seq}"
+                for hash_, claim in expected.pop(row.seq or 0, ()):
+                    if hash_ != row.hash:
+                        return f"{claim}, whose hash differs from the chain's"
+                previous, last_seq = row.hash, row.seq or 0
+        if head is None:
+            return "the ledger's head anchor is missing"
+        if head.seq > last_seq:
+            missing = f"event {head.seq} is" if head.seq == last_seq + 1 else f"events {last_seq + 1} to {head.seq} are"
+            return f"{missing} missing: the chain ends before its head anchor"
+        if (head.seq, head.hash) != (last_seq, previous):
+            return f"the chain ends at event {last_seq}, which its head anchor (event {head.seq}) does not match"
+        for seq, claims in sorted(expected.items()):
+            if seq > 0 or claims[0][0] != GENESIS:
+                return f"{claims[0][1]}, which the chain lacks (it ends at event {last_seq})"
         return None
 
     # Health and gauges for the daemon

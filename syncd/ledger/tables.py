@@ -17,6 +17,7 @@ class PersonRow(SQLModel, table=True):
     display_name: str = ""
     active: bool = True
     groups: str = "[]"  # JSON list
+    attributes: str = "{}"  # JSON object: only the attributes the policy matches on, so the sweep can judge them
     first_seen: datetime
     last_seen: datetime
     removed_at: datetime | None = None
@@ -59,6 +60,9 @@ class RunRow(SQLModel, table=True):
     dry_run: bool = False
     result: str = "running"  # running | ok | failed | no-op | interrupted
     summary: str = "{}"  # JSON
+    approved: bool = False  # --allow-mass-revocation: its revocations were allowed by a human
+    head_seq: int | None = None  # the ledger's newest event when the run finished: an anchor `verify` checks
+    head_hash: str | None = None
 
 
 class EventRow(SQLModel, table=True):
@@ -74,10 +78,21 @@ class EventRow(SQLModel, table=True):
     reason: str
     before: str = "[]"
     after: str = "[]"
-    result: str = "ok"  # ok | failed | held
+    result: str = Field(default="ok", index=True)  # ok | failed | held: held ones are looked up
     error: str | None = None
     fingerprint: str | None = None
     prev_hash: str
+    hash: str
+
+
+class HeadRow(SQLModel, table=True):
+    """The chain's newest event, updated in the same transaction as every event: cutting off the tail of the
+    chain leaves it pointing past the end."""
+
+    __tablename__ = "ledger_head"
+
+    id: int = Field(default=1, primary_key=True)  # one row
+    seq: int
     hash: str
 
 

@@ -101,5 +101,6 @@ class FileSource:
                 active=active,
                 attributes={key: str(values[0]) for key, values in record.items()
                             if key not in mapped and values and key.lower() != "dn"},
+                origin=f"{self.settings.path} {where}",
             )
         return Snapshot(self.name, tuple(identities.values()), complete=not problems, problems=tuple(problems))

@@ -76,6 +76,7 @@ def snapshot_of(source: str, users: Iterable[Mapping[str, Any]], groups: Iterabl
             groups=frozenset(member_of.get(person_id, set()) | listed),
             active=user.get("active") is not False,
             attributes=_attributes(user),
+            origin=f"SCIM User {person_id} (source {source})",
         ))
     return Snapshot(source, tuple(identities), complete=not problems, problems=tuple(problems))
 

@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from syncd.model import person_key
 from tests.conftest import free_port, self_signed_certificate
 from tests.integration.conftest import World
 from tests.ldap.conftest import Directory
@@ -97,4 +98,37 @@ def test_scim_deactivation_is_applied_at_once(world: World, start_daemon):
     status, ready = daemon.get_json("/readyz")
     assert status == 200 and ready["sources"]["idp"] == "ok"
     assert TOKEN not in daemon.log_text()
+    assert daemon.stop() == 0
+
+
+def test_a_scim_leaver_held_by_the_window_is_revoked_once_the_window_moves_on(world: World, start_daemon):
+    scim_port = free_port()
+    configure_scim(world, port=scim_port)
+    world.configure(safety={"max_revocations": 2, "targeted_window": "30s"})
+    # Full runs are an hour apart: only the credentials job (every 2 s) can try the held leaver again.
+    daemon = start_daemon(jobs={"reconcile": {"every": "1h"}, "credentials": {"every": "2s"}})
+    deactivate = {"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": False}}]}
+    with httpx.Client(base_url=f"http://127.0.0.1:{scim_port}/scim/v2", timeout=30,
+                      headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        ids = [send(client, "POST", "/Users", {"schemas": [USER], "userName": f"dev{n}"}, 201)["id"]
+               for n in range(4)]
+        send(client, "POST", "/Groups", {"schemas": [GROUP], "displayName": "developers",
+                                         "members": [{"value": uid} for uid in ids]}, 201)
+        daemon.wait_until(lambda: all(world.kubeconfig(f"dev{n}").exists() for n in range(4)), "all get access")
+        for n in range(3):  # one request at a time: the third is one past max_revocations within the window
+            send(client, "PATCH", f"/Users/{ids[n]}", deactivate, 200)
+            daemon.wait_until(lambda n=n: len(daemon.ledger_events(person=f"dev{n}")) >= 2, f"dev{n} is judged")
+    held = [e for e in daemon.ledger_events(person="dev2") if e["result"] == "held"]
+    assert [(e["action"], e["reason"]) for e in held] == [("revoke", "disabled")]
+    assert world.can("dev2", "create", "deployments", world.ns("team-a")) == "yes"
+    assert daemon.get_json("/readyz")[1]["held_revocations"] == {"idp": 1}
+    assert daemon.metric("syncd_quarantined_revocations", source="idp") == 1
+
+    daemon.wait_until(lambda: [e for e in daemon.revocations() if e["username"] == "dev2"],
+                      "the held leaver is revoked once the window no longer holds him", timeout=90)
+    assert world.ours("rolebindings", person_key(ids[2])) == []
+    assert [e["result"] for e in daemon.ledger_events(person="dev2") if e["action"] == "revoke"] == ["held", "ok"]
+    daemon.wait_until(lambda: daemon.get_json("/readyz")[1]["held_revocations"] == {"idp": 0}, "the hold is over")
+    assert daemon.metric("syncd_quarantined_revocations", source="idp") == 0
+    assert world.can("dev3", "create", "deployments", world.ns("team-a")) == "yes"
     assert daemon.stop() == 0

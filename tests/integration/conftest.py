@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
+from syncd.model import person_key
 from tests.conftest import ControlPlane, write_yaml
 
 
@@ -71,17 +73,32 @@ class World:
                                           "namespace": self.system_namespace, **extra})
         write_yaml(self.config, self.settings)
 
-    def kubeconfig(self, username: str, cluster: str = "dev") -> Path:
-        return self.directory / "kubeconfigs" / username / f"{cluster}.kubeconfig"
+    def folder(self, who: str, cluster: str = "dev") -> Path:
+        """A person's delivery folder, found by their id (it names the folder) or by the username their kubeconfig
+        names; the id's folder, absent, when nothing is delivered."""
+        by_id = self.directory / "kubeconfigs" / person_key(who)
+        if (by_id / f"{cluster}.kubeconfig").exists():
+            return by_id
+        named = [path.parent for path in (self.directory / "kubeconfigs").glob(f"*/{cluster}.kubeconfig")
+                 if f"{who}@{cluster}" in [user["name"] for user in yaml.safe_load(path.read_text())["users"]]]
+        assert len(named) <= 1, f"{who!r} names several people's kubeconfigs: {named}"
+        return named[0] if named else by_id
 
-    def token(self, username: str, cluster: str = "dev") -> str:
-        return (self.directory / "kubeconfigs" / username / f"{cluster}.token").read_text()
+    def kubeconfig(self, who: str, cluster: str = "dev") -> Path:
+        return self.folder(who, cluster) / f"{cluster}.kubeconfig"
+
+    def token(self, who: str, cluster: str = "dev") -> str:
+        return (self.folder(who, cluster) / f"{cluster}.token").read_text()
+
+    def token_user(self, token: str) -> str | None:
+        """Ask the API server, as admin, who a token logs in as (TokenReview); None once it is rejected."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        status = json.loads(self.control_plane.kubectl("create", "-f", "-", "-o", "json",
+                                                       stdin=json.dumps(review)).stdout)["status"]
+        return status["user"]["username"] if status.get("authenticated") else None
 
     def token_authenticates(self, token: str) -> bool:
-        """Ask the API server, as admin, whether a token still logs in (TokenReview)."""
-        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
-        done = self.control_plane.kubectl("create", "-f", "-", "-o", "json", stdin=json.dumps(review))
-        return bool(json.loads(done.stdout)["status"].get("authenticated"))
+        return self.token_user(token) is not None
 
     def wait_until_rejected(self, token: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -89,13 +106,12 @@ class World:
             assert time.monotonic() < deadline, f"the revoked token still authenticates after {timeout} s"
             time.sleep(1)
 
-    def keep_copy(self, username: str) -> Path:
+    def keep_copy(self, who: str) -> Path:
         """What a leaver might keep: a copy of the delivered kubeconfig and token, outside syncd's reach."""
-        token = self.directory / f"kept-{username}.token"
-        token.write_text((self.directory / "kubeconfigs" / username / "dev.token").read_text())
-        kept = self.directory / f"kept-{username}.kubeconfig"
-        kept.write_text(self.kubeconfig(username).read_text().replace(
-            str(self.directory / "kubeconfigs" / username / "dev.token"), str(token)))
+        token = self.directory / f"kept-{person_key(who)}.token"
+        token.write_text(self.token(who))
+        kept = self.directory / f"kept-{person_key(who)}.kubeconfig"
+        kept.write_text(self.kubeconfig(who).read_text().replace(str(self.folder(who) / "dev.token"), str(token)))
         return kept
 
     def can(self, username: str, verb: str, resource: str, namespace: str, cluster: str = "dev") -> str:

@@ -156,13 +156,13 @@ def test_a_sweep_after_a_kill_once_a_joiners_token_is_delivered_keeps_it_working
     world.reconcile()  # the ledger records someone: a sweep removes what nobody in it owns
     world.write_people(BOB, ALICE)
     kill_at(world, "token-written")
-    token = world.token("alice")
+    token = world.token(ALICE["id"])
 
     sweep = world.reconcile("--sweep")
     assert sweep["actions"] == [], "the sweep removed what the interrupted issue made"
     assert recoveries(ledger) == [("alice", "interrupted-issue", "finished")]
     assert world.token_authenticates(token)
-    assert world.token("alice") == token
+    assert world.token(ALICE["id"]) == token
     assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
     assert world.reconcile()["actions"] == []
 
@@ -172,10 +172,10 @@ def test_a_sweep_after_a_kill_mid_refresh_keeps_the_new_token_working(world: Wor
     world.set_policy(defaults={"token_ttl": "10m"})
     world.write_people(ALICE)
     world.reconcile()
-    old = world.token("alice")
+    old = world.token(ALICE["id"])
     world.configure(tokens={"refresh_at": 0.0001})  # due at once
     kill_at(world, "token-written")
-    new = world.token("alice")
+    new = world.token(ALICE["id"])
     assert new != old
 
     world.configure(tokens={"refresh_at": 0.8})
@@ -192,11 +192,11 @@ def test_a_token_issued_but_never_delivered_is_rolled_back_and_issued_again(worl
     world.reconcile()
     world.write_people(BOB, ALICE)
     kill_at(world, "token-not-written")
-    assert not (world.directory / "kubeconfigs" / "alice" / "dev.token").exists()
+    assert not (world.folder(ALICE["id"]) / "dev.token").exists()
 
     sweep = world.reconcile("--sweep")
     assert sorted((a["kind"], a["reason"]) for a in sweep["actions"]) == [("repair", "drift"), ("retire", "stale")]
-    assert world.token_authenticates(world.token("alice"))
+    assert world.token_authenticates(world.token(ALICE["id"]))
     assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
     assert recoveries(ledger) == [("alice", "interrupted-issue", "rolled-back")]
     assert len(world.ours("secrets", "3001")) == 1

@@ -149,7 +149,7 @@ def test_exec_credential_plugin_serves_kubectl(world: World):
     config = world.kubeconfig("alice").read_text()
     assert "exec:" in config and world.token("alice") not in config
     assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
-    done = world.syncd("credential", "--token-file", str(world.directory / "kubeconfigs/alice/dev.token"))
+    done = world.syncd("credential", "--token-file", str(world.folder("alice") / "dev.token"))
     credential = json.loads(done.stdout)
     assert credential["kind"] == "ExecCredential" and credential["apiVersion"] == "client.authentication.k8s.io/v1"
     assert credential["status"]["expirationTimestamp"].endswith("Z")

@@ -64,8 +64,8 @@ def test_rename_is_the_same_person_with_the_same_token(world: World):
     world.write_people(ALICE | {"username": "alice.archer"})
     run = world.reconcile()
     assert [(a["kind"], a["reason"]) for a in run["actions"]] == [("rescope", "rename")]
-    assert not (world.directory / "kubeconfigs/alice").exists()
-    assert (world.directory / "kubeconfigs/alice.archer/dev.token").read_text() == token
+    assert world.folder("alice.archer") == world.folder("1001")  # files stay in the person's folder
+    assert world.token("1001") == token
     assert world.can("alice.archer", "create", "deployments", world.ns("team-a")) == "yes"
     (account,) = world.ours("serviceaccounts", person_key("1001"))
     assert account["metadata"]["annotations"]["syncd.io/username"] == "alice.archer"
@@ -173,6 +173,32 @@ def test_the_sweep_repairs_and_removes_orphans_from_the_ledger_alone(world: Worl
     assert world.can("alice", "create", "deployments", world.ns("team-a")) == "yes"
     assert world.ours("serviceaccounts", "ghost") == []
     assert world.reconcile("--sweep", "--check")["actions"] == []
+
+
+def test_the_sweep_repairs_people_matched_by_attributes(world: World):
+    platform = {"name": "platform", "match": {"groups": ["sre"], "attributes": {"department": "platform"}},
+                "grant": [{"cluster": "dev", "namespaces": [world.ns("team-a")], "role": "edit"}]}
+    world.set_policy(extra_rules=(platform,))
+    (world.directory / "people.csv").write_text("id,username,email,groups,active,department\n"
+                                                "3001,petra,petra@example.org,sre,true,platform\n")
+    world.reconcile()
+    (binding,) = [b for b in world.ours("rolebindings", "3001") if b["metadata"]["namespace"] == world.ns("team-a")]
+    world.control_plane.kubectl("delete", "rolebinding", "-n", binding["metadata"]["namespace"],
+                                binding["metadata"]["name"])
+    assert world.can("petra", "create", "deployments", world.ns("team-a")) == "no"
+
+    run = world.reconcile("--sweep")
+    assert [(a["kind"], a["reason"], a["person_id"]) for a in run["actions"]] == [("repair", "drift", "3001")]
+    assert world.can("petra", "create", "deployments", world.ns("team-a")) == "yes"
+
+
+def test_check_counts_held_revocations_as_pending(world: World):
+    world.write_people(ALICE, BOB)
+    world.configure(safety={"max_revocations": 0})
+    world.reconcile()
+    world.write_people(ALICE)
+    held = world.reconcile("--check", expect=1)
+    assert held["actions"] == [] and [h["username"] for h in held["held"]] == ["bob"]
 
 
 def test_dry_run_and_check_change_nothing(world: World):

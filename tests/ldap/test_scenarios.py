@@ -50,7 +50,7 @@ def test_moved_to_another_ou_and_renamed_is_still_the_same_person(ldap_world: Wo
     directory.move("alice", "alice.archer", "contractors")  # memberof-refint follows the new DN
     run = ldap_world.reconcile()
     assert kinds(run) == [("rescope", "rename", "alice.archer")]
-    assert (ldap_world.directory / "kubeconfigs/alice.archer/dev.token").read_text() == token
+    assert ldap_world.token("alice.archer") == token
     assert ldap_world.can("alice.archer", "create", "deployments", ldap_world.ns("team-a")) == "yes"
 
 

@@ -37,13 +37,51 @@ def test_intact_chain_verifies(ledger: Ledger):
 def test_edited_event_is_the_first_broken_link(ledger: Ledger):
     record_events(ledger)
     tamper(ledger, "UPDATE event SET reason = 'mover' WHERE seq = 2")
-    assert ledger.verify() == 2
+    assert ledger.verify() == "the hash chain breaks at event 2"
 
 
 def test_deleted_event_breaks_the_next_link(ledger: Ledger):
     record_events(ledger)
     tamper(ledger, "DELETE FROM event WHERE seq = 2")
-    assert ledger.verify() == 3
+    assert ledger.verify() == "the hash chain breaks at event 3"
+
+
+def test_a_cut_off_tail_is_missing_before_the_head_anchor(ledger: Ledger):
+    record_events(ledger)
+    tamper(ledger, "DELETE FROM event WHERE seq = 3")
+    assert ledger.verify() == "event 3 is missing: the chain ends before its head anchor"
+
+
+def test_events_written_after_a_cut_stay_a_break_in_the_chain(ledger: Ledger):
+    record_events(ledger)
+    tamper(ledger, "DELETE FROM event WHERE seq = 3")
+    record_events(ledger, count=1)
+    assert ledger.verify() == "the hash chain breaks at event 4"
+
+
+def test_a_cut_off_tail_with_its_head_anchor_moved_back_is_found_by_the_runs_recorded_heads(ledger: Ledger):
+    run_id = ledger.start_run("hr", dry_run=False)
+    record_events(ledger, run_id=run_id)
+    ledger.finish_run(run_id, "ok", {})
+    tamper(ledger, "DELETE FROM event WHERE seq = 3")
+    tamper(ledger, "UPDATE ledger_head SET seq = 2, hash = (SELECT hash FROM event WHERE seq = 2)")
+    assert ledger.verify() == f"run {run_id} finished at event 3, which the chain lacks (it ends at event 2)"
+
+
+def test_a_head_kept_outside_the_database_must_stay_in_the_chain(ledger: Ledger):
+    record_events(ledger)
+    kept = ledger.head()
+    assert kept == (3, ledger.events()[-1].hash) and ledger.verify(kept) is None
+    tamper(ledger, "DELETE FROM event WHERE seq = 3")
+    tamper(ledger, "UPDATE ledger_head SET seq = 2, hash = (SELECT hash FROM event WHERE seq = 2)")
+    assert ledger.verify() is None  # no run recorded a head: only the copy kept outside can tell
+    assert ledger.verify(kept) == "the anchor given is event 3, which the chain lacks (it ends at event 2)"
+
+
+def test_a_deleted_head_anchor_is_reported(ledger: Ledger):
+    record_events(ledger)
+    tamper(ledger, "DELETE FROM ledger_head")
+    assert ledger.verify() == "the ledger's head anchor is missing"
 
 
 def test_filters_by_person_and_run(ledger: Ledger):
@@ -96,13 +134,16 @@ def test_a_hold_is_recorded_once_while_it_lasts(ledger: Ledger):
 
 
 def test_a_sweep_reads_back_the_people_of_one_source_as_last_recorded(ledger: Ledger):
-    alice = Identity("1001", "alice", "alice@example.org", "Alice", frozenset({"developers", "sre"}))
+    alice = Identity("1001", "alice", "alice@example.org", "Alice", frozenset({"developers", "sre"}),
+                     attributes={"department": "platform"})
     with ledger.session() as s:
         ledger.save_identity(s, "hr", alice)
         ledger.save_identity(s, "hr", Identity("1002", "bob", active=False))
         ledger.save_identity(s, "idp", Identity("u1", "carl"))
         ledger.save_access(s, "1002", "dev", frozenset({EDIT_A}), "")
     assert sorted(ledger.identities("hr"), key=lambda i: i.id) == [alice, Identity("1002", "bob", active=False)]
+    assert [i.attributes for i in sorted(ledger.identities("hr"), key=lambda i: i.id)] == [
+        {"department": "platform"}, {}]  # what the policy matches on, so the sweep can judge everyone
     with ledger.session() as s:
         ledger.remove_access(s, "1002", "dev")  # bob's last access: he is gone from the ledger's people
     assert ledger.identities("hr") == (alice,)
@@ -211,3 +252,28 @@ def test_a_dead_run_is_marked_interrupted_and_its_intents_settled_once(ledger: L
     results = {run.id: run.result for run in ledger.runs()}
     assert (results[killed], results[between_actions], results[sweep]) == ("interrupted", "interrupted", "running")
 
+
+def test_the_safety_window_counts_holders_revoked_since_a_human_last_approved(ledger: Ledger):
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    before = ledger.start_run("idp", dry_run=False)
+    ledger.record(before, Event("u0", "al", "revoke", "disabled", cluster="dev", fingerprint="sha256:aa"))
+    assert ledger.recent_revocations("idp", since) == 1
+    approved = ledger.start_run("idp", dry_run=False, approved=True)
+    for n in range(5):  # a held batch a human let through, after seeing what was revoked before it
+        ledger.record(approved, Event(f"m{n}", f"m{n}", "revoke", "leaver", cluster="dev", fingerprint="sha256:bb"))
+    after = ledger.start_run("idp", dry_run=False)
+    ledger.record(after, Event("u1", "ann", "revoke", "disabled", cluster="dev", fingerprint="sha256:cc"))
+    ledger.record(after, Event("u2", "bob", "revoke", "disabled", cluster="dev"))  # held no credential
+    ledger.record(after, Event("u3", "cat", "revoke", "disabled", cluster="dev", result="held"))
+    assert ledger.recent_revocations("idp", since) == 1
+
+
+def test_held_revocations_are_the_people_still_waiting_on_a_hold(ledger: Ledger):
+    pushed, other = ledger.start_run("idp", dry_run=False), ledger.start_run("hr", dry_run=False)
+    for person in ("u1", "u2", "u3"):
+        ledger.record(pushed, Event(person, person, "revoke", "disabled", cluster="dev", result="held"))
+    ledger.record(pushed, Event("u1", "u1", "revoke", "disabled", cluster="dev"))  # applied since
+    ledger.record(pushed, Event("u2", "u2", "revoke", "disabled", cluster="prod"))  # another cluster
+    ledger.record(other, Event("p1", "p1", "revoke", "leaver", cluster="dev", result="held"))
+    assert ledger.held_revocations("idp") == {"u2", "u3"}
+    assert ledger.held_revocations("hr") == {"p1"}

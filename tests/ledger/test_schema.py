@@ -4,6 +4,7 @@ ledger made before migrations existed is adopted with its history intact."""
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -12,7 +13,7 @@ from sqlmodel import SQLModel
 
 from syncd.errors import LedgerSchemaUnknown
 from syncd.ledger import Ledger
-from syncd.ledger.schema import MIGRATIONS
+from syncd.ledger.schema import FIRST_REVISION, MIGRATIONS, alembic_config
 from tests.ledger.test_contract import record_events, tamper
 
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
@@ -43,8 +44,9 @@ def test_reopening_changes_nothing(ledger_url: str):
 
 def test_a_ledger_made_before_migrations_is_adopted(ledger_url: str):
     engine = create_engine(ledger_url)
-    SQLModel.metadata.create_all(engine)
-    with engine.begin() as connection:
+    with engine.begin() as connection:  # the tables of the first revision, without Alembic's own
+        command.upgrade(alembic_config(connection), FIRST_REVISION)
+        connection.execute(text("DROP TABLE alembic_version"))
         connection.execute(text("INSERT INTO run (id, source, started_at, dry_run, result, summary) "
                                 "VALUES ('old', 'hr', '2026-01-01 00:00:00', false, 'ok', '{}')"))
     engine.dispose()
@@ -53,6 +55,18 @@ def test_a_ledger_made_before_migrations_is_adopted(ledger_url: str):
         assert [run.id for run in adopted.runs()] == ["old"]
         record_events(adopted)
         assert adopted.verify() is None
+
+
+def test_an_upgrade_anchors_the_head_of_the_chain_it_finds(ledger_url: str):
+    with Ledger(ledger_url) as first:
+        record_events(first)
+        kept = first.head()
+        with first.engine.begin() as connection:  # as the first revision left it: events, no head anchor
+            command.downgrade(alembic_config(connection), FIRST_REVISION)
+    with Ledger(ledger_url) as upgraded:
+        assert upgraded.head() == kept and upgraded.verify() is None
+        record_events(upgraded, count=1)
+        assert upgraded.verify() is None and upgraded.head()[0] == 4
 
 
 def test_a_ledger_from_a_newer_syncd_is_refused_untouched(ledger_url: str):

@@ -46,3 +46,14 @@ def test_deactivations_beyond_the_limit_are_held_until_allowed(world: World):
     run = world.reconcile("--source", "idp", "--allow-mass-revocation")
     assert [(a["kind"], a["reason"]) for a in run["actions"]] == [("revoke", "disabled")]
     assert bindings(world, ids[2]) == [] and bindings(world, ids[3])
+
+    # What the human allowed is not counted again: the next single deactivation is an ordinary leaver.
+    scim = start_endpoint(world.config)
+    try:
+        patch(scim.client(), f"/Users/{ids[3]}", {"op": "replace", "value": {"active": False}})
+        scim.settle()
+        (report,) = scim.app.reconciler.reports[-1:]
+        assert [h.why for h in report.plan.held] == []
+        assert bindings(world, ids[3]) == []
+    finally:
+        scim.stop()

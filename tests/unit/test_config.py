@@ -60,6 +60,13 @@ def test_duplicate_cluster_names_are_refused(tmp_path):
     assert "repeated: dev" in str(pytest.raises(ConfigError, load_settings, path).value)
 
 
+@pytest.mark.parametrize("name", ["../prod", "a/b", ".hidden", "prod*", "", "x" * 64])
+def test_cluster_names_must_be_safe_file_names(tmp_path, name):
+    """A cluster name names the delivered files (CLUSTER.kubeconfig)."""
+    path = config(tmp_path, clusters=[{"name": name, "kubeconfig": "a"}])
+    assert "clusters.0.name" in str(pytest.raises(ConfigError, load_settings, path).value)
+
+
 def test_policy_naming_an_unknown_cluster_says_where(tmp_path):
     settings = load_settings(config(tmp_path, policy={"rules": [
         {"name": "x", "match": {"groups": ["g"]}, "grant": [{"cluster": "prod", "namespaces": ["a"], "role": "v"}]}]}))

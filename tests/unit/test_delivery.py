@@ -1,4 +1,4 @@
-"""Delivered files: atomic, mode 0600, a kubeconfig that points at its token file."""
+"""Delivered files: atomic, mode 0600, in the person's own folder, a kubeconfig that points at its token file."""
 
 import stat
 
@@ -7,20 +7,21 @@ import yaml
 
 from syncd.config import DeliverySettings
 from syncd.delivery import Delivery, DeliveryError
-from syncd.model import Endpoint
+from syncd.model import Endpoint, delivery_problem, fingerprint, person_key
 
 ENDPOINT = Endpoint("https://127.0.0.1:6443", "Q0E=")
 
 
 def test_kubeconfig_and_token_are_private_and_linked(tmp_path):
     delivery = Delivery(DeliverySettings(directory=tmp_path))
-    path = delivery.deliver("alice", "dev", ENDPOINT, "secret-token", "team-a")
-    token_path = delivery.token_path("alice", "dev")
+    path = delivery.deliver("1001", "alice", "dev", ENDPOINT, "secret-token", "team-a")
+    token_path = delivery.token_path("1001", "dev")
+    assert path.parent == tmp_path / "1001"
     for file in (path, token_path):
         assert stat.S_IMODE(file.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     config = yaml.safe_load(path.read_text())
-    assert config["users"][0]["user"] == {"tokenFile": str(token_path)}
+    assert config["users"][0] == {"name": "alice@dev", "user": {"tokenFile": str(token_path)}}
     assert config["clusters"][0]["cluster"]["certificate-authority-data"] == "Q0E="
     assert config["contexts"][0]["context"]["namespace"] == "team-a"
     assert "secret-token" not in path.read_text()
@@ -29,29 +30,90 @@ def test_kubeconfig_and_token_are_private_and_linked(tmp_path):
 
 def test_refresh_replaces_only_the_token_file(tmp_path):
     delivery = Delivery(DeliverySettings(directory=tmp_path))
-    path = delivery.deliver("alice", "dev", ENDPOINT, "one", None)
+    path = delivery.deliver("1001", "alice", "dev", ENDPOINT, "one", None)
     before = path.stat().st_mtime_ns
-    delivery.replace_token("alice", "dev", ENDPOINT, "two", None)
-    assert delivery.read_token("alice", "dev") == "two"
+    delivery.replace_token("1001", "alice", "dev", ENDPOINT, "two", None)
+    assert delivery.read_token(path) == "two"
     assert path.stat().st_mtime_ns == before
 
 
 def test_inline_mode_puts_the_token_in_the_kubeconfig(tmp_path):
     delivery = Delivery(DeliverySettings(directory=tmp_path, mode="inline"))
-    delivery.deliver("alice", "dev", ENDPOINT, "inline-token", None)
-    assert delivery.read_token("alice", "dev") == "inline-token"
-    assert not delivery.token_path("alice", "dev").exists()
+    path = delivery.deliver("1001", "alice", "dev", ENDPOINT, "inline-token", None)
+    assert delivery.read_token(path) == "inline-token"
+    assert not delivery.token_path("1001", "dev").exists()
 
 
-def test_rename_moves_the_same_token(tmp_path):
-    delivery = Delivery(DeliverySettings(directory=tmp_path))
-    delivery.deliver("alice", "dev", ENDPOINT, "tok", None)
-    delivery.move("alice", "alice.archer", "dev", ENDPOINT, None)
-    assert delivery.read_token("alice.archer", "dev") == "tok"
-    assert not (tmp_path / "alice").exists()
+@pytest.mark.parametrize("name", ["josé.garcía", "李雷", "Zoë", "frank castle", "a/b", "..", "../etc", "x" * 300])
+def test_any_readable_username_is_delivered_and_stays_readable_in_the_kubeconfig(tmp_path, name):
+    assert delivery_problem(name) is None
+    key = person_key("2001")
+    path = Delivery(DeliverySettings(directory=tmp_path)).deliver(key, name, "dev", ENDPOINT, "tok", None)
+    assert path == tmp_path / key / "dev.kubeconfig"
+    config = yaml.safe_load(path.read_text())
+    assert config["users"][0]["name"] == config["contexts"][0]["context"]["user"] == f"{name}@dev"
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/b", "..", ""])
-def test_usernames_cannot_escape_the_directory(tmp_path, name):
+@pytest.mark.parametrize("name", ["", "  ", "sam\nroot", "nul\x00", "bell\x07", "lone\ud800", "x" * 1025])
+def test_a_username_no_kubeconfig_can_carry_is_named(name):
+    assert delivery_problem(name)
+
+
+def test_person_keys_never_collide_even_for_ids_that_look_hashed():
+    hashed = person_key("José")
+    assert hashed.startswith("h") and len(hashed) == 33
+    assert person_key(hashed) != hashed  # an id spelled like a hashed key is hashed too
+    assert person_key("2101") == "2101"
+
+
+@pytest.mark.parametrize("key", ["../etc", "a/b", "..", "", "Sam"])
+def test_folders_are_named_by_person_keys_only(tmp_path, key):
     with pytest.raises(DeliveryError):
-        Delivery(DeliverySettings(directory=tmp_path)).folder(name)
+        Delivery(DeliverySettings(directory=tmp_path)).folder(key)
+
+
+def test_removal_keeps_files_whose_token_is_someone_elses(tmp_path):
+    delivery = Delivery(DeliverySettings(directory=tmp_path))
+    path = delivery.deliver("2102", "sam", "dev", ENDPOINT, "token-of-2102", None)
+    assert delivery.remove(path, {fingerprint("token-of-2101")}) is None
+    assert delivery.read_token(path) == "token-of-2102"
+    assert delivery.remove(path, {fingerprint("token-of-2102")}) == "token-of-2102"
+    assert not (tmp_path / "2102").exists()
+
+
+def test_removal_that_cannot_read_the_token_is_a_delivery_error(tmp_path):
+    delivery = Delivery(DeliverySettings(directory=tmp_path))
+    path = delivery.deliver("2101", "sam", "dev", ENDPOINT, "tok", None)
+    delivery.token_path("2101", "dev").unlink()
+    delivery.token_path("2101", "dev").mkdir()
+    with pytest.raises(DeliveryError, match="cannot read"):
+        delivery.remove(path, None)
+
+
+def test_find_takes_an_id_or_a_username_and_refuses_ambiguity(tmp_path):
+    delivery = Delivery(DeliverySettings(directory=tmp_path))
+    delivery.deliver("2101", "sam", "dev", ENDPOINT, "a", None)
+    delivery.deliver("2102", "sam", "dev", ENDPOINT, "b", None)
+    delivery.deliver(person_key("u-9"), "zoë", "dev", ENDPOINT, "c", None)
+    assert delivery.find("2102", "dev") == tmp_path / "2102"
+    assert delivery.find("u-9", "dev") == delivery.find("zoë", "dev") == tmp_path / person_key("u-9")
+    with pytest.raises(DeliveryError, match="several"):
+        delivery.find("sam", "dev")
+    with pytest.raises(DeliveryError, match="no kubeconfig"):
+        delivery.find("nobody", "dev")
+
+
+def test_syncd_credential_finds_the_folder_by_username_or_id(tmp_path, capsys):
+    from syncd.cli import main
+
+    delivery = Delivery(DeliverySettings(directory=tmp_path))
+    delivery.deliver("2101", "sam", "dev", ENDPOINT, "token-of-2101", None)
+    delivery.deliver("2102", "sam", "dev", ENDPOINT, "token-of-2102", None)
+    delivery.deliver("2103", "zoë", "dev", ENDPOINT, "token-of-2103", None)
+    for user, token in (("2102", "token-of-2102"), ("zoë", "token-of-2103")):
+        with pytest.raises(SystemExit) as done:
+            main(["credential", "--cluster", "dev", "--user", user, "--directory", str(tmp_path)])
+        assert done.value.code == 0 and f'"token": "{token}"' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["credential", "--cluster", "dev", "--user", "sam", "--directory", str(tmp_path)])
+    assert done.value.code != 0 and "several" in capsys.readouterr().err

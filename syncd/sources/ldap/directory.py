@@ -350,6 +350,7 @@ class LdapSource:
             groups=self.groups.effective(direct),
             active=not self._disabled(entry, key),
             attributes={name: first_text(values[lower]) for name, lower in a.extra if lower in values},
+            origin=f"dn {entry.dn}",
         )
 
     def _disabled(self, entry: Entry, key: str) -> bool:

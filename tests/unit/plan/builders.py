@@ -17,6 +17,7 @@ from syncd.model import (
     Snapshot,
     binding_name,
     person_key,
+    service_account_name,
 )
 from syncd.plan import Inputs, Plan, Safety, Sweep, make_plan, make_sweep_plan
 from syncd.policy import Policy
@@ -24,6 +25,7 @@ from syncd.policy import Policy
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SOURCE = "hr"
 CLUSTER = "dev"
+INSTANCE = "syncd"
 EDIT_A = Scope("team-a", RoleKind.CLUSTER_ROLE, "edit")
 VIEW_B = Scope("team-b", RoleKind.CLUSTER_ROLE, "view")
 
@@ -58,7 +60,7 @@ def known(pid: str = "1001", username: str = "alice", scopes: tuple[Scope, ...] 
 
 
 def binding(pid: str, scope: Scope, *, intact: bool = True, name: str | None = None) -> ObservedBinding:
-    return ObservedBinding(name or binding_name(pid, scope, "syncd"), scope.namespace, scope, intact)
+    return ObservedBinding(name or binding_name(pid, scope, INSTANCE), scope.namespace, scope, intact)
 
 
 def account(pid: str = "1001", scopes: tuple[Scope, ...] = (EDIT_A,), *, service_account: bool = True,
@@ -69,18 +71,19 @@ def account(pid: str = "1001", scopes: tuple[Scope, ...] = (EDIT_A,), *, service
         key, service_account,
         bindings if bindings is not None else tuple(binding(pid, s) for s in scopes),
         secrets if secrets is not None else (f"syncd-{key}-abcde",),
+        (service_account_name(pid),) if service_account else (),
     )
 
 
 def cluster(*accounts: ObservedAccount) -> ObservedCluster:
-    return ObservedCluster(CLUSTER, {a.key: a for a in accounts})
+    return ObservedCluster(CLUSTER, {a.key: a for a in accounts}, INSTANCE)
 
 
 def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] = (),
          observed: ObservedCluster | None = None, *, complete: bool = True, now: datetime = NOW,
          only: frozenset[str] | None = None, safety: Safety = SAFETY, allow_mass_revocation: bool = False,
          reachable: bool = True, sweep: Sweep = SWEEP, population: int | None = None,
-         sweeping: bool = False) -> Plan:
+         sweeping: bool = False, missing_roles: frozenset[Scope] = frozenset()) -> Plan:
     inputs = Inputs(
         snapshot=Snapshot(SOURCE, identities, complete=complete, population=population),
         policy=POLICY,
@@ -90,6 +93,7 @@ def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] 
         safety=safety,
         only=only,
         sweep=sweep,
+        missing_roles={CLUSTER: missing_roles},
     )
     if sweeping:  # identities are then what the ledger recorded, as the sweep job reads them
         return make_sweep_plan(inputs)

@@ -1,10 +1,19 @@
 """A plan that would revoke beyond the thresholds is held until a human allows it."""
 
+from dataclasses import replace
+
+from syncd.model import KnownPerson
 from syncd.plan import Safety
-from tests.unit.plan.builders import account, cluster, kinds, known, person, plan
+from tests.unit.plan.builders import CLUSTER, account, cluster, kinds, known, person, plan
 
 HOLDERS = tuple(known(str(1000 + n), f"user{n}") for n in range(20))
 ACCOUNTS = cluster(*(account(p.id) for p in HOLDERS))
+
+
+def without_token(people: tuple[KnownPerson, ...]) -> tuple[KnownPerson, ...]:
+    """The same people with bindings on record but no credential: revoking them takes no access away."""
+    return tuple(KnownPerson(p.id, p.source, p.username, {CLUSTER: replace(p.access[CLUSTER], credential=None)})
+                 for p in people)
 
 
 def test_empty_source_revokes_nobody():
@@ -56,3 +65,31 @@ def test_a_targeted_run_weighs_its_revocations_against_every_holder():
     assert "max_revocation_percent" in of_ten.held[0].why
     of_forty = plan(staying, leaving, ACCOUNTS, only=only, safety=Safety(50, 25.0, 0.8, credential_holders=40))
     assert len(of_forty.actions) == 3 and not of_forty.held
+
+
+def test_people_without_a_credential_do_not_count_toward_the_count_threshold():
+    leaving = (HOLDERS[0], *without_token(HOLDERS[1:3]))  # three leavers; one held a token
+    result = plan((), leaving, ACCOUNTS, only=frozenset(p.id for p in leaving), population=17,
+                  safety=Safety(2, 100.0, 0.8, credential_holders=20))
+    assert len(result.actions) == 3 and not result.held
+
+
+def test_people_without_a_credential_do_not_count_toward_the_percent_threshold():
+    leaving = (HOLDERS[0], *without_token(HOLDERS[1:10]))  # ten leavers; one of 12 holders loses access: 8%
+    result = plan((), leaving, ACCOUNTS, only=frozenset(p.id for p in leaving), population=10,
+                  safety=Safety(50, 25.0, 0.8, credential_holders=12))
+    assert len(result.actions) == 10 and not result.held
+
+
+def test_holders_revoked_in_the_window_count_on_both_sides_of_the_share():
+    # 3 revoked lately + this one, of the 12 holders there are now and the 3 there were: 4 of 15 = 27%.
+    result = plan((), HOLDERS[:1], ACCOUNTS, only=frozenset({HOLDERS[0].id}), population=19,
+                  safety=Safety(50, 25.0, 0.8, recent_revocations=3, credential_holders=12))
+    assert kinds(result) == [] and "27% of credential holders" in result.held[0].why
+
+
+def test_the_share_of_holders_never_passes_100_percent():
+    leaving = (HOLDERS[0], *without_token(HOLDERS[1:3]))
+    result = plan((), leaving, ACCOUNTS, only=frozenset(p.id for p in leaving), population=5,
+                  safety=Safety(50, 25.0, 0.8, recent_revocations=10, credential_holders=1))
+    assert "100% of credential holders" in result.held[0].why

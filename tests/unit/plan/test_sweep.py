@@ -1,11 +1,18 @@
 """The orphan and drift sweep between full reconciles: from what the ledger recorded, it puts back what the ledger
 records and removes what nobody owns; everything that needs a fresh read of the source waits for it."""
 
+from dataclasses import replace
 from datetime import timedelta
 
+from syncd.model import Snapshot
+from syncd.plan import Inputs, make_plan
+from syncd.policy import Policy
 from tests.unit.plan.builders import (
+    CLUSTER,
     EDIT_A,
     NOW,
+    SAFETY,
+    SOURCE,
     account,
     cluster,
     credential,
@@ -53,3 +60,12 @@ def test_a_ledger_that_records_nobody_removes_no_orphans():
     result = plan((), (), cluster(account("9999")), sweeping=True)
     assert kinds(result) == []
     assert [h.action.person_id for h in result.held] == ["9999"] and "records nobody" in result.held[0].why
+
+
+def test_the_ledger_is_given_the_attributes_the_policy_matches_on_and_no_others():
+    by_department = Policy.model_validate({"rules": [
+        {"name": "platform", "match": {"groups": ["developers"], "attributes": {"department": "platform"}},
+         "grant": [{"cluster": CLUSTER, "namespaces": ["team-a"], "role": "edit"}]}]})
+    alice = replace(person(), attributes={"department": "platform", "phone": "555-0100"})
+    result = make_plan(Inputs(Snapshot(SOURCE, (alice,)), by_department, {}, {CLUSTER: cluster()}, NOW, SAFETY))
+    assert [a.identity.attributes for a in result.actions] == [{"department": "platform"}]
