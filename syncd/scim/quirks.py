@@ -3,7 +3,9 @@ protocol core reads it. Anything this does not recognise passes through untouche
 
 - Entra ID: capitalised ops (`Replace`); a member removal as `path: members` with the members in `value`;
   the enterprise `manager` as a bare id; schema URNs of extensions nobody declared (accepted, then dropped,
-  so they are never echoed back).
+  so they are never echoed back); an `add` to a filtered path that matches nothing
+  (`phoneNumbers[type eq "mobile"].value` on a user without one), which must create the entry the filter
+  describes (`POLICY`, the provider's policy).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from scim2_models import InvalidSyntaxException
+from scim2_models import InvalidSyntaxException, ScimPolicy
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 MANAGER = f"{ENTERPRISE}:manager"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+POLICY = ScimPolicy(unmatched_path_filter=ScimPolicy.UnmatchedPathFilter.create)
 
 # How deep arrays and objects may nest in a body (a PATCH of an extension's complex attribute nests 5 deep).
 # JSON parsers and the code that walks what they return recurse: a deeper body is refused before any of them runs.
