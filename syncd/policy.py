@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -29,8 +30,9 @@ class Match(Strict):
             raise ValueError("give groups, attributes, or everyone: true")
         return self
 
-    def matches(self, identity: Identity) -> bool:
-        if self.groups and identity.groups.isdisjoint(self.groups):
+    def matches(self, identity: Identity, groups: frozenset[str], fold: Callable[[str], str]) -> bool:
+        """`groups` are the person's groups as `fold` compares them."""
+        if self.groups and groups.isdisjoint(fold(group) for group in self.groups):
             return False
         for name, wanted in self.attributes.items():
             allowed = [wanted] if isinstance(wanted, str) else wanted
@@ -73,14 +75,31 @@ class Defaults(Strict):
     rotation_period: Duration = Field(timedelta(days=90), description="How often the token is replaced.")
 
 
+@lru_cache(maxsize=4096)
+def _casefolded(groups: frozenset[str]) -> frozenset[str]:
+    # People share group sets (sources hand out one set per distinct membership): fold each set once.
+    return frozenset(group.casefold() for group in groups)
+
+
 class Policy(Strict):
     defaults: Defaults = Defaults()
+    match_groups: Literal["case-insensitive", "case-sensitive"] = Field(
+        "case-insensitive", description="How rules compare group names: `Developers` and `developers` are one group "
+        "in LDAP, Active Directory and most identity providers.")
     rules: list[Rule] = Field(default_factory=list)
+
+    @property
+    def _fold(self) -> Callable[[str], str]:
+        return str.casefold if self.match_groups == "case-insensitive" else str
+
+    def groups_of(self, identity: Identity) -> frozenset[str]:
+        """The person's groups as rules compare them (case-folded unless `match_groups: case-sensitive`)."""
+        return _casefolded(identity.groups) if self.match_groups == "case-insensitive" else identity.groups
 
     @cached_property
     def matched_groups(self) -> frozenset[str]:
-        """Every group some rule matches on."""
-        return frozenset(group for rule in self.rules for group in rule.match.groups)
+        """Every group some rule matches on, as rules compare them (see `groups_of`)."""
+        return frozenset(self._fold(group) for rule in self.rules for group in rule.match.groups)
 
     @cached_property
     def matched_attributes(self) -> tuple[str, ...]:
@@ -94,7 +113,7 @@ class Policy(Strict):
 
     def access_key(self, identity: Identity) -> Hashable:
         """All that `access_for` reads of a person: people with equal keys get equal access."""
-        return (identity.active, identity.groups & self.matched_groups,
+        return (identity.active, self.groups_of(identity) & self.matched_groups,
                 tuple(identity.attributes.get(name) for name in self.matched_attributes))
 
     def access_for(self, identity: Identity) -> dict[str, Access]:
@@ -104,8 +123,9 @@ class Policy(Strict):
         scopes: dict[str, set[Scope]] = {}
         ttls: dict[str, list[timedelta]] = {}
         rotations: dict[str, list[timedelta]] = {}
+        groups = self.groups_of(identity)
         for rule in self.rules:
-            if not rule.match.matches(identity):
+            if not rule.match.matches(identity, groups, self._fold):
                 continue
             for grant in rule.grant:
                 scopes.setdefault(grant.cluster, set()).update(grant.scopes())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import and_, delete, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, select
 
@@ -77,12 +77,24 @@ class ScimStore:
             return s.exec(select(func.count()).select_from(ScimResourceRow).where(
                 ScimResourceRow.source == source, ScimResourceRow.resource_type == "User")).one()
 
+    @staticmethod
+    def _row(tenant: str, source: str, resource: ScimResource) -> dict[str, Any]:
+        return {"tenant": tenant, "resource_type": resource.resource_type, "id": resource.id, "source": source,
+                "body": json.dumps(resource.body, sort_keys=True), "updated_at": datetime.now(UTC)}
+
     def put(self, tenant: str, source: str, resource: ScimResource) -> None:
         """Insert or replace, in one prepared statement (the endpoint's hot path)."""
         with self.ledger.connection() as connection:
-            connection.execute(self._upsert, {
-                "tenant": tenant, "resource_type": resource.resource_type, "id": resource.id, "source": source,
-                "body": json.dumps(resource.body, sort_keys=True), "updated_at": datetime.now(UTC)})
+            connection.execute(self._upsert, self._row(tenant, source, resource))
+
+    def delete_user(self, tenant: str, source: str, user_id: str, groups: list[ScimResource]) -> None:
+        """Delete a user and write the groups that listed it (without it now), in one transaction."""
+        with self.ledger.connection() as connection:
+            connection.execute(delete(ScimResourceRow).where(
+                ScimResourceRow.tenant == tenant, ScimResourceRow.resource_type == "User",  # type: ignore[arg-type]
+                ScimResourceRow.id == user_id))  # type: ignore[arg-type]
+            if groups:
+                connection.execute(self._upsert, [self._row(tenant, source, group) for group in groups])
 
     def delete(self, tenant: str, resource_type: str, resource_id: str) -> None:
         with self.ledger.session() as s:

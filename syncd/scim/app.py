@@ -48,13 +48,14 @@ BEARER = AuthenticationScheme(
 
 
 def scim_provider() -> ScimProvider:
-    """RFC 7643 Users (with the enterprise extension) and Groups; no bulk, and no passwords kept."""
+    """RFC 7643 Users (with the enterprise extension) and Groups; no bulk, and no passwords kept; what Entra ID
+    expects of filtered PATCH paths (`quirks.POLICY`)."""
     config = load_default_service_provider_config()
     config.bulk = Bulk(supported=False, max_operations=0, max_payload_size=0)
     config.change_password = ChangePassword(supported=False)
     config.authentication_schemes = [BEARER]
     return ScimProvider.from_discovery(load_default_schemas().values(), load_default_resource_types().values(),
-                                       config=config)
+                                       config=config, policy=quirks.POLICY)
 
 
 class SyncdScimService(ScimService):

@@ -3,29 +3,57 @@ protocol core reads it. Anything this does not recognise passes through untouche
 
 - Entra ID: capitalised ops (`Replace`); a member removal as `path: members` with the members in `value`;
   the enterprise `manager` as a bare id; schema URNs of extensions nobody declared (accepted, then dropped,
-  so they are never echoed back).
+  so they are never echoed back); an `add` to a filtered path that matches nothing
+  (`phoneNumbers[type eq "mobile"].value` on a user without one), which must create the entry the filter
+  describes (`POLICY`, the provider's policy).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection
 from typing import Any
+
+from scim2_models import InvalidSyntaxException, ScimPolicy
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 MANAGER = f"{ENTERPRISE}:manager"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+POLICY = ScimPolicy(unmatched_path_filter=ScimPolicy.UnmatchedPathFilter.create)
+
+# How deep arrays and objects may nest in a body (a PATCH of an extension's complex attribute nests 5 deep).
+# JSON parsers and the code that walks what they return recurse: a deeper body is refused before any of them runs.
+MAX_DEPTH = 64
+# A JSON string, closed or not; possessive, so that it runs in linear time whatever the body.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"?', re.DOTALL)
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def too_deep(body: bytes) -> bool:
+    """Whether arrays and objects nest deeper than MAX_DEPTH (brackets inside strings do not count). One pass,
+    no recursion, whatever the body: even 100,000 `[` are answered at once."""
+    depth = 0
+    for bracket in _STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
 
 
 def normalise(body: bytes, method: str, known_schemas: Collection[str]) -> bytes:
-    """The body with IdP quirks rewritten; unchanged when it is no JSON object or needs nothing."""
+    """The body with IdP quirks rewritten; unchanged when it is no JSON object or needs nothing. A body nested
+    deeper than MAX_DEPTH raises InvalidSyntaxException (400)."""
+    if too_deep(body):
+        raise InvalidSyntaxException(detail=f"arrays and objects nest deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(body)
     except ValueError:
         return body
     if not isinstance(data, dict):
         return body
-    if method == "PATCH" and PATCH_OP in (data.get("schemas") or []):
+    schemas = data.get("schemas")
+    if method == "PATCH" and isinstance(schemas, list) and PATCH_OP in schemas:
         fixed = _patch(data, known_schemas)
     elif method in ("POST", "PUT"):
         fixed = _resource(data, known_schemas)

@@ -1,7 +1,10 @@
 """Pushed users and groups: scim2-server's in-memory storage (filters, paging, uniqueness, versions) as a cache in
 front of the ledger database, written through on every change and loaded back at start. The app serves it through
 scim2-server's AsyncInMemoryStorage, on the event loop: a write holds the loop for its commit (about 1 ms on SQLite),
-which measured faster than handing each write to a thread."""
+which measured faster than handing each write to a thread.
+
+Memberships live on groups. A user's `groups` (read-only, RFC 7643 4.1.2) is never stored: reads fill it from the
+groups listing the user, and deleting a user takes it out of those groups in the same transaction."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from typing import Any
 
 import structlog
 from scim2_models import Resource, ResourceType, ScimProvider
-from scim2_server.memory import InMemoryStorage, _key
+from scim2_server.memory import InMemoryStorage, Key, _key
+from scim2_server.storage import SearchPage
 
 from syncd.ledger import ScimResource, ScimStore
 from syncd.policy import Policy
@@ -67,19 +71,56 @@ class LedgerStorage(InMemoryStorage):
         self.store, self.tenant, self.source = store, tenant, source
         self.relevance, self.on_change = relevance, on_change
         types = {rt.name: rt for rt in provider.resource_types}
+        self.group_type = types["Group"]
         loaded = [provider.model_for(types[r.resource_type]).model_validate(r.body)
                   for r in store.tenant_resources(tenant) if r.resource_type in types]
+        self.member_of: dict[str, set[str]] = {}  # user id -> ids of the groups listing it; kept by _store/_remove
         self.resources = loaded
         last = max((int(m.group(1)) for r in loaded if r.meta and r.meta.version
                     and (m := _VERSION.search(r.meta.version))), default=0)
         self.versions = itertools.count(last + 1)
 
     @staticmethod
-    def _without_secrets(resource: Resource[Any]) -> Resource[Any]:
-        # Passwords are write-only in SCIM and have no use here: never kept, not even in memory.
-        if getattr(resource, "password", None) is not None:
-            resource = resource.model_copy(update={"password": None})
+    def _as_stored(resource: Resource[Any]) -> Resource[Any]:
+        # Passwords are write-only in SCIM and have no use here: never kept, not even in memory. A user's groups
+        # come from the groups (`_with_groups`).
+        for derived in ("password", "groups"):
+            if getattr(resource, derived, None) is not None:
+                resource = resource.model_copy(update={derived: None})
         return resource
+
+    def _store(self, resource: Resource[Any], values: dict[str, Any]) -> None:
+        super()._store(resource, values)
+        if _key(resource)[0] == "Group":
+            for member in _members(resource):
+                self.member_of.setdefault(member, set()).add(str(resource.id))
+
+    def _remove(self, key: Key) -> None:
+        if key[0] == "Group":
+            for member in _members(self._resources.get("Group", {}).get(key[1])):
+                self.member_of.get(member, set()).discard(key[1])
+        super()._remove(key)
+
+    def _with_groups(self, resource: Resource[Any]) -> Resource[Any]:
+        """A copy of a user as it is read: its `groups` are the groups whose members list it."""
+        if _key(resource)[0] != "User":
+            return resource
+        groups = self._resources.get("Group", {})
+        found = sorted(self.member_of.get(str(resource.id), ()))
+        # Dicts, validated by the provider's own User model (built from the schemas it serves).
+        resource.groups = [{"value": gid, "$ref": f"Groups/{gid}", "display": groups[gid].display_name,
+                            "type": "direct"} for gid in found] or None
+        return resource
+
+    def get(self, resource_type: ResourceType, resource_id: str, **kwargs: Any) -> Resource[Any]:
+        with self.lock:
+            return self._with_groups(super().get(resource_type, resource_id, **kwargs))
+
+    def search(self, *args: Any, **kwargs: Any) -> SearchPage:
+        with self.lock:
+            page = super().search(*args, **kwargs)
+            page.resources = [self._with_groups(r) for r in page.resources]
+            return page
 
     @contextmanager
     def _restoring(self, resource_type: ResourceType, resource_id: str | None) -> Iterator[Resource[Any] | None]:
@@ -108,7 +149,7 @@ class LedgerStorage(InMemoryStorage):
 
     def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
         with self.lock:
-            created = super().create(resource_type, self._without_secrets(resource))
+            created = super().create(resource_type, self._as_stored(resource))
             try:
                 self._persist(resource_type, created)
             except BaseException:
@@ -120,14 +161,32 @@ class LedgerStorage(InMemoryStorage):
     def update(self, resource_type: ResourceType, resource: Resource[Any], *,
                expected_version: str | None = None) -> Resource[Any]:
         with self.lock, self._restoring(resource_type, resource.id) as before:
-            updated = super().update(resource_type, self._without_secrets(resource),
-                                     expected_version=expected_version)
+            updated = super().update(resource_type, self._as_stored(resource), expected_version=expected_version)
             self._persist(resource_type, updated)
         self._changed(resource_type, before, updated, "update")
-        return updated
+        return self._with_groups(updated)
 
     def delete(self, resource_type: ResourceType, resource_id: str, *, expected_version: str | None = None) -> None:
         with self.lock, self._restoring(resource_type, resource_id) as before:
             super().delete(resource_type, resource_id, expected_version=expected_version)
-            self.store.delete(self.tenant, resource_type.name, resource_id)
+            if resource_type.name == "User":
+                self._delete_member(resource_id)
+            else:
+                self.store.delete(self.tenant, resource_type.name, resource_id)
         self._changed(resource_type, before, None, "delete")
+
+    def _delete_member(self, user_id: str) -> None:
+        """Delete a user from the ledger database and from every group listing it, in one transaction."""
+        groups = [self._resources["Group"][gid] for gid in sorted(self.member_of.get(user_id, ()))]
+        try:
+            left = [super(LedgerStorage, self).update(self.group_type, group.model_copy(update={
+                "members": [m for m in group.members or [] if m.value != user_id] or None})) for group in groups]
+            self.store.delete_user(self.tenant, self.source, user_id,
+                                   [ScimResource("Group", str(g.id), g.model_dump()) for g in left])
+        except BaseException:
+            for group in groups:
+                self._store(group, self._values_of(group))
+            raise
+        if left:
+            log.info("remove a deleted SCIM User from its groups", tenant=self.tenant, source=self.source,
+                     id=user_id, groups=[g.id for g in left])

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from syncd.config import FileSourceSettings, LdapSourceSettings, ScimSourceSettings, SourceSettings
 from syncd.model import Snapshot
+from syncd.sources.dn import parse_dn
 
 if TYPE_CHECKING:
     from syncd.ledger import Ledger
@@ -55,11 +56,16 @@ def parse_active(value: str) -> bool:
 
 
 def group_name(value: str) -> str:
-    """`cn=developers,ou=groups,dc=example,dc=org` -> `developers`; a plain name stays as it is."""
-    first = value.split(",", 1)[0]
-    if "=" in first and "," in value:
-        return first.split("=", 1)[1].strip()
-    return value.strip()
+    """`cn=developers,ou=groups,dc=example,dc=org` -> `developers`, read as RFC 4514 says (`cn=dev\\,elopers,...`
+    -> `dev,elopers`; of a multi-valued first RDN, its cn); a plain name stays as it is."""
+    try:
+        rdns = parse_dn(value)
+    except ValueError:
+        return value.strip()
+    if len(rdns) < 2:
+        return value.strip()
+    first = rdns[0]
+    return next((v for kind, v in first if kind.lower() == "cn"), first[0][1])
 
 
 def reads_ledger(settings: SourceSettings) -> bool:

@@ -61,10 +61,25 @@ class FileSource:
         return records
 
     def _ldif_records(self, data: bytes) -> list[tuple[str, Mapping[str, Sequence[str]]]]:
+        """RFC 2849 entries (comments, folded lines and base64 values are the parser's); `changetype: add`
+        records are entries too. Other change records make no export of everyone: the file is refused."""
+        records: list[tuple[str, Mapping[str, Sequence[str]]]] = []
         try:
-            return [(f"dn {dn}", entry) for dn, entry in LDIFParser(io.BytesIO(data), strict=True).parse()]
+            for dn, entry in LDIFParser(io.BytesIO(data), strict=True).parse():
+                if dn is None:
+                    # The parser yields `version: 1` on its own lines (as exports write it) as a record with no
+                    # DN; in strict mode any other record without one is an error.
+                    continue
+                changetype = [str(v).lower() for key in list(entry) if key.lower() == "changetype"
+                              for v in entry.pop(key)]
+                if changetype not in ([], ["add"]):
+                    raise InputError(f"source {self.name}: {self.settings.path}: dn {dn}: changetype "
+                                     f"{', '.join(changetype)} is a change, not an entry",
+                                     hint="export every entry (ldapsearch -LLL or the directory's export tool)")
+                records.append((f"dn {dn}", entry))
         except (ValueError, UnicodeDecodeError) as error:
             raise InputError(f"source {self.name}: {self.settings.path} is not valid LDIF: {error}") from None
+        return records
 
     def _snapshot(self, records: Iterable[tuple[str, Mapping[str, Sequence[str]]]]) -> Snapshot:
         s = self.settings
@@ -99,8 +114,10 @@ class FileSource:
                 display_name=first(s.display_name_attribute),
                 groups=frozenset(group_name(g) for g in lowered.get(s.groups_attribute.lower(), []) if g.strip()),
                 active=active,
+                # Binary values (base64 in LDIF that is no UTF-8, such as a jpegPhoto) are no attributes to match.
                 attributes={key: str(values[0]) for key, values in record.items()
-                            if key not in mapped and values and key.lower() != "dn"},
+                            if key not in mapped and values and not isinstance(values[0], bytes)
+                            and key.lower() != "dn"},
                 origin=f"{self.settings.path} {where}",
             )
         return Snapshot(self.name, tuple(identities.values()), complete=not problems, problems=tuple(problems))

@@ -36,3 +36,15 @@ def test_scim_store_upserts_reads_and_deletes(ledger: Ledger):
     assert [r.id for r in store.tenant_resources("okta")] == ["g1", "u1"]
     assert [r.body["userName"] for r in store.tenant_resources("entra")] == ["carl"]
     assert [r.id for r in store.source_resources("hr")] == ["u9"]
+
+
+def test_deleting_a_user_rewrites_its_groups_in_the_same_transaction(ledger: Ledger):
+    store = ScimStore(ledger)
+    store.put("okta", "idp", ScimResource("User", "u1", {"userName": "ann"}))
+    store.put("entra", "idp", ScimResource("User", "u1", {"userName": "carl"}))
+    store.put("okta", "idp", ScimResource("Group", "g1", {"displayName": "devs", "members": [{"value": "u1"}]}))
+    store.delete_user("okta", "idp", "u1", [ScimResource("Group", "g1", {"displayName": "devs"})])
+    assert store.tenant_resources("okta") == [ScimResource("Group", "g1", {"displayName": "devs"})]
+    assert [r.body["userName"] for r in store.tenant_resources("entra")] == ["carl"]
+    store.delete_user("okta", "idp", "missing", [])
+    assert len(store.tenant_resources("okta")) == 1

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from syncd.ledger import ScimStore
 from tests.integration.conftest import World
-from tests.scim.conftest import SCIM_JSON, TOKEN, Endpoint
+from tests.scim.conftest import SCIM_JSON, TOKEN, Endpoint, configure_scim, start_endpoint
 from tests.scim.test_idp_shapes import GROUP, PATCH, USER, send
 
 pytestmark = pytest.mark.kube
@@ -157,3 +157,21 @@ def test_fuzzed_patch_bodies_never_get_a_5xx(scim: Endpoint, alice: tuple[str, s
 
     check()
     scim.settle()
+
+
+def test_bodies_nested_too_deep_get_a_400_and_the_server_keeps_serving(world: World):
+    # The body limit must let 100,000 brackets through to show that nesting alone is refused.
+    configure_scim(world, max_body_bytes=1_048_576)
+    endpoint = start_endpoint(world.config)
+    try:
+        client = endpoint.client()
+        user = {"schemas": [USER], "userName": "deep"}
+        legal = json.dumps(user | {"title": "[" * 1000}).encode()  # brackets in strings do not count
+        for body in (b"[" * 100_000, b'{"a":' * 100_000, legal[:-1] + b', "x": ' + b"[" * 30_000 + b"}"):
+            assert len(body) < 1_048_576
+            for method, url in (("POST", "/Users"), ("PATCH", "/Users/x"), ("PUT", "/Groups/x")):
+                assert_scim_error(client.request(method, url, content=body, headers=SCIM_JSON), 400, "invalidSyntax")
+        assert send(client, "POST", "/Users", json.loads(legal), expect=201)["userName"] == "deep"
+        assert [u["userName"] for u in send(client, "GET", "/Users")["Resources"]] == ["deep"]
+    finally:
+        endpoint.stop()

@@ -174,3 +174,39 @@ def test_entra_lifecycle(world: World, scim: Endpoint):
     scim.settle()
     assert bindings(world, uid) == []
     assert world.can("bob@example.org", "get", "pods", team_b) != "yes"
+
+
+def test_entra_memberships_and_filtered_adds(world: World, scim: Endpoint):
+    entra = scim.client(OTHER_TOKEN)
+    team_b = world.ns("team-b")
+    dave = send(entra, "POST", "/Users", {"schemas": [USER], "userName": "dave@example.org"}, expect=201)
+    uid = dave["id"]
+    gid = send(entra, "POST", "/Groups", {"schemas": [GROUP], "displayName": "sre", "members": [{"value": uid}]},
+               expect=201)["id"]
+
+    # A user's groups (read-only) come from the groups listing it, on every read.
+    membership = [{"value": gid, "display": "sre", "type": "direct", "$ref": f"{scim.url}/Groups/{gid}"}]
+    assert send(entra, "GET", f"/Users/{uid}")["groups"] == membership
+    assert send(entra, "GET", "/Users")["Resources"][0]["groups"] == membership
+    assert send(entra, "GET", "/Users", filter='userName eq "dave@example.org"')["Resources"][0]["groups"] == membership
+
+    # Entra adds to a filtered path that matches nothing yet: the entry the filter describes is created.
+    dave = patch(entra, f"/Users/{uid}", {"op": "Add", "path": 'phoneNumbers[type eq "mobile"].value',
+                                          "value": "+1 555 0100"})
+    assert dave["phoneNumbers"] == [{"type": "mobile", "value": "+1 555 0100"}]
+    assert dave["groups"] == membership
+    dave = patch(entra, f"/Users/{uid}", {"op": "Add", "path": 'phoneNumbers[type eq "mobile"].value',
+                                          "value": "+1 555 0199"})
+    assert dave["phoneNumbers"] == [{"type": "mobile", "value": "+1 555 0199"}]
+    scim.settle()
+    assert world.can("dave@example.org", "get", "pods", team_b) == "yes"
+
+    # A deleted user leaves its groups, in memory and in the ledger database (a restart loads it so).
+    send(entra, "DELETE", f"/Users/{uid}", expect=204)
+    assert "members" not in send(entra, "GET", f"/Groups/{gid}")
+    scim.settle()
+    restarted = start_endpoint(world.config)
+    try:
+        assert "members" not in send(restarted.client(OTHER_TOKEN), "GET", f"/Groups/{gid}")
+    finally:
+        restarted.stop()

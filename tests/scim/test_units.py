@@ -11,13 +11,15 @@ import threading
 import time
 
 import pytest
-from scim2_models import Group, GroupMember, User
+from hypothesis import example, given
+from hypothesis import strategies as st
+from scim2_models import Group, GroupMember, InvalidSyntaxException, User
 
 from syncd.config import ConfigError, Settings, load_settings
 from syncd.engine import RunReport
 from syncd.ledger import Ledger, ScimResource, ScimStore
 from syncd.policy import Policy
-from syncd.scim.quirks import ENTERPRISE, MANAGER, PATCH_OP, normalise
+from syncd.scim.quirks import ENTERPRISE, MANAGER, MAX_DEPTH, PATCH_OP, normalise
 from syncd.scim.reconciler import Reconciler
 from syncd.scim.storage import Relevance
 from syncd.sources.scim import snapshot_of
@@ -52,6 +54,35 @@ def test_foreign_schemas_are_dropped_and_anything_else_passes_untouched():
     assert set(body["schemas"]) == KNOWN and "urn:acme:ext" not in body
     for raw in (b"{not json", b"[1, 2]", b'"text"'):
         assert normalise(raw, "PATCH", KNOWN) == raw
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["schemas", "Operations", "op", "path", "value", "members", ENTERPRISE, "manager",
+                         "urn:x:y", MANAGER]), inner, max_size=3),
+    max_leaves=20)
+
+
+@given(json_values, st.sampled_from(["PATCH", "POST", "PUT", "GET"]))
+@example(5, "PATCH")
+def test_any_json_is_rewritten_or_passed_on_never_an_error(value, method: str):
+    # Whatever the shape (`"schemas": 5`, an op that is a list, ...), the core judges it: no exception here.
+    for body in (value, {"schemas": [PATCH_OP], "Operations": value}, {"schemas": value, "Operations": [value]}):
+        json.loads(normalise(json.dumps(body).encode(), method, KNOWN))
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000, b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
+                                  b'{"v": "' + b"[" * 100 + b'", "w": ' + b"[" * MAX_DEPTH + b"x"])
+def test_bodies_nested_too_deep_are_invalid_syntax(body: bytes):
+    with pytest.raises(InvalidSyntaxException):
+        normalise(body, "POST", KNOWN)
+
+
+def test_bodies_nested_up_to_the_limit_and_brackets_in_strings_pass():
+    deep = {"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "x", "value": json.loads(
+        "[" * (MAX_DEPTH - 3) + "]" * (MAX_DEPTH - 3))}], "note": "[{" * 1000 + '\\"[' * 1000}
+    assert rewrite("PATCH", deep)["note"] == deep["note"]
 
 
 def test_snapshot_maps_users_and_groups_and_flags_broken_users():

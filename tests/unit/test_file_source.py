@@ -1,5 +1,7 @@
 """The file source: CSV and LDIF exports; broken entries make the snapshot partial, never silently dropped."""
 
+from pathlib import Path
+
 import pytest
 
 from syncd.config import FileSourceSettings
@@ -56,3 +58,26 @@ def test_ldif_with_member_of_dns_and_base64_values(tmp_path):
 def test_malformed_ldif_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="not valid LDIF"):
         read(tmp_path, "p.ldif", "dn: uid=a\nnot a line\n\n")
+
+
+EXPORT = Path(__file__).parent / "data" / "export.ldif"
+
+
+def test_an_rfc_2849_export_reads_in_full(tmp_path):
+    # `version: 1`, comments, folded lines, base64 DNs and values, a `changetype: add` record, escaped DNs.
+    snapshot = FileSource(FileSourceSettings(
+        name="hr", path=EXPORT, id_attribute="entryUUID", username_attribute="uid", display_name_attribute="cn",
+        groups_attribute="memberOf")).read()
+    assert snapshot.complete, snapshot.problems
+    alice, juergen = snapshot.identities
+    assert alice.id == "6f1e-0001" and alice.groups == {"dev,elopers", "s,re", "plat, form"}
+    assert alice.attributes["description"] == ("a description long enough that the export tool folded it onto "
+                                               "a second line")
+    assert juergen.id == "6f1e-0002" and juergen.display_name == "Jürgen Ölschläger"
+    assert juergen.groups == {"developers"}
+    assert "jpegPhoto" not in juergen.attributes and "changetype" not in juergen.attributes
+
+
+def test_ldif_change_records_are_no_export(tmp_path):
+    with pytest.raises(InputError, match="changetype delete is a change"):
+        read(tmp_path, "p.ldif", "version: 1\n\ndn: uid=a,dc=x\nchangetype: delete\n\n")

@@ -57,3 +57,32 @@ def test_people_with_equal_access_keys_get_equal_access(first: Identity, second:
 def test_access_keys_ignore_what_no_rule_reads():
     assert POLICY.access_key(who("developers", "interns", team="x")) == POLICY.access_key(who("developers", team="y"))
     assert POLICY.access_key(who("sre", department="infra")) != POLICY.access_key(who("sre", department="sales"))
+
+
+def test_group_names_match_whatever_their_case():
+    # LDAP, AD and identity providers treat `Developers` and `developers` as one group.
+    assert set(POLICY.access_for(who("Developers"))) == {"dev"}
+    assert set(POLICY.access_for(who("SRE", department="platform"))) == {"dev", "prod"}
+    shouting = Policy.model_validate(POLICY.model_dump() | {"rules": [
+        rule.model_dump() | {"match": {"groups": ["DEVELOPERS"]}} for rule in POLICY.rules[:1]]})
+    assert set(shouting.access_for(who("developers"))) == {"dev"}
+    assert POLICY.access_key(who("Developers")) == POLICY.access_key(who("developers"))
+
+
+def test_group_names_can_be_compared_case_sensitively():
+    strict = Policy.model_validate(POLICY.model_dump() | {"match_groups": "case-sensitive"})
+    assert strict.access_for(who("Developers")) == {}
+    assert set(strict.access_for(who("developers"))) == {"dev"}
+    assert strict.access_key(who("Developers")) != strict.access_key(who("developers"))
+
+
+mixed_case_people = st.builds(
+    who, *[st.sampled_from(["developers", "Developers", "SRE", "sre", "sales"])] * 2, active=st.booleans(),
+    department=st.sampled_from(["platform", "infra", "sales"]))
+
+
+@given(mixed_case_people, mixed_case_people, st.sampled_from(["case-insensitive", "case-sensitive"]))
+def test_access_keys_agree_with_access_whatever_the_case(first: Identity, second: Identity, mode: str):
+    policy = Policy.model_validate(POLICY.model_dump() | {"match_groups": mode})
+    if policy.access_key(first) == policy.access_key(second):
+        assert policy.access_for(first) == policy.access_for(second)
