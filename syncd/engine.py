@@ -59,6 +59,7 @@ class RunReport:
         return {
             "actions": len(plan.actions),
             "held": len(plan.held),
+            "refused": sum(1 for held in plan.held if held.refused),
             "failed": len(self.outcome.failed) if self.outcome else 0,
             "writes": self.writes,
             "skipped_clusters": list(plan.skipped_clusters),

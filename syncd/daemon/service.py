@@ -312,7 +312,7 @@ class Daemon:
         self.metrics.quarantined.labels(source).set(self.held[source])
         summary = report.summary()
         self.last_status = (f"last run {job_id}: {report.result}, {summary['actions']} action(s), "
-                            f"{summary['held']} held, {summary['failed']} failed at "
+                            f"{summary['held']} held ({summary['refused']} refused), {summary['failed']} failed at "
                             f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}")
         self.notifier.send(f"STATUS={self.last_status}")
 
