@@ -57,7 +57,7 @@ def settings(server_url: str, ca_file: str, groups: int):
 
 
 def policy(groups: int):
-    from syncd.policy import Policy
+    from syncd.core.policy import Policy
 
     # Everyone is entitled (the planner's most work per person); a group rule that matches some as well.
     return Policy.model_validate({"defaults": {"token_ttl": "8h"}, "rules": [
@@ -70,7 +70,7 @@ def policy(groups: int):
 def steady_state(snapshot, rules):
     """Ledger and cluster state that already match the snapshot, as they would after a completed run (the
     planner's inputs as the ledger and the cluster would give them; built here without either)."""
-    from syncd.model import KnownAccess, KnownCredential, KnownPerson, ObservedAccount, ObservedCluster, person_key
+    from syncd.core.model import KnownAccess, KnownCredential, KnownPerson, ObservedAccount, ObservedCluster, person_key
     from tests.unit.plan.builders import EDIT_A, NOW, binding
 
     scopes, issued = frozenset((EDIT_A,)), NOW - timedelta(hours=1)
@@ -88,7 +88,7 @@ def steady_state(snapshot, rules):
 
 
 def plan(snapshot, rules, people, observed, only=None):
-    from syncd.plan import Inputs, make_plan
+    from syncd.core.plan import Inputs, make_plan
     from tests.unit.plan.builders import NOW, SAFETY
 
     return make_plan(Inputs(snapshot, rules, people, observed, NOW, SAFETY, only))
@@ -111,7 +111,7 @@ def child_raw(url: str, attrs: dict) -> dict:
 
 
 def child_syncd(url: str, groups: int, changed_dns: list[str]) -> dict:
-    from syncd.sources.ldap import LdapSource
+    from syncd.adapters.ldap import LdapSource
 
     os.environ["BENCH_LDAP_PASSWORD"] = BIND_PASSWORD
     source, rules = LdapSource(settings(url, "", groups)), policy(groups)
@@ -169,7 +169,7 @@ def main() -> None:
         server.start()
         try:
             os.environ["BENCH_LDAP_PASSWORD"] = BIND_PASSWORD
-            from syncd.sources.ldap import LdapSource
+            from syncd.adapters.ldap import LdapSource
 
             probe = LdapSource(settings(server.url, "", args.groups))
             attrs = json.dumps({"people": probe._people_attributes(), "group": probe._group_attributes(),

@@ -123,7 +123,7 @@ def leaver_latency(url: str, kubeconfig: Path, leavers: int) -> list[float]:
     from kubernetes import client as k8s
     from kubernetes import config as k8s_config
 
-    from syncd.model import person_key
+    from syncd.core.model import person_key
 
     api = k8s.RbacAuthorizationV1Api(k8s_config.new_client_from_config(str(kubeconfig)))
     scim = httpx.Client(base_url=url, headers=HEADERS, timeout=60)

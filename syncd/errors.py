@@ -1,6 +1,6 @@
 """syncd's own errors. Each carries its exit code, its HTTP status and whether retrying can help.
 
-Adapters turn the exceptions of their client library into these; `syncd.cli.main` alone maps them to exit codes.
+Adapters turn the exceptions of their client library into these; `syncd.app.cli.main` alone maps them to exit codes.
 Messages never contain a secret.
 """
 

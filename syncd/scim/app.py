@@ -29,10 +29,10 @@ from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 from scim2_server.utils import load_default_resource_types, load_default_schemas, load_default_service_provider_config
 
+from syncd.adapters.ledger import ScimStore
 from syncd.config import ScimSettings, Settings, read_secret
-from syncd.engine import Engine
 from syncd.errors import ConfigError, SyncdError
-from syncd.ledger import ScimStore
+from syncd.runtime.engine import Engine
 from syncd.scim import quirks
 from syncd.scim.reconciler import Reconciler
 from syncd.scim.storage import LedgerStorage, Relevance

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import structlog
 
-from syncd.engine import Engine, RunReport
 from syncd.errors import SyncdError
+from syncd.runtime.engine import Engine, RunReport
 
 log = structlog.get_logger("syncd.scim")
 

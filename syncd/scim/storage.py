@@ -19,9 +19,9 @@ from scim2_models import Resource, ResourceType, ScimProvider
 from scim2_server.memory import InMemoryStorage, Key, _key
 from scim2_server.storage import SearchPage
 
-from syncd.ledger import ScimResource, ScimStore
-from syncd.policy import Policy
-from syncd.sources.scim import access_view, snapshot_of
+from syncd.adapters.ledger import ScimResource, ScimStore
+from syncd.adapters.scim_pull import access_view, snapshot_of
+from syncd.core.policy import Policy
 
 log = structlog.get_logger("syncd.scim")
 

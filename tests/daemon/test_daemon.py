@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.model import person_key
+from syncd.core.model import person_key
 from tests.integration.conftest import World
 
 pytestmark = pytest.mark.kube

@@ -8,8 +8,8 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from syncd.app.daemon.jobs import Backoff, JobSpec
 from syncd.config import JobSchedule, load_settings
-from syncd.daemon.jobs import Backoff, JobSpec
 from syncd.errors import ConfigError
 from tests.unit.test_config import config
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from syncd.model import person_key
+from syncd.core.model import person_key
 from tests.conftest import free_port, self_signed_certificate
 from tests.integration.conftest import World
 from tests.ldap.conftest import Directory

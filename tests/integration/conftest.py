@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from syncd.model import person_key
+from syncd.core.model import person_key
 from tests.conftest import ControlPlane, write_yaml
 
 

@@ -102,7 +102,7 @@ delivery.write_secret_file = stop_then_write
 """,
     # Between two actions: the first one recorded and its intent done, the second not begun.
     "between-actions": """
-from syncd.ledger.store import Ledger
+from syncd.adapters.ledger.store import Ledger
 begin, begun = Ledger.begin_intent, []
 def stop_before_the_second(self, *args, **kwargs):
     begun.append(1)
@@ -117,7 +117,7 @@ import os, signal, sys
 def stop():
     os.kill(os.getpid(), signal.SIGSTOP)
 {hook}
-from syncd.cli import main
+from syncd.app.cli import main
 main(sys.argv[1:])
 """
 

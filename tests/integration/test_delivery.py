@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from syncd.model import person_key
+from syncd.core.model import person_key
 from tests.integration.conftest import World
 
 pytestmark = pytest.mark.kube

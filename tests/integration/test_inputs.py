@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.model import person_key
+from syncd.core.model import person_key
 from tests.integration.conftest import World
 
 pytestmark = pytest.mark.kube

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.model import UNOWNED, RoleKind, Scope, binding_name, person_key
+from syncd.core.model import UNOWNED, RoleKind, Scope, binding_name, person_key
 from tests.conftest import free_port, write_yaml
 from tests.integration.conftest import World
 

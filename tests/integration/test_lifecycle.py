@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from syncd.model import person_key
+from syncd.core.model import person_key
 from tests.integration.conftest import World
 
 pytestmark = pytest.mark.kube

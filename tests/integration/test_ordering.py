@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import pytest
 
 from syncd.config import load_settings
-from syncd.engine import Engine, RunReport
-from syncd.model import Snapshot, person_key
-from syncd.sources import Source
+from syncd.core.model import Snapshot, person_key
+from syncd.ports import Source
+from syncd.runtime.engine import Engine, RunReport
 from tests.integration.conftest import World
 
 pytestmark = pytest.mark.kube

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from syncd.adapters.kube import KubernetesCluster
 from syncd.config import load_settings
-from syncd.issuers.kube import KubernetesCluster
-from syncd.model import person_key
+from syncd.core.model import person_key
 from tests.integration.conftest import World
 
 pytestmark = pytest.mark.kube

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from syncd.adapters.ldap import LdapSource
 from syncd.config import LdapSourceSettings
-from syncd.sources.ldap import LdapSource
 from tests.integration.conftest import World, world  # noqa: F401  (the World harness, reused here)
 from tests.ldap.slapd import BASE_LDIF, BIND_DN, BIND_PASSWORD, SUFFIX, Slapd
 

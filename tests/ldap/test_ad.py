@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from syncd.adapters.ldap import LdapSource, ad
+from syncd.adapters.ldap.client import Entry, escape
 from syncd.config import LdapSourceSettings
-from syncd.sources.ldap import LdapSource, ad
-from syncd.sources.ldap.client import Entry, escape
 
 # objectGUID as AD returns it (little-endian first three fields) and as AD tools print it.
 RECORDED_GUID = bytes.fromhex("e004253f894fd3119a0c0305e82c3301")

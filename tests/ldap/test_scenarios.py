@@ -8,8 +8,8 @@ import json
 import pytest
 
 from syncd.config import load_settings
-from syncd.engine import Engine
-from syncd.model import person_key
+from syncd.core.model import person_key
+from syncd.runtime.engine import Engine
 from tests.integration.conftest import World
 from tests.ldap.conftest import Directory
 from tests.ldap.slapd import Slapd

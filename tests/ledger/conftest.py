@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from syncd.ledger import Ledger
+from syncd.adapters.ledger import Ledger
 from tests.conftest import PostgresServer
 
 

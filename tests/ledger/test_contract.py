@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from syncd.ledger import Event, Ledger
-from syncd.model import Identity, RoleKind, Scope
+from syncd.adapters.ledger import Event, Ledger
+from syncd.core.model import Identity, RoleKind, Scope
 
 EDIT_A = Scope("a", RoleKind.CLUSTER_ROLE, "edit")
 

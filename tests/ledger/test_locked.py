@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from syncd.ledger import Ledger
+from syncd.adapters.ledger import Ledger
 from tests.conftest import write_yaml
 
 HOLD_THE_WRITE_LOCK = """

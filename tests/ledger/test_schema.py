@@ -11,9 +11,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlmodel import SQLModel
 
+from syncd.adapters.ledger import Ledger
+from syncd.adapters.ledger.schema import FIRST_REVISION, MIGRATIONS, alembic_config
 from syncd.errors import LedgerSchemaUnknown
-from syncd.ledger import Ledger
-from syncd.ledger.schema import FIRST_REVISION, MIGRATIONS, alembic_config
 from tests.ledger.test_contract import record_events, tamper
 
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()

@@ -3,7 +3,7 @@ counts, delete."""
 
 from __future__ import annotations
 
-from syncd.ledger import Ledger, ScimResource, ScimStore
+from syncd.adapters.ledger import Ledger, ScimResource, ScimStore
 
 
 def test_scim_store_upserts_reads_and_deletes(ledger: Ledger):

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from syncd.config import load_settings
-from syncd.engine import Engine
+from syncd.runtime.engine import Engine
 from syncd.scim.app import ScimApp, create_app
 from tests.conftest import write_yaml
 from tests.integration.conftest import World, world  # noqa: F401  (the fixture, re-exported)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syncd.ledger import ScimStore
+from syncd.adapters.ledger import ScimStore
 from tests.integration.conftest import World
 from tests.scim.conftest import SCIM_JSON, TOKEN, Endpoint, configure_scim, start_endpoint
 from tests.scim.test_idp_shapes import GROUP, PATCH, USER, send

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.model import person_key
+from syncd.core.model import person_key
 from tests.integration.conftest import World
 from tests.scim.conftest import OTHER_TOKEN, Endpoint
 from tests.scim.test_idp_shapes import GROUP, USER, bindings, patch, send

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from syncd.model import person_key
+from syncd.core.model import person_key
 from tests.integration.conftest import World
 from tests.scim.conftest import OTHER_TOKEN, SCIM_JSON, Endpoint, start_endpoint
 

@@ -15,14 +15,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from scim2_models import Group, GroupMember, InvalidSyntaxException, User
 
+from syncd.adapters.ledger import Ledger, ScimResource, ScimStore
+from syncd.adapters.scim_pull import snapshot_of
 from syncd.config import ConfigError, Settings, load_settings
-from syncd.engine import RunReport
-from syncd.ledger import Ledger, ScimResource, ScimStore
-from syncd.policy import Policy
+from syncd.core.policy import Policy
+from syncd.runtime.engine import RunReport
 from syncd.scim.quirks import ENTERPRISE, MANAGER, MAX_DEPTH, PATCH_OP, normalise
 from syncd.scim.reconciler import Reconciler
 from syncd.scim.storage import Relevance
-from syncd.sources.scim import snapshot_of
 from tests.conftest import ROOT
 
 KNOWN = {"urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE}

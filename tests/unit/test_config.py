@@ -7,8 +7,8 @@ import yaml
 from pydantic import ValidationError
 
 from syncd.config import LdapSourceSettings, load_settings, parse_duration, read_secret
+from syncd.core.policy import load_policy
 from syncd.errors import ConfigError
-from syncd.policy import load_policy
 from tests.conftest import ROOT, write_yaml
 
 

@@ -5,9 +5,9 @@ import stat
 import pytest
 import yaml
 
+from syncd.adapters.delivery import Delivery, DeliveryError
 from syncd.config import DeliverySettings
-from syncd.delivery import Delivery, DeliveryError
-from syncd.model import Endpoint, delivery_problem, fingerprint, person_key
+from syncd.core.model import Endpoint, delivery_problem, fingerprint, person_key
 
 ENDPOINT = Endpoint("https://127.0.0.1:6443", "Q0E=")
 
@@ -104,7 +104,7 @@ def test_find_takes_an_id_or_a_username_and_refuses_ambiguity(tmp_path):
 
 
 def test_syncd_credential_finds_the_folder_by_username_or_id(tmp_path, capsys):
-    from syncd.cli import main
+    from syncd.app.cli import main
 
     delivery = Delivery(DeliverySettings(directory=tmp_path))
     delivery.deliver("2101", "sam", "dev", ENDPOINT, "token-of-2101", None)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from syncd.sources import group_name
-from syncd.sources.dn import parse_dn
+from syncd.adapters.dn import parse_dn
+from syncd.adapters.identity import group_name
 
 
 @pytest.mark.parametrize(("dn", "name"), [

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from syncd.adapters.file import FileSource
 from syncd.config import FileSourceSettings
 from syncd.errors import InputError, SourceUnavailable
-from syncd.sources.file import FileSource
 
 
 def read(tmp_path, name, text, **settings):

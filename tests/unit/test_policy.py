@@ -3,8 +3,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.model import Identity, RoleKind, Scope
-from syncd.policy import Policy
+from syncd.core.model import Identity, RoleKind, Scope
+from syncd.core.policy import Policy
 
 POLICY = Policy.model_validate({"rules": [
     {"name": "devs", "match": {"groups": ["developers"]},

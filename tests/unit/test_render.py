@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from syncd import render
-from syncd.apply import Outcome
-from syncd.engine import RunReport
+from syncd.adapters.ledger.tables import EventRow
+from syncd.app import render
+from syncd.app.render import plan_text, report_json
+from syncd.core.model import Access, Identity, ObservedBinding, RoleKind, Scope
+from syncd.core.plan import Action, Held, Kind, Plan, Reason
 from syncd.errors import ClusterRejected
-from syncd.ledger.tables import EventRow
-from syncd.model import Access, Identity, ObservedBinding, RoleKind, Scope
-from syncd.plan import Action, Held, Kind, Plan, Reason
-from syncd.render import plan_text, report_json
+from syncd.runtime.apply import Outcome
+from syncd.runtime.engine import RunReport
 
 EDIT = Scope("team-a", RoleKind.CLUSTER_ROLE, "edit")
 ADMIN = Scope("team-a", RoleKind.CLUSTER_ROLE, "admin")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from syncd.model import (
+from syncd.core.model import (
     Identity,
     KnownAccess,
     KnownCredential,
@@ -19,8 +19,8 @@ from syncd.model import (
     person_key,
     service_account_name,
 )
-from syncd.plan import Inputs, Plan, Safety, Sweep, make_plan, make_sweep_plan
-from syncd.policy import Policy
+from syncd.core.plan import Inputs, Plan, Safety, Sweep, make_plan, make_sweep_plan
+from syncd.core.policy import Policy
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SOURCE = "hr"

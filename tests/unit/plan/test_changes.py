@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from syncd.model import UNOWNED, ObservedAccount, ObservedBinding, RoleKind, Scope, binding_name
+from syncd.core.model import UNOWNED, ObservedAccount, ObservedBinding, RoleKind, Scope, binding_name
 from tests.unit.plan.builders import (
     EDIT_A,
     INSTANCE,

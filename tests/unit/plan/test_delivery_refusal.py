@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from syncd.model import KnownAccess
-from syncd.plan import Kind
+from syncd.core.model import KnownAccess
+from syncd.core.plan import Kind
 from tests.unit.plan.builders import CLUSTER, account, cluster, kinds, known, person, plan
 
 

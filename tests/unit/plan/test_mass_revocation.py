@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from syncd.model import KnownPerson
-from syncd.plan import Safety
+from syncd.core.model import KnownPerson
+from syncd.core.plan import Safety
 from tests.unit.plan.builders import CLUSTER, account, cluster, kinds, known, person, plan
 
 HOLDERS = tuple(known(str(1000 + n), f"user{n}") for n in range(20))

@@ -4,9 +4,9 @@ records and removes what nobody owns; everything that needs a fresh read of the 
 from dataclasses import replace
 from datetime import timedelta
 
-from syncd.model import Snapshot
-from syncd.plan import Inputs, make_plan
-from syncd.policy import Policy
+from syncd.core.model import Snapshot
+from syncd.core.plan import Inputs, make_plan
+from syncd.core.policy import Policy
 from tests.unit.plan.builders import (
     CLUSTER,
     EDIT_A,

@@ -1,0 +1,219 @@
+"""Delivery: a kubeconfig per person per cluster, and beside it the token file it points to.
+
+Layout: DIRECTORY/KEY/CLUSTER.kubeconfig and DIRECTORY/KEY/CLUSTER.token, KEY being `person_key` of the person's
+stable id: two people never share a folder, whatever their usernames, and a rename moves nothing. The username
+names the user and context inside the kubeconfig only. Every file is written atomically (temporary file, fsync,
+rename) with mode 0600, so kubectl or K9s never read half a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Collection
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+import yaml
+
+from syncd.config import DeliverySettings
+from syncd.core.model import Endpoint, fingerprint, is_person_key, person_key
+from syncd.errors import PermanentError
+
+EXEC_API_VERSION = "client.authentication.k8s.io/v1"
+log = structlog.get_logger("syncd.delivery")
+
+
+def _this_syncd() -> str:
+    beside_python = Path(sys.executable).parent / "syncd"
+    return str(beside_python) if beside_python.exists() else (shutil.which("syncd") or "syncd")
+
+
+def token_expiry(token: str) -> datetime | None:
+    """The `exp` claim of a service account token (a JWT), read without verifying: only for display and
+    ExecCredential's expirationTimestamp, never for trust."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return datetime.fromtimestamp(int(claims["exp"]), UTC)
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+def exec_credential(token_file: Path) -> dict:
+    """What `syncd credential` prints for kubectl: client.authentication.k8s.io/v1 ExecCredential."""
+    try:
+        token = token_file.read_text().strip()
+    except OSError as error:
+        raise DeliveryError(f"cannot read the token file {token_file}: {error.strerror}") from None
+    if not token:
+        raise DeliveryError(f"the token file {token_file} is empty")
+    status: dict[str, str] = {"token": token}
+    expiry = token_expiry(token)
+    if expiry is not None:
+        status["expirationTimestamp"] = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"apiVersion": EXEC_API_VERSION, "kind": "ExecCredential", "status": status}
+
+
+class DeliveryError(PermanentError):
+    """A kubeconfig or token file could not be written."""
+
+
+def write_secret_file(path: Path, content: str) -> None:
+    """Atomically replace `path` with `content`, readable by its owner only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class Delivery:
+    def __init__(self, settings: DeliverySettings) -> None:
+        self.directory = settings.directory
+        self.mode = settings.mode
+        self.token_file = settings.mode != "inline"
+        self.exec_command = settings.exec_command or _this_syncd()
+
+    def folder(self, key: str) -> Path:
+        """The person's folder. `key` is `person_key` of their id (label-safe: it cannot leave the directory)."""
+        if not is_person_key(key):
+            raise DeliveryError(f"{key!r} is not a person key")
+        return self.directory / key
+
+    def kubeconfig_path(self, key: str, cluster: str) -> Path:
+        return self.folder(key) / f"{cluster}.kubeconfig"
+
+    def token_path(self, key: str, cluster: str) -> Path:
+        return self.folder(key) / f"{cluster}.token"
+
+    def deliver(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
+                namespace: str | None) -> Path:
+        """Write the token (to its own file when configured) and a kubeconfig that uses it."""
+        token_path = self.token_path(key, cluster)
+        try:
+            user: dict[str, object]
+            if self.token_file:
+                write_secret_file(token_path, token)
+            if self.mode == "token-file":
+                user = {"tokenFile": str(token_path.resolve())}
+            elif self.mode == "exec":
+                user = {"exec": {
+                    "apiVersion": EXEC_API_VERSION,
+                    "command": self.exec_command,
+                    "args": ["credential", "--token-file", str(token_path.resolve())],
+                    "interactiveMode": "Never",
+                }}
+            else:
+                user = {"token": token}
+            path = self.kubeconfig_path(key, cluster)
+            write_secret_file(path, self.render(username, cluster, target, user, namespace))
+            return path
+        except OSError as error:
+            raise DeliveryError(
+                f"cannot deliver the kubeconfig of {username!r} for {cluster}: {error.strerror}"
+            ) from None
+
+    def replace_token(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
+                      namespace: str | None) -> Path:
+        """A refresh: with a token file only that file changes, and running clients pick it up."""
+        path = self.kubeconfig_path(key, cluster)
+        if self.token_file and path.exists():
+            try:
+                write_secret_file(self.token_path(key, cluster), token)
+            except OSError as error:
+                raise DeliveryError(
+                    f"cannot replace the token of {username!r} for {cluster}: {error.strerror}"
+                ) from None
+            return path
+        return self.deliver(key, username, cluster, target, token, namespace)
+
+    @staticmethod
+    def read_token(kubeconfig: Path) -> str | None:
+        """The token delivered with this kubeconfig (the token file beside it, else inline), None when there is
+        none. Never logged. A file that exists but cannot be read is a DeliveryError."""
+        try:
+            beside = kubeconfig.with_suffix(".token")
+            if beside.exists():
+                return beside.read_text().strip() or None
+            if not kubeconfig.exists():
+                return None
+            config = yaml.safe_load(kubeconfig.read_text())
+            return config["users"][0]["user"].get("token")
+        except (yaml.YAMLError, KeyError, IndexError, TypeError, AttributeError):
+            return None
+        except OSError as error:
+            raise DeliveryError(f"cannot read the token delivered with {kubeconfig}: {error.strerror}") from None
+
+    def remove(self, kubeconfig: Path, fingerprints: Collection[str] | None) -> str | None:
+        """Delete a delivered kubeconfig and its token file, and their folder once empty, but only when the token
+        is one of `fingerprints` (None: the caller knows the files are the person's). Returns the token removed,
+        None when nothing was (no files, or someone else's token)."""
+        token = self.read_token(kubeconfig)
+        if token is None and not kubeconfig.exists():
+            return None
+        if fingerprints is not None and (token is None or fingerprint(token) not in fingerprints):
+            log.warning("keep delivered files whose token is not the one removed", kubeconfig=str(kubeconfig))
+            return None
+        try:
+            for path in (kubeconfig, kubeconfig.with_suffix(".token")):
+                path.unlink(missing_ok=True)
+            folder = kubeconfig.parent
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError as error:
+            raise DeliveryError(f"cannot remove the delivered files {kubeconfig}: {error.strerror}") from None
+        return token
+
+    def find(self, user: str, cluster: str) -> Path:
+        """The folder delivering `cluster` to `user`, a person id or the username its kubeconfig names. Refuses
+        when none or several match."""
+        by_id = self.folder(person_key(user))
+        found = {by_id} if (by_id / f"{cluster}.kubeconfig").is_file() else set()
+        for kubeconfig in self.directory.glob(f"*/{cluster}.kubeconfig"):
+            try:
+                names = [u.get("name") for u in yaml.safe_load(kubeconfig.read_text()).get("users") or []]
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue
+            if f"{user}@{cluster}" in names:
+                found.add(kubeconfig.parent)
+        if not found:
+            raise DeliveryError(f"no kubeconfig for {user!r} on {cluster} in {self.directory}")
+        if len(found) > 1:
+            raise DeliveryError(f"{user!r} names several people's kubeconfigs for {cluster}: "
+                                f"{', '.join(sorted(map(str, found)))}", hint="pass the person id or --token-file")
+        return found.pop()
+
+    @staticmethod
+    def render(username: str, cluster: str, target: Endpoint, user: dict[str, object], namespace: str | None) -> str:
+        cluster_entry: dict[str, str] = {"server": target.server}
+        if target.ca_data:
+            cluster_entry["certificate-authority-data"] = target.ca_data
+        context: dict[str, str] = {"cluster": cluster, "user": f"{username}@{cluster}"}
+        if namespace:
+            context["namespace"] = namespace
+        return yaml.safe_dump({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": cluster, "cluster": cluster_entry}],
+            "users": [{"name": f"{username}@{cluster}", "user": user}],
+            "contexts": [{"name": cluster, "context": context}],
+            "current-context": cluster,
+        }, sort_keys=False, allow_unicode=True)

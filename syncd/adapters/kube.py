@@ -1,0 +1,370 @@
+"""The Kubernetes adapter: the only module that talks to an API server.
+
+Per person per cluster it keeps a ServiceAccount in syncd's namespace, RoleBindings (or ClusterRoleBindings where
+allowed) for each scope, and one Opaque Secret per token, to which the token is bound through TokenRequest, so that
+deleting that Secret revokes that token alone. Client exceptions become `ClusterUnavailable` or `ClusterRejected`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from syncd.config import ClusterSettings
+from syncd.core.model import (
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    PERSON_ID_ANNOTATION,
+    PERSON_LABEL,
+    SCOPE_LABEL,
+    UNOWNED,
+    USERNAME_ANNOTATION,
+    Endpoint,
+    ObservedAccount,
+    ObservedBinding,
+    ObservedCluster,
+    RoleKind,
+    Scope,
+    binding_name,
+    fingerprint,
+    person_key,
+    service_account_name,
+)
+from syncd.errors import ClusterRejected, ClusterUnavailable, ConfigError
+
+TOKEN_LABEL = "syncd.io/token"  # noqa: S105 (a label name)
+RBAC_GROUP = "rbac.authorization.k8s.io"
+SELECTOR_BATCH = 50  # people per label selector: 50 keys of up to 63 characters stay well within a URL
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token fresh from TokenRequest. `token` lives in memory and in the delivered file only."""
+
+    token: str
+    secret_name: str
+    issued_at: datetime
+    expires_at: datetime
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.token)
+
+    def __repr__(self) -> str:
+        return f"IssuedToken(secret_name={self.secret_name!r}, fingerprint={self.fingerprint!r})"
+
+
+def _status_message(error: ApiException) -> str:
+    try:
+        return json.loads(error.body or "{}").get("message") or error.reason or ""
+    except (ValueError, AttributeError):
+        return error.reason or ""
+
+
+class KubernetesCluster:
+    def __init__(self, settings: ClusterSettings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.namespace = settings.namespace
+        self.instance_labels = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: self.namespace}
+        self.ours = ",".join(f"{key}={value}" for key, value in self.instance_labels.items())
+        self.writes = 0
+        try:
+            self.api = k8s_config.new_client_from_config(
+                config_file=str(settings.kubeconfig), context=settings.context
+            )
+        except (ConfigException, OSError, ValueError) as error:
+            raise ConfigError(
+                f"cluster {self.name}: cannot load kubeconfig {settings.kubeconfig}: {error}",
+                hint="check clusters[].kubeconfig and clusters[].context",
+            ) from None
+        # Every call is bounded by the timeout, to connect and to each read: no retry may add a second wait.
+        self.api.configuration.retries = False
+        self.api.rest_client.pool_manager.connection_pool_kw["retries"] = False
+        seconds = settings.timeout.total_seconds()
+        self.timeout = (seconds, seconds)
+        self.core = k8s.CoreV1Api(self.api)
+        self.rbac = k8s.RbacAuthorizationV1Api(self.api)
+        self.authn = k8s.AuthenticationV1Api(self.api)
+
+    def close(self) -> None:
+        self.api.close()
+
+    # Error translation
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except ApiException as error:
+            message = f"cluster {self.name}: {doing}: {error.status} {_status_message(error)}"
+            if error.status in (0, 429) or (error.status or 0) >= 500:
+                raise ClusterUnavailable(message) from None
+            raise ClusterRejected(message, status=error.status) from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise ClusterUnavailable(
+                f"cluster {self.name}: {doing}: {error.__class__.__name__}",
+                hint=f"is {self.api.configuration.host} reachable?",
+            ) from None
+
+    def _call(self, doing: str, call: Callable[..., T], *args, write: bool = False, **kwargs) -> T:
+        with self._errors(doing):
+            if write:
+                self.writes += 1
+            return call(*args, _request_timeout=self.timeout, **kwargs)
+
+    def _create_or_get(self, doing: str, create: Callable[[], T], read: Callable[[], T],
+                       ours: Callable[[T], bool] | None = None) -> tuple[T, bool]:
+        """Create; on 409 (it exists) read what is there, which must pass `ours` (a name squatted by someone else
+        never counts as made). Returns the object and whether we created it."""
+        try:
+            with self._errors(doing):
+                self.writes += 1
+                return create(), True
+        except ClusterRejected as error:
+            if error.status != 409:
+                raise
+        with self._errors(doing):
+            existing = read()
+        if ours is not None and not ours(existing):
+            raise ClusterRejected(
+                f"cluster {self.name}: {doing}: the name is taken by an object that is not this syncd's "
+                f"(its {MANAGED_BY_LABEL}, {INSTANCE_LABEL} or {PERSON_LABEL} labels, subjects or role differ)",
+                status=409, hint="delete or rename that object; the next run creates syncd's own")
+        return existing, False
+
+    def _labelled_for(self, person_id: str, obj) -> bool:  # type: ignore[no-untyped-def]
+        """Whether an object carries this syncd's labels for this person."""
+        labels = obj.metadata.labels or {}
+        return all(labels.get(key) == value for key, value in self.instance_labels.items()) \
+            and labels.get(PERSON_LABEL) == person_key(person_id)
+
+    # Reading
+
+    def endpoint(self) -> Endpoint:
+        configuration = self.api.configuration
+        ca_data = None
+        if configuration.ssl_ca_cert:
+            ca_data = base64.b64encode(Path(configuration.ssl_ca_cert).read_bytes()).decode()
+        return Endpoint(self.settings.server or configuration.host, ca_data)
+
+    def observe(self, people: Collection[str] | None = None) -> ObservedCluster:
+        """Everything in the cluster that carries our label, grouped by person. Given `people` (person keys), it
+        reads just their objects when they are few, so a targeted run does not read the whole cluster."""
+        accounts: dict[str, dict] = {}
+
+        def account(obj) -> dict:  # type: ignore[no-untyped-def]
+            """The person the object is labelled for; objects under our labels naming nobody go to UNOWNED."""
+            key = (obj.metadata.labels or {}).get(PERSON_LABEL) or UNOWNED
+            return accounts.setdefault(key, {"key": key, "service_accounts": [], "bindings": [], "token_secrets": []})
+
+        for selector in self._selectors(people):
+            for sa in self._call("list ServiceAccounts", self.core.list_namespaced_service_account,
+                                 self.namespace, label_selector=selector).items:
+                account(sa)["service_accounts"].append(sa.metadata.name)
+            for secret in self._call("list token Secrets", self.core.list_namespaced_secret, self.namespace,
+                                     label_selector=f"{selector},{TOKEN_LABEL}=true").items:
+                if secret.metadata.deletion_timestamp is None:
+                    account(secret)["token_secrets"].append(secret.metadata.name)
+            bindings = [
+                *self._call("list RoleBindings", self.rbac.list_role_binding_for_all_namespaces,
+                            label_selector=selector).items,
+                *self._call("list ClusterRoleBindings", self.rbac.list_cluster_role_binding,
+                            label_selector=selector).items,
+            ]
+            for binding in bindings:
+                found = account(binding)
+                found["bindings"].append(self._observed_binding(found["key"], binding))
+        return ObservedCluster(
+            self.name,
+            {
+                key: ObservedAccount(key, bool(found["service_accounts"]), tuple(found["bindings"]),
+                                     tuple(sorted(found["token_secrets"])), tuple(sorted(found["service_accounts"])))
+                for key, found in accounts.items()
+            },
+            self.namespace,
+        )
+
+    def _selectors(self, people: Collection[str] | None) -> list[str]:
+        """Label selectors for our objects: one for all, or one per batch of people (selectors go in the URL)."""
+        if people is None or len(people) > SELECTOR_BATCH * 10:
+            return [self.ours]  # past ten batches, one read of everything costs less
+        keys = sorted(people)
+        return [f"{self.ours},{PERSON_LABEL} in ({','.join(keys[n:n + SELECTOR_BATCH])})"
+                for n in range(0, len(keys), SELECTOR_BATCH)]
+
+    def _observed_binding(self, key: str, binding) -> ObservedBinding:  # type: ignore[no-untyped-def]
+        namespace = binding.metadata.namespace
+        scope = Scope(namespace, RoleKind(binding.role_ref.kind), binding.role_ref.name)
+        subjects = [(s.kind, s.name, s.namespace) for s in binding.subjects or []]
+        intact = subjects == [("ServiceAccount", service_account_name(key), self.namespace)]
+        return ObservedBinding(binding.metadata.name, namespace, scope, intact)
+
+    def missing_roles(self, scopes: Iterable[Scope]) -> frozenset[Scope]:
+        """The roles these scopes bind that do not exist, as scopes of their own (a ClusterRole's namespace is
+        None). One list of ClusterRoles, and one list of Roles per namespace a Role is granted in."""
+        scopes = list(scopes)
+        missing: set[Scope] = set()
+        cluster_roles = {s.role_name for s in scopes if s.role_kind is RoleKind.CLUSTER_ROLE}
+        if cluster_roles:
+            found = self._call("list ClusterRoles", self.rbac.list_cluster_role).items
+            missing |= {Scope(None, RoleKind.CLUSTER_ROLE, name)
+                        for name in cluster_roles - {role.metadata.name for role in found}}
+        roles: dict[str, set[str]] = {}
+        for scope in scopes:
+            if scope.role_kind is RoleKind.ROLE and scope.namespace is not None:
+                roles.setdefault(scope.namespace, set()).add(scope.role_name)
+        for namespace, names in sorted(roles.items()):
+            found = self._call(f"list Roles in {namespace}", self.rbac.list_namespaced_role, namespace).items
+            missing |= {Scope(namespace, RoleKind.ROLE, name)
+                        for name in names - {role.metadata.name for role in found}}
+        return frozenset(missing)
+
+    def token_authenticates(self, token: str) -> bool:
+        """Ask the API server (TokenReview) whether this token still logs in."""
+        review = k8s.V1TokenReview(spec=k8s.V1TokenReviewSpec(token=token))
+        result = self._call("review a token", self.authn.create_token_review, review)
+        return bool(result.status and result.status.authenticated)
+
+    # Writing
+
+    def _meta(self, person_id: str, username: str, name: str | None = None, **extra) -> k8s.V1ObjectMeta:
+        return k8s.V1ObjectMeta(
+            name=name,
+            labels={**self.instance_labels, PERSON_LABEL: person_key(person_id), **extra.pop("labels", {})},
+            annotations={USERNAME_ANNOTATION: username, PERSON_ID_ANNOTATION: person_id},
+            **extra,
+        )
+
+    def ensure_namespace(self) -> None:
+        try:
+            self._call("read namespace", self.core.read_namespace, self.namespace)
+        except ClusterRejected as error:
+            if error.status != 404:
+                raise
+            body = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(
+                name=self.namespace, labels=self.instance_labels))
+            self._create_or_get(
+                "create namespace",
+                lambda: self.core.create_namespace(body, _request_timeout=self.timeout),
+                lambda: self.core.read_namespace(self.namespace, _request_timeout=self.timeout),
+            )
+
+    def ensure_service_account(self, person_id: str, username: str) -> k8s.V1ServiceAccount:
+        name = service_account_name(person_id)
+        body = k8s.V1ServiceAccount(metadata=self._meta(person_id, username, name),
+                                    automount_service_account_token=False)
+        account, created = self._create_or_get(
+            f"create ServiceAccount {name}",
+            lambda: self.core.create_namespaced_service_account(self.namespace, body, _request_timeout=self.timeout),
+            lambda: self.core.read_namespaced_service_account(name, self.namespace, _request_timeout=self.timeout),
+            lambda existing: self._labelled_for(person_id, existing),
+        )
+        annotations = account.metadata.annotations or {}
+        if not created and annotations.get(USERNAME_ANNOTATION) != username:
+            patch = {"metadata": {"annotations": {USERNAME_ANNOTATION: username, PERSON_ID_ANNOTATION: person_id}}}
+            account = self._call(f"annotate ServiceAccount {name}", self.core.patch_namespaced_service_account,
+                                 name, self.namespace, patch, write=True)
+        return account
+
+    def issue_token(self, account: k8s.V1ServiceAccount, person_id: str, username: str, ttl: timedelta
+                    ) -> IssuedToken:
+        """A new Secret owned by the person's ServiceAccount (as `ensure_service_account` returned it), and a token
+        bound to that Secret."""
+        owner = k8s.V1OwnerReference(api_version="v1", kind="ServiceAccount", name=account.metadata.name,
+                                     uid=account.metadata.uid)
+        key = person_key(person_id)
+        secret = self._call(
+            "create token Secret", self.core.create_namespaced_secret, self.namespace,
+            k8s.V1Secret(type="Opaque", metadata=self._meta(
+                person_id, username, generate_name=f"syncd-{key}-", owner_references=[owner],
+                labels={TOKEN_LABEL: "true"})),
+            write=True,
+        )
+        request = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(
+            audiences=[],
+            expiration_seconds=int(ttl.total_seconds()),
+            bound_object_ref=k8s.V1BoundObjectReference(api_version="v1", kind="Secret",
+                                                        name=secret.metadata.name, uid=secret.metadata.uid),
+        ))
+        issued_at = datetime.now(UTC)
+        try:
+            response = self._call(f"request a token for {account.metadata.name}",
+                                  self.core.create_namespaced_service_account_token,
+                                  account.metadata.name, self.namespace, request, write=True)
+        except Exception:
+            self.delete_token_secret(secret.metadata.name)
+            raise
+        expires_at = response.status.expiration_timestamp
+        return IssuedToken(response.status.token, secret.metadata.name, issued_at,
+                           expires_at.astimezone(UTC) if expires_at.tzinfo else expires_at.replace(tzinfo=UTC))
+
+    def create_binding(self, person_id: str, username: str, scope: Scope) -> None:
+        name = binding_name(person_id, scope, self.namespace)
+        subject = k8s.RbacV1Subject(kind="ServiceAccount", name=service_account_name(person_id),
+                                    namespace=self.namespace)
+        role_ref = k8s.V1RoleRef(api_group=RBAC_GROUP, kind=str(scope.role_kind), name=scope.role_name)
+        meta = self._meta(person_id, username, name, labels={SCOPE_LABEL: scope.key})
+
+        def ours(existing) -> bool:  # type: ignore[no-untyped-def]
+            subjects = [(s.kind, s.name, s.namespace) for s in existing.subjects or []]
+            return (self._labelled_for(person_id, existing)
+                    and subjects == [(subject.kind, subject.name, subject.namespace)]
+                    and (existing.role_ref.kind, existing.role_ref.name) == (role_ref.kind, role_ref.name))
+
+        if scope.namespace is None:
+            body = k8s.V1ClusterRoleBinding(metadata=meta, role_ref=role_ref, subjects=[subject])
+            self._create_or_get(
+                f"bind {scope}",
+                lambda: self.rbac.create_cluster_role_binding(body, _request_timeout=self.timeout),
+                lambda: self.rbac.read_cluster_role_binding(name, _request_timeout=self.timeout),
+                ours,
+            )
+            return
+        body = k8s.V1RoleBinding(metadata=meta, role_ref=role_ref, subjects=[subject])
+        self._create_or_get(
+            f"bind {scope}",
+            lambda: self.rbac.create_namespaced_role_binding(scope.namespace, body, _request_timeout=self.timeout),
+            lambda: self.rbac.read_namespaced_role_binding(name, scope.namespace, _request_timeout=self.timeout),
+            ours,
+        )
+
+    def _delete(self, doing: str, call: Callable[..., object], *args) -> None:
+        try:
+            self._call(doing, call, *args, write=True)
+        except ClusterRejected as error:
+            if error.status != 404:
+                raise
+
+    def delete_binding(self, binding: ObservedBinding) -> None:
+        if binding.namespace is None:
+            self._delete(f"delete ClusterRoleBinding {binding.name}", self.rbac.delete_cluster_role_binding,
+                         binding.name)
+        else:
+            self._delete(f"delete RoleBinding {binding.namespace}/{binding.name}",
+                         self.rbac.delete_namespaced_role_binding, binding.name, binding.namespace)
+
+    def delete_token_secret(self, name: str) -> None:
+        self._delete(f"delete token Secret {name}", self.core.delete_namespaced_secret, name, self.namespace)
+
+    def delete_account(self, service_accounts: tuple[str, ...], token_secrets: tuple[str, ...]) -> None:
+        """Token Secrets first (each kills its token), then the ServiceAccounts."""
+        for name in token_secrets:
+            self.delete_token_secret(name)
+        for name in service_accounts:
+            self._delete(f"delete ServiceAccount {name}", self.core.delete_namespaced_service_account, name,
+                         self.namespace)

@@ -1,0 +1,243 @@
+"""The only module that imports ldap3: connections with TLS, failover and retries, paged searches, and ldap3's
+exceptions turned into syncd's (`SourceUnavailable`, `SourceRejected`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import ldap3
+import structlog
+from ldap3.core import exceptions as lx
+from ldap3.strategy.sync import SyncStrategy
+from ldap3.utils.conv import escape_filter_chars
+
+from syncd.adapters.ldap import ad
+from syncd.config import LdapSourceSettings, read_secret
+from syncd.errors import ConfigError, SourceRejected, SourceUnavailable, SyncdError
+
+log = structlog.get_logger("syncd.sources.ldap")
+
+PAGED_RESULTS = "1.2.840.113556.1.4.319"
+NO_ATTRIBUTES = "1.1"
+# Results that mean "you (the configuration) are wrong", not "the server is down".
+_REJECTED = (lx.LDAPInvalidCredentialsResult, lx.LDAPInsufficientAccessRightsResult, lx.LDAPInvalidFilterError,
+             lx.LDAPNoSuchObjectResult, lx.LDAPInvalidDNSyntaxResult, lx.LDAPUnwillingToPerformResult,
+             lx.LDAPStrongerAuthRequiredResult, lx.LDAPConfidentialityRequiredResult)
+
+
+class _RawEntries(SyncStrategy):
+    """ldap3's synchronous strategy, decoding search entries to raw values only. ldap3 also builds a second, decoded
+    copy of every value (str conversions with per-value config look-ups): a third of a large read's time, for a copy
+    syncd never reads. Everything else is ldap3's own decoding."""
+
+    def decode_response_fast(self, ldap_message):
+        if ldap_message["protocolOp"] != 4:  # not a searchResEntry
+            return super().decode_response_fast(ldap_message)
+        payload = ldap_message["payload"]
+        raw = {bytes(attribute[3][0][3]).decode("utf-8").lower(): [bytes(value[3]) for value in attribute[3][1][3]]
+               for attribute in payload[1][3]}
+        return {"type": "searchResEntry", "dn": bytes(payload[0][3]).decode("utf-8"), "raw_attributes": raw,
+                "attributes": raw}
+
+
+def escape(value: str) -> str:
+    """A value safe to put into a filter (RFC 4515): no injection from names."""
+    return escape_filter_chars(value)
+
+
+def first_text(values: list[bytes] | None) -> str:
+    """The first of an attribute's raw values as text ("" when it has none)."""
+    return values[0].decode("utf-8", "replace").strip() if values else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One search result: its DN and raw values by lower-case attribute name."""
+
+    dn: str
+    attributes: dict[str, list[bytes]]
+
+    def first(self, name: str) -> bytes | None:
+        values = self.attributes.get(name.lower())
+        return values[0] if values else None
+
+    def text(self, name: str) -> str:
+        return first_text(self.attributes.get(name.lower()))
+
+
+def read_password(settings: LdapSourceSettings) -> str:
+    if settings.password_env is not None:
+        password = os.environ.get(settings.password_env)
+        if password is None:
+            raise ConfigError(f"source {settings.name}: environment variable {settings.password_env} is not set")
+        return password
+    assert settings.password_file is not None
+    return read_secret(settings.password_file, f"source {settings.name}: password_file")
+
+
+class LdapClient:
+    """One bound connection at a time, to the first server of the list that answers."""
+
+    def __init__(self, settings: LdapSourceSettings) -> None:
+        self.settings = settings
+        self.connection: ldap3.Connection | None = None
+        self.server_url: str | None = None
+
+    def close(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(lx.LDAPException, OSError):
+                self.connection.unbind()
+        self.connection = None
+
+    def _server(self, url: str) -> ldap3.Server:
+        s = self.settings
+        parts = urlsplit(url)
+        use_ssl = parts.scheme.lower() == "ldaps"
+        tls = None
+        if s.tls != "none":
+            # ldap3 checks the certificate's names itself after the handshake; "*" is its way to skip that.
+            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(s.ca_file) if s.ca_file else None,
+                            valid_names=None if s.verify_hostname else ["*"], sni=parts.hostname)
+        # get_info=NONE skips reading the schema and root DSE: decoding, not the server, bounds our speed.
+        return ldap3.Server(parts.hostname, port=parts.port, use_ssl=use_ssl, tls=tls, get_info=ldap3.NONE,
+                            connect_timeout=int(s.connect_timeout.total_seconds()))
+
+    def _open(self, url: str, password: str) -> ldap3.Connection:
+        s = self.settings
+        connection = ldap3.Connection(
+            self._server(url), user=s.bind_dn, password=password, read_only=True, raise_exceptions=True,
+            check_names=False, fast_decoder=True, auto_range=False, auto_referrals=False,
+            return_empty_attributes=False, receive_timeout=int(s.timeout.total_seconds()),
+        )
+        connection.strategy = _RawEntries(connection)
+        try:
+            connection.open()
+            if s.tls == "starttls":
+                connection.start_tls()
+            connection.bind()
+        except BaseException:
+            connection.unbind()
+            raise
+        return connection
+
+    def connect(self) -> ldap3.Connection:
+        """Bind to the first server that answers; retry all of them with doubling backoff."""
+        if self.connection is not None:
+            return self.connection
+        s = self.settings
+        password = read_password(s)
+        delay = s.backoff.total_seconds()
+        failures: list[str] = []
+        for attempt in range(s.retries + 1):
+            if attempt:
+                log.warning("retry the directory servers", source=s.name, attempt=attempt, wait=delay)
+                time.sleep(delay)
+                delay *= 2
+            for url in s.servers:
+                try:
+                    self.connection = self._open(url, password)
+                except _REJECTED as error:
+                    raise SourceRejected(f"source {s.name}: {url} refused the bind as {s.bind_dn}: "
+                                         f"{_describe(error)}", hint="check bind_dn and the password") from None
+                except (lx.LDAPException, OSError) as error:
+                    failures.append(f"{url}: {_describe(error)}")
+                    log.warning("skip a directory server that cannot be reached", source=s.name, server=url,
+                                error=_describe(error))
+                    continue
+                self.server_url = url
+                return self.connection
+        raise SourceUnavailable(f"source {s.name}: no directory server could be reached ({'; '.join(failures[-3:])})")
+
+    def search(self, base: str, filter_: str, attributes: Sequence[str], *, scope: str = "subtree",
+               paged: bool = True) -> Iterator[Entry]:
+        """Every entry, page by page. A failed, cut-short or referred page raises: a partial read never passes
+        for a full one."""
+        connection = self.connect()
+        ldap_scope = ldap3.BASE if scope == "base" else ldap3.SUBTREE
+        try:
+            cookie: bytes | None = None
+            while True:
+                controls = ([(PAGED_RESULTS, True, _paged_control(self.settings.page_size, cookie))]
+                            if paged else None)
+                connection.search(base, filter_, search_scope=ldap_scope, attributes=list(attributes),
+                                  controls=controls)
+                # Taken now: the caller may run other searches on this connection between our entries.
+                responses, result = connection.response or [], connection.result
+                for response in responses:
+                    kind = response["type"]
+                    if kind == "searchResEntry":
+                        yield Entry(response["dn"], response["raw_attributes"])  # names in lower case
+                    elif kind == "searchResRef":
+                        raise SourceUnavailable(
+                            f"source {self.settings.name}: the server referred part of {base} elsewhere "
+                            f"({', '.join(response.get('uri') or [])}); referrals are not followed",
+                            hint="point people_base/group_base at the server that holds the entries")
+                if result and result.get("result") != 0:
+                    # ldap3 passes sizeLimitExceeded, timeLimitExceeded and referral off as answers: a cut-short
+                    # page is a failed read here.
+                    raise SourceUnavailable(
+                        f"source {self.settings.name}: search under {base} was cut short: "
+                        f"{result.get('description')}{': ' + result['message'] if result.get('message') else ''}",
+                        hint="raise the server's limits for the bind DN, or narrow people_base/people_filter")
+                if not paged:
+                    return
+                cookie = _cookie(result)
+                if not cookie:
+                    return
+        except SyncdError:
+            self.close()
+            raise
+        except lx.LDAPNoSuchObjectResult:
+            if scope == "base":
+                return
+            self.close()
+            raise SourceRejected(f"source {self.settings.name}: base DN {base} does not exist") from None
+        except _REJECTED as error:
+            self.close()
+            raise SourceRejected(f"source {self.settings.name}: search under {base} refused: "
+                                 f"{_describe(error)}") from None
+        except (lx.LDAPException, OSError) as error:
+            self.close()
+            raise SourceUnavailable(f"source {self.settings.name}: search under {base} failed: "
+                                    f"{_describe(error)}") from None
+
+    def ranged_values(self, entry: Entry, name: str) -> list[bytes]:
+        """All values of a multi-valued attribute, following Active Directory's range retrieval."""
+        values, following = ad.ranged(entry.attributes, name)
+        while following:
+            more = next(self.search(entry.dn, "(objectClass=*)", [following], scope="base", paged=False), None)
+            if more is None:
+                raise SourceUnavailable(f"source {self.settings.name}: {entry.dn} vanished during range retrieval")
+            chunk, following = ad.ranged(more.attributes, name)
+            if not chunk:
+                raise SourceUnavailable(f"source {self.settings.name}: range retrieval of {name} on {entry.dn} "
+                                        "returned nothing")
+            values.extend(chunk)
+        return values
+
+
+def _paged_control(size: int, cookie: bytes | None) -> bytes:
+    from ldap3.protocol.rfc2696 import paged_search_control
+
+    return paged_search_control(False, size, cookie)[2]
+
+
+def _cookie(result: dict | None) -> bytes | None:
+    controls = (result or {}).get("controls") or {}
+    paged = controls.get(PAGED_RESULTS)
+    return paged["value"]["cookie"] if paged else None
+
+
+def _describe(error: BaseException) -> str:
+    """What went wrong, without ldap3's reprs (which can echo the bind request)."""
+    description = getattr(error, "description", None)
+    message = getattr(error, "message", None)
+    if description:
+        return f"{description}{': ' + message if message else ''}"
+    return type(error).__name__ + (f": {error}" if str(error) else "")

@@ -1,0 +1,1 @@
+"""How people and systemd reach syncd: the command line, the daemon, rendering."""

@@ -1,0 +1,56 @@
+"""Prometheus metrics of one daemon, in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from syncd.runtime.engine import RunReport
+
+CREDENTIAL_STATES = ("active", "retiring", "revoked")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.runs = Counter(
+            "syncd_runs",
+            "Runs by job (poll, reconcile, credentials, sweep, scim), source and result (ok, no-op, failed).",
+            ["job", "source", "result"], registry=registry)
+        self.actions = Counter("syncd_actions", "Planned actions by kind, reason and result (ok, failed, held).",
+                               ["kind", "reason", "result"], registry=registry)
+        self.run_duration = Histogram("syncd_run_duration_seconds", "Wall time of a job run.", ["job"],
+                                      buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=registry)
+        self.job_failures = Counter("syncd_job_failures", "Job runs that failed (then backed off).", ["job"],
+                                    registry=registry)
+        self.credentials = Gauge("syncd_credentials", "Credentials in the ledger by state.", ["state"],
+                                 registry=registry)
+        self.last_success = Gauge("syncd_last_successful_sync_timestamp_seconds",
+                                  "When a run of this source last succeeded (Unix time).", ["source"],
+                                  registry=registry)
+        self.source_up = Gauge("syncd_source_up", "1 when the source's last read succeeded, else 0.", ["source"],
+                               registry=registry)
+        self.quarantined = Gauge("syncd_quarantined_revocations",
+                                 "People whose revocation is held (safety thresholds, partial reads) and not yet "
+                                 "applied.", ["source"], registry=registry)
+        self.scim_requests = Counter("syncd_scim_requests", "SCIM requests by HTTP status.", ["status"],
+                                     registry=registry)
+        self.reloads = Counter("syncd_reloads", "Configuration reloads by result (ok, rejected).", ["result"],
+                               registry=registry)
+
+    def record_run(self, job: str, report: RunReport, seconds: float | None) -> None:
+        self.runs.labels(job, report.source, report.result).inc()
+        if seconds is not None:
+            self.run_duration.labels(job).observe(seconds)
+        plan = report.plan
+        if plan is None:
+            return
+        failed = {id(action) for action, _ in report.outcome.failed} if report.outcome else set()
+        for action in plan.actions:
+            result = "dry-run" if report.dry_run else "failed" if id(action) in failed else "ok"
+            self.actions.labels(str(action.kind), str(action.reason), result).inc()
+        for held in plan.held:
+            self.actions.labels(str(held.action.kind), str(held.action.reason), "held").inc()
+
+    def set_credentials(self, states: dict[str, int]) -> None:
+        for state in {*CREDENTIAL_STATES, *states}:
+            self.credentials.labels(state).set(states.get(state, 0))

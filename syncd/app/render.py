@@ -1,0 +1,147 @@
+"""How plans, runs and ledger events look on a terminal and as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from syncd.adapters.ledger.tables import CredentialRow, EventRow
+from syncd.core.model import Scope
+from syncd.core.plan import Action, Kind, Plan
+from syncd.runtime.engine import RunReport
+
+_MARK = {Kind.ISSUE: "+", Kind.RESCOPE: "~", Kind.REFRESH: "~", Kind.ROTATE: "~", Kind.RETIRE: "-", Kind.REPAIR: "~",
+         Kind.REVOKE: "-", Kind.ORPHAN: "-"}
+
+
+def _details(action: Action) -> list[str]:
+    """What the action writes, one object a line."""
+    lines = [f"      {change}" for change in action.changes]
+    if action.previous_username and action.previous_username != action.username and action.kind is Kind.RESCOPE:
+        lines.append(f"      renamed from {action.previous_username}")
+    return lines
+
+
+def plan_text(report: RunReport) -> str:
+    plan = report.plan if report.plan is not None else Plan(report.source)
+    verb = "Would apply" if report.dry_run else "Plan"
+    lines = [f"{verb} for source {report.source}: {len(plan.actions)} change(s), {len(plan.held)} held"]
+    if report.error is not None:
+        lines.append(f"  ! source could not be read: {report.error}")
+    for problem in report.problems:
+        lines.append(f"  ! skipped: {problem}")
+    for cluster in plan.skipped_clusters:
+        lines.append(f"  ! cluster {cluster} skipped: {report.cluster_errors.get(cluster, 'unreachable')}")
+    for note in plan.notes:
+        lines.append(f"  ! warning: {note}")
+    failed = {id(a): e for a, e in (report.outcome.failed if report.outcome else [])}
+    for action in plan.actions:
+        status = f"  FAILED: {failed[id(action)]}" if id(action) in failed else ""
+        lines.append(f"  {_MARK[action.kind]} {action.kind:<8} {action.username} on {action.cluster} "
+                     f"({action.reason}){status}")
+        lines.extend(_details(action))
+    for held in plan.held:
+        lines.append(f"  ! held    {held.action.kind} {held.action.username} on {held.action.cluster} "
+                     f"({held.action.reason}): {held.why}")
+        lines.extend(_details(held.action))
+    if not report.dry_run and report.plan is not None:
+        lines.append(f"  run {report.run_id}: {report.result}, {report.writes} write call(s)"
+                     + (f", {report.confirmed_rejections} revoked token(s) confirmed rejected"
+                        if report.confirmed_rejections else ""))
+    return "\n".join(lines)
+
+
+def action_json(action: Action) -> dict[str, Any]:
+    return {
+        "kind": str(action.kind),
+        "reason": str(action.reason),
+        "cluster": action.cluster,
+        "person_id": action.person_id,
+        "username": action.username,
+        "message": action.message,
+        "before": sorted(str(s) for s in action.before),
+        "after": sorted(str(s) for s in action.after),
+        "changes": [{"op": c.op, "kind": c.kind, "namespace": c.namespace, "name": c.name, "detail": c.detail}
+                    for c in action.changes],
+    }
+
+
+def report_json(report: RunReport) -> dict[str, Any]:
+    plan = report.plan if report.plan is not None else Plan(report.source)
+    failed = {id(a): str(e) for a, e in (report.outcome.failed if report.outcome else [])}
+    return {
+        "source": report.source,
+        "run_id": report.run_id,
+        "dry_run": report.dry_run,
+        "result": report.result,
+        "error": str(report.error) if report.error else None,
+        "problems": list(report.problems),
+        "actions": [action_json(a) | {"error": failed.get(id(a))} for a in plan.actions],
+        "held": [action_json(h.action) | {"why": h.why} for h in plan.held],
+        "skipped_clusters": list(plan.skipped_clusters),
+        "notes": list(plan.notes),
+        "writes": report.writes,
+        "confirmed_rejections": report.confirmed_rejections,
+    }
+
+
+def credential_json(row: CredentialRow, username: str, scopes: frozenset[Scope]) -> dict[str, Any]:
+    def when(moment):  # type: ignore[no-untyped-def]
+        return moment.isoformat() if moment else None
+
+    return {
+        "owner": username, "person_id": row.person_id, "cluster": row.cluster, "state": row.state,
+        "fingerprint": row.fingerprint, "secret": row.secret_name, "scopes": sorted(str(s) for s in scopes),
+        "issued_at": when(row.issued_at), "expires_at": when(row.expires_at), "retire_at": when(row.retire_at),
+        "revoked_at": when(row.revoked_at), "revoke_reason": row.revoke_reason, "rejected_at": when(row.rejected_at),
+    }
+
+
+def credentials_text(rows: list[tuple[CredentialRow, str, frozenset[Scope]]]) -> str:
+    header = f"{'OWNER':<16} {'CLUSTER':<10} {'STATE':<9} {'FINGERPRINT':<24} {'ISSUED (LAST ROTATION)':<20} " \
+             f"{'EXPIRES':<20} SCOPES"
+    lines = [header]
+    for row, username, scopes in rows:
+        state = row.state + (f" ({row.revoke_reason})" if row.state != "active" and row.revoke_reason else "")
+        lines.append(f"{username:<16} {row.cluster:<10} {state:<9} {row.fingerprint[:24]:<24} "
+                     f"{row.issued_at:%Y-%m-%d %H:%M:%S}  {row.expires_at:%Y-%m-%d %H:%M:%S}  "
+                     f"{', '.join(sorted(str(s) for s in scopes)) or '-'}")
+    return "\n".join(lines)
+
+
+def event_json(row: EventRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq, "at": row.at.isoformat(), "run_id": row.run_id, "person_id": row.person_id,
+        "username": row.username, "cluster": row.cluster, "action": row.action, "reason": row.reason,
+        "before": row.before, "after": row.after, "result": row.result, "error": row.error,
+        "fingerprint": row.fingerprint, "hash": row.hash,
+    }
+
+
+def event_text(row: EventRow) -> str:
+    where = f" on {row.cluster}" if row.cluster else ""
+    error = f" error={row.error}" if row.error else ""
+    return (f"{row.seq:>5} {row.at:%Y-%m-%d %H:%M:%S} run={row.run_id or '-'} {row.action} {row.username} "
+            f"(id {row.person_id}){where} "
+            f"({row.reason}) {row.result}{error}")
+
+
+def source_check_json(result: dict[str, Any]) -> dict[str, Any]:
+    """`syncd source test`: the counts, and the sample identity as plain data."""
+    sample = result.get("sample")
+    return result | {"sample": None if sample is None else {
+        "id": sample.id, "username": sample.username, "email": sample.email, "display_name": sample.display_name,
+        "groups": sorted(sample.groups), "active": sample.active, "attributes": sample.attributes}}
+
+
+def source_check_text(result: dict[str, Any]) -> str:
+    data = source_check_json(result)
+    lines = [f"source {data['source']}: ok" + (f" ({data['server']} as {data['bind_dn']})" if "server" in data else "")]
+    lines.append(f"  people: {data['people']}" + (f", groups: {data['groups']}" if "groups" in data else ""))
+    sample = data["sample"]
+    if sample:
+        lines.append(f"  sample: {sample['username']} (id {sample['id']}) <{sample['email']}> "
+                     f"\"{sample['display_name']}\" active={str(sample['active']).lower()}")
+        lines.append(f"    groups: {', '.join(sample['groups']) or '-'}")
+        lines += [f"    {key}: {value}" for key, value in sorted(sample["attributes"].items())]
+    lines += [f"  problem: {problem}" for problem in data["problems"]]
+    return "\n".join(lines)

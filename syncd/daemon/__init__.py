@@ -1,5 +1,0 @@
-"""`syncd run`: the long-running service. Scheduled jobs, the HTTP endpoint and systemd integration."""
-
-from syncd.daemon.service import run
-
-__all__ = ["run"]

@@ -1,1 +1,0 @@
-"""Issuers create, change and remove credentials in the systems people log in to. Today: Kubernetes."""

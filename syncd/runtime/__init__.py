@@ -1,0 +1,1 @@
+"""What runs a reconcile: wiring, the engine and the one module that writes."""

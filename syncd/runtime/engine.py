@@ -1,0 +1,301 @@
+"""One reconcile: inspect (source, ledger, clusters) -> plan -> apply -> confirm revocations."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from syncd.adapters.delivery import Delivery
+from syncd.adapters.kube import KubernetesCluster
+from syncd.adapters.ledger import Ledger
+from syncd.adapters.ledger.store import LEFT_FOR_FULL_RUN
+from syncd.config import Settings
+from syncd.core.model import ObservedCluster, Scope, Snapshot, person_key
+from syncd.core.plan import (
+    Inputs,
+    Plan,
+    Reason,
+    Safety,
+    Sweep,
+    hold_interrupted,
+    make_plan,
+    make_sweep_plan,
+    plan_manual_revocation,
+)
+from syncd.core.policy import Policy, load_policy
+from syncd.errors import ConfigError, InputError, SyncdError, TemporaryError
+from syncd.ports import IncrementalSource, Source, TargetedSource
+from syncd.runtime.apply import Applier, Outcome
+from syncd.runtime.wiring import open_source
+
+log = structlog.get_logger("syncd.engine")
+
+
+@dataclass
+class RunReport:
+    source: str
+    dry_run: bool
+    run_id: str | None = None
+    plan: Plan | None = None
+    outcome: Outcome | None = None
+    problems: tuple[str, ...] = ()
+    writes: int = 0
+    confirmed_rejections: int = 0
+    error: SyncdError | None = None
+    cluster_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def result(self) -> str:
+        if self.error is not None or (self.outcome and self.outcome.failed) or self.cluster_errors:
+            return "failed"
+        return "ok" if self.plan else "no-op"
+
+    def summary(self) -> dict:
+        plan = self.plan if self.plan is not None else Plan(self.source)
+        return {
+            "actions": len(plan.actions),
+            "held": len(plan.held),
+            "refused": sum(1 for held in plan.held if held.refused),
+            "failed": len(self.outcome.failed) if self.outcome else 0,
+            "writes": self.writes,
+            "skipped_clusters": list(plan.skipped_clusters),
+            "problems": len(self.problems),
+        }
+
+
+class Engine:
+    """Holds what outlives one run: settings, policy, ledger and cluster clients."""
+
+    def __init__(self, settings: Settings, policy: Policy | None = None) -> None:
+        self.settings = settings
+        self.policy = policy or load_policy(settings)
+        self.ledger = Ledger(settings.ledger.url)
+        self.delivery = Delivery(settings.delivery)
+        self.clusters = {c.name: KubernetesCluster(c) for c in settings.clusters}
+        # Sources live as long as the engine: an incremental source keeps its watermark between runs.
+        self.sources: dict[str, Source] = {s.name: open_source(s, self.ledger) for s in settings.sources}
+        self._apply_lock = threading.Lock()
+        # One run per source at a time from its read to its apply, so that an older read never lands after a
+        # newer one (a full read still in flight must not re-issue what a push revoked meanwhile).
+        self._source_locks = {name: threading.RLock() for name in self.sources}
+
+    def close(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.close()
+        for source in self.sources.values():
+            source.close()
+        self.ledger.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def reconcile(self, source: str | None = None, *, dry_run: bool = False, allow_mass_revocation: bool = False,
+                  only: frozenset[str] | None = None, now: datetime | None = None) -> list[RunReport]:
+        """Reconcile every source, or one. A targeted run passes `only` (person ids): people outside it are not
+        touched, whatever the source holds."""
+        return [self._run(name, self._reader(name, only), dry_run, allow_mass_revocation, only, now)
+                for name in self._source_names(source)]
+
+    def sweep(self, source: str | None = None, *, dry_run: bool = False) -> list[RunReport]:
+        """The orphan and drift sweep of every source, or one, from what the ledger recorded of its people: no
+        source is read, so it can run often and while a source is down."""
+        return [self._run(name, lambda name=name: Snapshot(name, self.ledger.identities(name)), dry_run, False,
+                          None, None, sweep_only=True) for name in self._source_names(source)]
+
+    def poll(self, source_name: str, *, dry_run: bool = False, allow_mass_revocation: bool = False
+             ) -> RunReport | None:
+        """Reconcile only the people an incremental source says changed since its last read or poll; None when
+        nothing changed. Deletions wait for the next full `reconcile`."""
+        source = self.sources.get(source_name)
+        if not isinstance(source, IncrementalSource):
+            raise ConfigError(f"source {source_name!r} cannot be polled for changes", hint="reconcile it in full")
+        with self._source_locks[source_name]:
+            mark = self.ledger.last_seq()
+            try:
+                snapshot = source.poll()
+            except SyncdError as error:
+                log.error("abort a poll whose source cannot be read", source=source_name, error=str(error))
+                return RunReport(source_name, dry_run, error=error)
+            if not snapshot.identities and not snapshot.problems:
+                return None
+            return self._run(source_name, lambda: snapshot, dry_run, allow_mass_revocation,
+                             frozenset(i.id for i in snapshot.identities), None, mark=mark)
+
+    def revoke(self, target: str, reason: Reason) -> RunReport:
+        """Revoke one token (by fingerprint) or a person's access (by id or username) now, through the same lock
+        and apply path as every run. A person the source still entitles gets new access on the next reconcile."""
+        report = RunReport("manual", dry_run=False)
+        with self._apply_lock, self.ledger.exclusive():
+            known = self.ledger.known_people()
+            report.plan = plan = plan_manual_revocation(target, reason, known, self._observe(report))
+            if not plan.actions and not plan.skipped_clusters:
+                raise InputError(f"no live credential or person matches {target!r}",
+                                 hint="see `syncd token list`; fingerprints start with sha256:")
+            report.run_id = self.ledger.start_run("manual", dry_run=False)
+            applier = self._applier(report.run_id, dry_run=False)
+            self._recover(applier, settles=lambda _person_id: False)
+            writes_before = self._writes()
+            report.outcome = applier.apply(plan)
+            report.writes = self._writes() - writes_before
+            self._finish(report)
+        return self._confirm(report, applier)
+
+    def _writes(self) -> int:
+        """Write calls made so far to every cluster; a run reports the difference."""
+        return sum(c.writes for c in self.clusters.values())
+
+    def _missing_roles(self, observed: dict[str, ObservedCluster | None]) -> dict[str, frozenset[Scope]]:
+        """Per cluster read, the roles the policy grants there that do not exist; each logged once per run."""
+        missing = {}
+        for name, seen in observed.items():
+            if seen is None:
+                continue
+            try:
+                missing[name] = self.clusters[name].missing_roles(self.policy.granted_scopes(name))
+            except SyncdError as error:
+                log.warning("skip the check for missing roles", cluster=name, error=str(error))
+                continue
+            for role in sorted(missing[name], key=str):
+                log.warning("grant a role that does not exist; people get Forbidden until it is created",
+                            cluster=name, role_kind=str(role.role_kind), role=role.role_name, namespace=role.namespace)
+        return missing
+
+    def _applier(self, run_id: str | None, *, dry_run: bool, deadline: float | None = None) -> Applier:
+        return Applier(self.ledger, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
+                       rotation_grace=self.settings.tokens.rotation_grace, deadline=deadline)
+
+    def _recover(self, applier: Applier, settles: Callable[[str], bool]) -> set[tuple[str, str]]:
+        """Mark dead runs interrupted and settle the intents they left (see `Applier.recover`), under the apply lock
+        and before planning, so that the plan sees what recovery decided. Returns the (person id, cluster) pairs
+        left for a full run: nobody else may touch them."""
+        for run in self.ledger.interrupt_dead_runs(applier.run_id or ""):
+            log.warning("mark a run that died interrupted", interrupted_run=run.id, source=run.source)
+        left = set()
+        for intent, result in applier.recover(self.ledger.interrupted_intents(), settles):
+            log.warning("recover work an interrupted run left half done", person=intent.username,
+                        cluster=intent.cluster, action=intent.action, interrupted_run=intent.run_id, result=result)
+            if result == LEFT_FOR_FULL_RUN:
+                left.add((intent.person_id, intent.cluster))
+        return left
+
+    def _observe(self, report: RunReport, only: frozenset[str] | None = None, deadline: float | None = None
+                 ) -> dict[str, ObservedCluster | None]:
+        keys = None if only is None else {person_key(pid) for pid in only}
+        observed: dict[str, ObservedCluster | None] = {}
+        for name, cluster in self.clusters.items():
+            try:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TemporaryError(f"cluster {name}: the run's deadline passed before it was read")
+                observed[name] = cluster.observe(keys)
+            except SyncdError as error:
+                log.error("skip a cluster that cannot be read", cluster=name, error=str(error))
+                report.cluster_errors[name] = str(error)
+                observed[name] = None
+        return observed
+
+    def _source_names(self, source: str | None) -> list[str]:
+        """The one source named (a `ConfigError` if there is none by that name), or every source."""
+        return [self.settings.source(source).name] if source else list(self.sources)
+
+    def _reader(self, source_name: str, only: frozenset[str] | None) -> Callable[[], Snapshot]:
+        source = self.sources[source_name]
+        if only is not None and isinstance(source, TargetedSource):
+            return lambda: source.read_people(only)
+        return source.read
+
+    def _run(self, source_name: str, read: Callable[[], Snapshot], dry_run: bool, allow_mass_revocation: bool,
+             only: frozenset[str] | None, now: datetime | None, sweep_only: bool = False,
+             mark: int | None = None) -> RunReport:
+        """One run from `read` (under the source's lock) to its confirmations. `mark`: the ledger's last event
+        before the read began, when the caller read first."""
+        report = RunReport(source_name, dry_run)
+        deadline = time.monotonic() + self.settings.run_deadline.total_seconds()
+        with self._source_locks[source_name]:
+            mark = self.ledger.last_seq() if mark is None else mark
+            snapshot = self._read(report, read)
+            if snapshot is None:
+                return report
+            # Inspect, plan and apply under one lock: nobody else may change what we saw before we act on it.
+            with self._apply_lock, self.ledger.exclusive():
+                if not sweep_only and self.ledger.source_changed_since(source_name, mark):
+                    # Another process applied a read of this source since ours began: ours may be older.
+                    log.info("read the source again: another process changed its people meanwhile",
+                             source=source_name)
+                    snapshot = self._read(report, self._reader(source_name, only))
+                    if snapshot is None:
+                        return report
+                applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now, sweep_only,
+                                               deadline)
+                self._finish(report)
+        return self._confirm(report, applier)
+
+    @staticmethod
+    def _read(report: RunReport, read: Callable[[], Snapshot]) -> Snapshot | None:
+        """The snapshot, or None with `report.error` set: a source that cannot be read revokes nothing."""
+        try:
+            snapshot = read()
+        except SyncdError as error:
+            log.error("abort a run whose source cannot be read", source=report.source, error=str(error))
+            report.error = error
+            return None
+        report.problems = snapshot.problems
+        for problem in snapshot.problems:
+            log.warning("skip a broken entry", source=report.source, problem=problem)
+        return snapshot
+
+    def _finish(self, report: RunReport) -> None:
+        """Finish the run in the ledger while still holding the apply lock: a run is `running` only while it holds
+        the lock, so the next run knows any other running run is dead."""
+        if report.run_id is not None:
+            self.ledger.finish_run(report.run_id, report.result, report.summary())
+
+    def _confirm(self, report: RunReport, applier: Applier) -> RunReport:
+        # Waiting for revoked tokens to die needs no lock; other people's changes go ahead meanwhile. Each
+        # confirmation is an event of the run.
+        timeout = self.settings.tokens.confirm_revocation_timeout.total_seconds()
+        if report.outcome and report.outcome.pending_rejections and timeout > 0:
+            report.confirmed_rejections = applier.confirm_rejections(report.outcome.pending_rejections, timeout)
+        log.info("finish a run", source=report.source, run_id=report.run_id, result=report.result,
+                 confirmed_rejections=report.confirmed_rejections, **report.summary())
+        return report
+
+    def _plan_and_apply(self, report: RunReport, snapshot: Snapshot, allow_mass_revocation: bool,
+                        only: frozenset[str] | None, now: datetime | None, sweep_only: bool,
+                        deadline: float | None = None) -> Applier:
+        writes_before = self._writes()
+        left: set[tuple[str, str]] = set()
+        if not report.dry_run:
+            report.run_id = self.ledger.start_run(report.source, dry_run=False, approved=allow_mass_revocation)
+        applier = self._applier(report.run_id, dry_run=report.dry_run, deadline=deadline)
+        if not report.dry_run:
+            # A run that reads the source plans its people again; a sweep leaves their half-done work alone.
+            left = self._recover(applier, lambda pid: not sweep_only and (only is None or pid in only))
+        now = now or datetime.now(UTC)
+        limits = self.settings.safety
+        recent = 0 if only is None else self.ledger.recent_revocations(snapshot.source, now - limits.targeted_window)
+        holders = None if only is None else self.ledger.credential_holders(snapshot.source)
+        safety = Safety(limits.max_revocations, limits.max_revocation_percent, self.settings.tokens.refresh_at,
+                        recent, holders)
+        sweep = Sweep(**self.settings.sweep.model_dump())
+        # A targeted run reads only its people from the ledger and the clusters.
+        observed = self._observe(report, only, deadline)
+        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), observed, now, safety, only, sweep,
+                        self._missing_roles(observed))
+        report.plan = plan = hold_interrupted(make_sweep_plan(inputs) if sweep_only
+                                              else make_plan(inputs, allow_mass_revocation=allow_mass_revocation),
+                                              left)
+        for held in plan.held:
+            log.warning(f"hold: {held.action.message}", why=held.why, person=held.action.username,
+                        cluster=held.action.cluster)
+
+        report.outcome = applier.apply(plan)
+        report.writes = self._writes() - writes_before
+        return applier
