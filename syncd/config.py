@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from syncd.core.policy import Policy
+from syncd.core.settings import Duration, SafetySettings, Strict, SweepSettings, TokenSettings
 from syncd.errors import ConfigError
-
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-
-
-def parse_duration(value: Any) -> timedelta:
-    """`90d`, `8h`, `30m`, `45s`, `100ms` or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a duration; write e.g. 300ms, 45s, 30m, 8h, 90d or a number of seconds")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LedgerSettings(Strict):
@@ -186,49 +165,6 @@ class DeliverySettings(Strict):
     )
     exec_command: str | None = Field(
         None, description="Path of the syncd command written into exec-mode kubeconfigs (default: this syncd)."
-    )
-
-
-class TokenSettings(Strict):
-    refresh_at: float = Field(
-        0.8, gt=0, lt=1, description="Share of a token's lifetime after which it is refreshed."
-    )
-    rotation_grace: Duration = Field(
-        timedelta(hours=1),
-        description="How long a replaced token (refresh or rotation) stays valid after its successor is delivered; "
-        "never past its own expiry.",
-    )
-    confirm_revocation_timeout: Duration = Field(
-        timedelta(seconds=60),
-        description="How long to poll TokenReview after a revocation until the token is rejected (0 to skip).",
-    )
-
-
-class SweepSettings(Strict):
-    """What syncd does with what nobody asked for. `report` lists it as held in every plan instead of acting."""
-
-    orphans: Literal["remove", "report"] = Field(
-        "remove", description="Objects under our labels with no person behind them (in the ledger or the source)."
-    )
-    stale_tokens: Literal["remove", "report"] = Field(
-        "remove", description="Token Secrets no ledger credential explains (e.g. left by an interrupted run)."
-    )
-    drift: Literal["repair", "report"] = Field(
-        "repair", description="Bindings deleted or edited by hand."
-    )
-
-
-class SafetySettings(Strict):
-    max_revocations: int = Field(
-        50, ge=0, description="A run that would revoke more credentials than this stops unless explicitly allowed."
-    )
-    max_revocation_percent: float = Field(
-        25.0, ge=0, le=100, description="Same guard as a share of the credentials currently held."
-    )
-    targeted_window: Duration = Field(
-        timedelta(minutes=10),
-        description="Targeted runs (a SCIM push, an incremental poll) count the revocations their source made within "
-        "this window toward both limits, so a mass deactivation sent one request at a time is held as well.",
     )
 
 
@@ -458,3 +394,39 @@ def load_settings(path: Path) -> Settings:
             }),
         }
     )
+
+
+def check_policy(policy: Policy, settings: Settings, path: Path) -> None:
+    """Raise `ConfigError` naming every grant the clusters in `settings` cannot carry, and every rule named twice."""
+    clusters = {c.name: c for c in settings.clusters}
+    problems = []
+    for r, rule in enumerate(policy.rules):
+        for g, grant in enumerate(rule.grant):
+            where = f"{path}: rules.{r}.grant.{g}"
+            cluster = clusters.get(grant.cluster)
+            if cluster is None:
+                problems.append(
+                    f"{where}.cluster: unknown cluster {grant.cluster!r}; define it under clusters in syncd.yaml"
+                )
+            elif grant.cluster_wide and not cluster.allow_cluster_wide:
+                problems.append(
+                    f"{where}.cluster_wide: cluster {grant.cluster!r} does not allow cluster-wide grants; "
+                    "set allow_cluster_wide: true on it or grant namespaces"
+                )
+            ttl = grant.token_ttl or policy.defaults.token_ttl
+            if ttl < timedelta(minutes=10):
+                problems.append(f"{where}.token_ttl: Kubernetes refuses tokens shorter than 10m")
+    if policy.defaults.token_ttl < timedelta(minutes=10):
+        problems.append(f"{path}: defaults.token_ttl: Kubernetes refuses tokens shorter than 10m")
+    names = [rule.name for rule in policy.rules]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{path}: rules: rule name {name!r} is used twice")
+    if problems:
+        raise ConfigError("invalid policy\n  " + "\n  ".join(problems))
+
+
+def load_policy(settings: Settings) -> Policy:
+    path = settings.policy
+    policy = read_model(path, Policy, "policy")
+    check_policy(policy, settings, path)
+    return policy

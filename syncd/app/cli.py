@@ -17,9 +17,8 @@ from syncd.adapters.delivery import Delivery, exec_credential
 from syncd.adapters.kube import KubernetesCluster
 from syncd.adapters.ledger import Ledger
 from syncd.app import render
-from syncd.config import DeliverySettings, load_settings
+from syncd.config import DeliverySettings, load_policy, load_settings
 from syncd.core.plan import Reason, missing_role_notes
-from syncd.core.policy import load_policy
 from syncd.errors import (
     ApplyFailed,
     ChangesPending,

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from datetime import timedelta
 from functools import cached_property, lru_cache
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from syncd.config import Duration, Settings, Strict, read_model
 from syncd.core.model import Access, Identity, RoleKind, Scope
-from syncd.errors import ConfigError
+from syncd.core.settings import Duration, Strict
 
 
 class Match(Strict):
@@ -136,37 +134,3 @@ class Policy(Strict):
             cluster: Access(cluster, frozenset(found), min(ttls[cluster]), min(rotations[cluster]))
             for cluster, found in scopes.items()
         }
-
-    def check_against(self, settings: Settings, path: Path) -> None:
-        clusters = {c.name: c for c in settings.clusters}
-        problems = []
-        for r, rule in enumerate(self.rules):
-            for g, grant in enumerate(rule.grant):
-                where = f"{path}: rules.{r}.grant.{g}"
-                cluster = clusters.get(grant.cluster)
-                if cluster is None:
-                    problems.append(
-                        f"{where}.cluster: unknown cluster {grant.cluster!r}; define it under clusters in syncd.yaml"
-                    )
-                elif grant.cluster_wide and not cluster.allow_cluster_wide:
-                    problems.append(
-                        f"{where}.cluster_wide: cluster {grant.cluster!r} does not allow cluster-wide grants; "
-                        "set allow_cluster_wide: true on it or grant namespaces"
-                    )
-                ttl = grant.token_ttl or self.defaults.token_ttl
-                if ttl < timedelta(minutes=10):
-                    problems.append(f"{where}.token_ttl: Kubernetes refuses tokens shorter than 10m")
-        if self.defaults.token_ttl < timedelta(minutes=10):
-            problems.append(f"{path}: defaults.token_ttl: Kubernetes refuses tokens shorter than 10m")
-        names = [rule.name for rule in self.rules]
-        for name in sorted({n for n in names if names.count(n) > 1}):
-            problems.append(f"{path}: rules: rule name {name!r} is used twice")
-        if problems:
-            raise ConfigError("invalid policy\n  " + "\n  ".join(problems))
-
-
-def load_policy(settings: Settings) -> Policy:
-    path = settings.policy
-    policy = read_model(path, Policy, "policy")
-    policy.check_against(settings, path)
-    return policy

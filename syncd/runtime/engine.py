@@ -14,7 +14,7 @@ from syncd.adapters.delivery import Delivery
 from syncd.adapters.kube import KubernetesCluster
 from syncd.adapters.ledger import Ledger
 from syncd.adapters.ledger.store import LEFT_FOR_FULL_RUN
-from syncd.config import Settings
+from syncd.config import Settings, load_policy
 from syncd.core.model import ObservedCluster, Scope, Snapshot, person_key
 from syncd.core.plan import (
     Inputs,
@@ -27,7 +27,7 @@ from syncd.core.plan import (
     make_sweep_plan,
     plan_manual_revocation,
 )
-from syncd.core.policy import Policy, load_policy
+from syncd.core.policy import Policy
 from syncd.errors import ConfigError, InputError, SyncdError, TemporaryError
 from syncd.ports import IncrementalSource, Source, TargetedSource
 from syncd.runtime.apply import Applier, Outcome

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from syncd.config import LdapSourceSettings, load_settings, parse_duration, read_secret
-from syncd.core.policy import load_policy
+from syncd.config import LdapSourceSettings, load_policy, load_settings, read_secret
+from syncd.core.settings import parse_duration
 from syncd.errors import ConfigError
 from tests.conftest import ROOT, write_yaml
 
