@@ -138,6 +138,42 @@ def fingerprint(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
+# What a planned change is, and why (the planner and the lifecycle speak in these).
+
+
+class Kind(StrEnum):
+    ISSUE = "issue"
+    RESCOPE = "rescope"
+    REFRESH = "refresh"
+    ROTATE = "rotate"
+    RETIRE = "retire"
+    REPAIR = "repair"
+    REVOKE = "revoke"
+    ORPHAN = "orphan"
+
+
+class Reason(StrEnum):
+    JOINER = "joiner"
+    MOVER = "mover"
+    RENAME = "rename"
+    EXPIRING = "expiring"
+    ROTATION_DUE = "rotation-due"
+    GRACE_ENDED = "grace-ended"
+    VANISHED = "vanished"
+    STALE = "stale"
+    DRIFT = "drift"
+    RELOCATE = "relocate"  # delivered under the old layout (DIRECTORY/USERNAME/): a fresh token in the person's folder
+    LEAVER = "leaver"
+    DISABLED = "disabled"
+    NO_ENTITLEMENT = "no-entitlement"
+    ORPHAN = "orphan"
+    # Given by a person running `syncd token revoke`:
+    EXPOSED = "exposed"
+    LOST = "lost"
+    LEFT = "left"
+    MANUAL = "manual"
+
+
 # What the ledger remembers (input to the planner).
 
 

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
+from functools import cached_property
 from pathlib import PurePath
 
+from syncd.core.lifecycle import Lifecycle, Retirement
 from syncd.core.model import (
     Access,
     Identity,
+    Kind,
     KnownAccess,
-    KnownCredential,
     KnownPerson,
     ObservedAccount,
     ObservedBinding,
     ObservedCluster,
+    Reason,
     RoleKind,
     Scope,
     Snapshot,
@@ -29,40 +31,7 @@ from syncd.core.model import (
     service_account_name,
 )
 from syncd.core.policy import Policy
-
-
-class Kind(StrEnum):
-    ISSUE = "issue"
-    RESCOPE = "rescope"
-    REFRESH = "refresh"
-    ROTATE = "rotate"
-    RETIRE = "retire"
-    REPAIR = "repair"
-    REVOKE = "revoke"
-    ORPHAN = "orphan"
-
-
-class Reason(StrEnum):
-    JOINER = "joiner"
-    MOVER = "mover"
-    RENAME = "rename"
-    EXPIRING = "expiring"
-    ROTATION_DUE = "rotation-due"
-    GRACE_ENDED = "grace-ended"
-    VANISHED = "vanished"
-    STALE = "stale"
-    DRIFT = "drift"
-    RELOCATE = "relocate"  # delivered under the old layout (DIRECTORY/USERNAME/): a fresh token in the person's folder
-    LEAVER = "leaver"
-    DISABLED = "disabled"
-    NO_ENTITLEMENT = "no-entitlement"
-    ORPHAN = "orphan"
-    # Given by a person running `syncd token revoke`:
-    EXPOSED = "exposed"
-    LOST = "lost"
-    LEFT = "left"
-    MANUAL = "manual"
-
+from syncd.core.settings import SafetySettings, SweepSettings, TokenSettings
 
 _VERBS = {
     Kind.ISSUE: "issue credentials for",
@@ -172,21 +141,11 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class Safety:
-    max_revocations: int
-    max_revocation_percent: float
-    refresh_at: float
+class RevocationCounts:
+    """What a targeted run counts toward the mass-revocation limits; a full run counts its own plan."""
+
     recent_revocations: int = 0  # holders this source revoked lately (targeted runs, not approved ones): they count
     credential_holders: int | None = None  # a targeted run knows only its people; the ledger counts the rest
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """What to do with what nobody asked for: act on it, or only report it (as held)."""
-
-    orphans: str = "remove"  # remove | report
-    stale_tokens: str = "remove"  # remove | report
-    drift: str = "repair"  # repair | report
 
 
 @dataclass(frozen=True)
@@ -196,10 +155,16 @@ class Inputs:
     known: Mapping[str, KnownPerson]
     observed: Mapping[str, ObservedCluster | None]  # None: the cluster could not be read
     now: datetime
-    safety: Safety
+    safety: SafetySettings
     only: frozenset[str] | None = None  # a targeted run plans these person ids and nothing else
-    sweep: Sweep = Sweep()
+    sweep: SweepSettings = SweepSettings()
     missing_roles: Mapping[str, frozenset[Scope]] = field(default_factory=dict)  # per cluster, see missing_role_notes
+    tokens: TokenSettings = TokenSettings()
+    counts: RevocationCounts = RevocationCounts()
+
+    @cached_property
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(self.tokens)
 
 
 def missing_role_notes(missing_roles: Mapping[str, Iterable[Scope]]) -> tuple[str, ...]:
@@ -270,7 +235,7 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
                  for a in actions if a.kind in REVOKING]
         actions = [a for a in actions if a.kind not in REVOKING]
     else:
-        why = _unsafe(actions, known, snapshot, inputs.safety)
+        why = _unsafe(actions, known, snapshot, inputs.safety, inputs.counts)
         if why and not allow_mass_revocation:
             held += [Held(a, why, unsafe=True) for a in actions if a.kind in REVOKING]
             actions = [a for a in actions if a.kind not in REVOKING]
@@ -381,7 +346,7 @@ def _plan_person_on_cluster(
                   previous_username=person.username if person else None, instance=instance, **delivered)
 
     credential = known_access.credential if known_access else None
-    retirements = _retirements(known_access, observed, inputs.now, common)
+    retirements = _retirements(inputs.lifecycle.retirements(known_access, observed, inputs.now), common)
     token_present = (
         credential is not None and observed is not None and observed.service_account
         and credential.secret_name in observed.token_secrets
@@ -403,10 +368,9 @@ def _plan_person_on_cluster(
     elif create or delete:
         actions.append(Action(Kind.REPAIR, Reason.DRIFT, **common))
 
-    if refresh_due(credential, inputs.now, inputs.safety.refresh_at):
-        actions.append(Action(Kind.REFRESH, Reason.EXPIRING, new_token=True, **_token_only(common)))
-    elif inputs.now >= credential.issued_at + desired.rotation_period:
-        actions.append(Action(Kind.ROTATE, Reason.ROTATION_DUE, new_token=True, **_token_only(common)))
+    renewal = inputs.lifecycle.renewal(credential, desired, inputs.now)
+    if renewal is not None:
+        actions.append(Action(*renewal, new_token=True, **_token_only(common)))
     return actions + retirements
 
 
@@ -439,26 +403,12 @@ def _token_only(common: dict) -> dict:
     return common | dict(create_bindings=(), delete_bindings=(), create_service_account=False)
 
 
-def _retirements(known_access: KnownAccess | None, observed: ObservedAccount | None, now: datetime,
-                 common: dict) -> list[Action]:
-    """Old tokens whose grace window ended or whose Secret vanished, and token Secrets no record explains."""
-    present = set(observed.token_secrets) if observed else set()
-    explained = {known_access.credential.secret_name} if known_access and known_access.credential else set()
-    due: list[tuple[Reason, tuple[str, ...]]] = []
-    for old in known_access.retiring if known_access else ():
-        explained.add(old.secret_name)
-        if old.secret_name not in present:
-            due.append((Reason.VANISHED, (old.secret_name,)))
-        elif old.retire_at is not None and now >= old.retire_at:
-            due.append((Reason.GRACE_ENDED, (old.secret_name,)))
-    stale = present - explained
-    if stale:
-        due.append((Reason.STALE, tuple(sorted(stale))))
+def _retirements(due: list[Retirement], common: dict) -> list[Action]:
     base = _token_only(common) if due else {}
-    return [Action(Kind.RETIRE, reason, token_secrets=secrets, **base) for reason, secrets in due]
+    return [Action(Kind.RETIRE, retirement.reason, token_secrets=retirement.secrets, **base) for retirement in due]
 
 
-def _report_only(actions: list[Action], sweep: Sweep) -> tuple[list[Action], list[Held]]:
+def _report_only(actions: list[Action], sweep: SweepSettings) -> tuple[list[Action], list[Held]]:
     """Per the sweep settings, some clean-ups are reported (held) rather than done."""
     def reported(action: Action) -> str | None:
         if action.kind is Kind.ORPHAN and sweep.orphans == "report":
@@ -507,7 +457,8 @@ def _orphans(reachable: Mapping[str, ObservedCluster], accounted: set[str]) -> l
     return orphans
 
 
-def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: Snapshot, safety: Safety) -> str | None:
+def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: Snapshot, safety: SafetySettings,
+            counts: RevocationCounts) -> str | None:
     """Why the revocations in this plan look like a broken source rather than real leavers, if they do. Only
     people holding a credential lose access: both limits count them alone."""
     revoking = {a.person_id for a in actions if a.kind is Kind.REVOKE}
@@ -518,9 +469,9 @@ def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: S
     holders = {pid for pid, person in known.items() if any(a.credential for a in person.access.values())}
     # Holders before this plan: the ledger's count for a targeted run (it knows only its people), plus the
     # people the window's runs revoked, who held one until then.
-    held = (len(holders) if safety.credential_holders is None else safety.credential_holders) \
-        + safety.recent_revocations
-    losing = len(revoking & holders) + safety.recent_revocations
+    held = (len(holders) if counts.credential_holders is None else counts.credential_holders) \
+        + counts.recent_revocations
+    losing = len(revoking & holders) + counts.recent_revocations
     if losing > safety.max_revocations:
         return (f"{losing} people would lose access, more than safety.max_revocations="
                 f"{safety.max_revocations}; pass --allow-mass-revocation if that is intended")
@@ -564,23 +515,3 @@ def plan_manual_revocation(target: str, reason: Reason, known: Mapping[str, Know
                 ))
     skipped = tuple(sorted({a.cluster for a in actions if observed.get(a.cluster) is None}))
     return Plan("manual", tuple(a for a in actions if a.cluster not in skipped), (), skipped)
-
-
-def refresh_due(credential: KnownCredential, now: datetime, refresh_at: float) -> bool:
-    return now >= credential.issued_at + (credential.expires_at - credential.issued_at) * refresh_at
-
-
-def credentials_due(known: Iterable[KnownPerson], now: datetime, refresh_at: float,
-                    shortest_rotation: timedelta) -> frozenset[str]:
-    """Ids of the people whose tokens need a refresh, a rotation or a retirement now: what a targeted run has to
-    plan for. Errs on the side of including someone; the planner decides what, if anything, to do."""
-    due = set()
-    for person in known:
-        for access in person.access.values():
-            credential = access.credential
-            if credential is not None and (refresh_due(credential, now, refresh_at)
-                                           or now >= credential.issued_at + shortest_rotation):
-                due.add(person.id)
-            if any(old.retire_at is None or now >= old.retire_at for old in access.retiring):
-                due.add(person.id)
-    return frozenset(due)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from syncd.adapters.delivery import Delivery
 from syncd.adapters.kube import IssuedToken, KubernetesCluster
 from syncd.adapters.ledger import Event, Ledger
 from syncd.adapters.ledger.store import LEFT_FOR_FULL_RUN
+from syncd.core.lifecycle import Lifecycle, TokenDelivery
 from syncd.core.model import UNOWNED, KnownAccess, fingerprint, person_key
 from syncd.core.plan import Action, Kind, Plan
 from syncd.errors import ActionError, ClusterUnavailable, SyncdError, TemporaryError
@@ -53,9 +54,9 @@ class Outcome:
 
 class Applier:
     def __init__(self, ledger: Ledger, clusters: Mapping[str, KubernetesCluster], delivery: Delivery,
-                 *, run_id: str | None, dry_run: bool, rotation_grace: timedelta = timedelta(hours=1),
+                 *, run_id: str | None, dry_run: bool, lifecycle: Lifecycle,
                  deadline: float | None = None) -> None:
-        self.rotation_grace = rotation_grace
+        self.lifecycle = lifecycle
         self.deadline = deadline  # time.monotonic() after which the remaining actions wait for the next run
         self.ledger = ledger
         self.clusters = clusters
@@ -194,10 +195,8 @@ class Applier:
             with self.ledger.session() as session:
                 self.ledger.save_identity(session, source, action.identity)
                 self.ledger.save_access(session, action.person_id, action.cluster, action.after, "")
-                # A refresh or rotation keeps the old token alive for the grace window; drift replaces it now.
-                overlap = action.kind in (Kind.REFRESH, Kind.ROTATE)
                 self.ledger.replace_credential(session, action.person_id, action.cluster, reason=str(action.reason),
-                                               grace=self.rotation_grace if overlap else None)
+                                               grace=self.lifecycle.grace(action.kind))
                 self.ledger.add_credential(session, action.person_id, action.cluster, token.secret_name,
                                            token.fingerprint, token.issued_at, token.expires_at)
         try:
@@ -234,7 +233,7 @@ class Applier:
         endpoint = cluster.endpoint()
         who = (action.key, action.username, action.cluster, endpoint)
         if token is not None:
-            if action.kind in (Kind.REFRESH, Kind.ROTATE):
+            if self.lifecycle.delivery(action.kind) is TokenDelivery.REPLACE_FILE:
                 return self.delivery.replace_token(*who, token.token, namespace)
             return self.delivery.deliver(*who, token.token, namespace)
         path = self.delivery.kubeconfig_path(action.key, action.cluster)

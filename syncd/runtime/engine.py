@@ -15,13 +15,13 @@ from syncd.adapters.kube import KubernetesCluster
 from syncd.adapters.ledger import Ledger
 from syncd.adapters.ledger.store import LEFT_FOR_FULL_RUN
 from syncd.config import Settings, load_policy
+from syncd.core.lifecycle import Lifecycle
 from syncd.core.model import ObservedCluster, Scope, Snapshot, person_key
 from syncd.core.plan import (
     Inputs,
     Plan,
     Reason,
-    Safety,
-    Sweep,
+    RevocationCounts,
     hold_interrupted,
     make_plan,
     make_sweep_plan,
@@ -170,7 +170,7 @@ class Engine:
 
     def _applier(self, run_id: str | None, *, dry_run: bool, deadline: float | None = None) -> Applier:
         return Applier(self.ledger, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
-                       rotation_grace=self.settings.tokens.rotation_grace, deadline=deadline)
+                       lifecycle=Lifecycle(self.settings.tokens), deadline=deadline)
 
     def _recover(self, applier: Applier, settles: Callable[[str], bool]) -> set[tuple[str, str]]:
         """Mark dead runs interrupted and settle the intents they left (see `Applier.recover`), under the apply lock
@@ -279,16 +279,15 @@ class Engine:
             # A run that reads the source plans its people again; a sweep leaves their half-done work alone.
             left = self._recover(applier, lambda pid: not sweep_only and (only is None or pid in only))
         now = now or datetime.now(UTC)
-        limits = self.settings.safety
-        recent = 0 if only is None else self.ledger.recent_revocations(snapshot.source, now - limits.targeted_window)
-        holders = None if only is None else self.ledger.credential_holders(snapshot.source)
-        safety = Safety(limits.max_revocations, limits.max_revocation_percent, self.settings.tokens.refresh_at,
-                        recent, holders)
-        sweep = Sweep(**self.settings.sweep.model_dump())
+        counts = RevocationCounts()
+        if only is not None:
+            since = now - self.settings.safety.targeted_window
+            counts = RevocationCounts(self.ledger.recent_revocations(snapshot.source, since),
+                                      self.ledger.credential_holders(snapshot.source))
         # A targeted run reads only its people from the ledger and the clusters.
         observed = self._observe(report, only, deadline)
-        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), observed, now, safety, only, sweep,
-                        self._missing_roles(observed))
+        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), observed, now, self.settings.safety,
+                        only, self.settings.sweep, self._missing_roles(observed), self.settings.tokens, counts)
         report.plan = plan = hold_interrupted(make_sweep_plan(inputs) if sweep_only
                                               else make_plan(inputs, allow_mass_revocation=allow_mass_revocation),
                                               left)

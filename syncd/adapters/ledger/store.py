@@ -21,6 +21,7 @@ from sqlmodel import Session, create_engine, exists, func, select
 
 from syncd.adapters.ledger import schema
 from syncd.adapters.ledger.tables import AccessRow, CredentialRow, EventRow, HeadRow, IntentRow, PersonRow, RunRow
+from syncd.core.lifecycle import retire_at
 from syncd.core.model import Identity, KnownAccess, KnownCredential, KnownPerson, RoleKind, Scope
 from syncd.errors import LedgerError
 
@@ -462,7 +463,7 @@ class Ledger:
                 self._revoke_row(row, reason, now)
             else:
                 row.state = "retiring"
-                row.retire_at = min(_aware(row.expires_at), now + grace)
+                row.retire_at = retire_at(_aware(row.expires_at), now, grace)
                 row.revoke_reason = reason
             session.add(row)
         return list(rows)

@@ -10,8 +10,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.config import BackoffSettings, JobSchedule, Settings, SourceJobs
-from syncd.core.plan import credentials_due
-from syncd.core.policy import Policy
+from syncd.core.lifecycle import Lifecycle
 from syncd.errors import ConfigError
 from syncd.ports import IncrementalSource
 from syncd.runtime.engine import Engine, RunReport
@@ -60,11 +59,6 @@ def job_specs(settings: Settings, engine: Engine) -> list[JobSpec]:
     return specs
 
 
-def shortest_rotation(policy: Policy) -> timedelta:
-    periods = [grant.rotation_period for rule in policy.rules for grant in rule.grant if grant.rotation_period]
-    return min([policy.defaults.rotation_period, *periods])
-
-
 def run_job(engine: Engine, spec: JobSpec) -> list[RunReport]:
     """One run of a job; every change goes through the engine's single apply path."""
     if spec.kind == "poll":
@@ -75,8 +69,7 @@ def run_job(engine: Engine, spec: JobSpec) -> list[RunReport]:
     if spec.kind == "sweep":
         return engine.sweep(spec.source)
     people = [p for p in engine.ledger.known_people().values() if p.source == spec.source]
-    due = credentials_due(people, datetime.now(UTC), engine.settings.tokens.refresh_at,
-                          shortest_rotation(engine.policy))
+    due = Lifecycle(engine.settings.tokens).due(people, engine.policy, datetime.now(UTC))
     # Held leavers are tried again: once the targeted window has moved on, the hold no longer applies.
     due |= engine.ledger.held_revocations(spec.source)
     return engine.reconcile(spec.source, only=due) if due else []

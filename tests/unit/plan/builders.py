@@ -19,8 +19,9 @@ from syncd.core.model import (
     person_key,
     service_account_name,
 )
-from syncd.core.plan import Inputs, Plan, Safety, Sweep, make_plan, make_sweep_plan
+from syncd.core.plan import Inputs, Plan, RevocationCounts, make_plan, make_sweep_plan
 from syncd.core.policy import Policy
+from syncd.core.settings import SafetySettings, SweepSettings
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SOURCE = "hr"
@@ -38,8 +39,9 @@ POLICY = Policy.model_validate({
          "grant": [{"cluster": CLUSTER, "namespaces": ["team-b"], "role": "view", "token_ttl": "1h"}]},
     ],
 })
-SAFETY = Safety(max_revocations=50, max_revocation_percent=25.0, refresh_at=0.8)
-SWEEP = Sweep()
+SAFETY = SafetySettings(max_revocations=50, max_revocation_percent=25.0)
+SWEEP = SweepSettings()
+COUNTS = RevocationCounts()
 
 
 def person(pid: str = "1001", username: str = "alice", groups: tuple[str, ...] = ("developers",),
@@ -81,9 +83,10 @@ def cluster(*accounts: ObservedAccount) -> ObservedCluster:
 
 def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] = (),
          observed: ObservedCluster | None = None, *, complete: bool = True, now: datetime = NOW,
-         only: frozenset[str] | None = None, safety: Safety = SAFETY, allow_mass_revocation: bool = False,
-         reachable: bool = True, sweep: Sweep = SWEEP, population: int | None = None,
-         sweeping: bool = False, missing_roles: frozenset[Scope] = frozenset()) -> Plan:
+         only: frozenset[str] | None = None, safety: SafetySettings = SAFETY, allow_mass_revocation: bool = False,
+         reachable: bool = True, sweep: SweepSettings = SWEEP, population: int | None = None,
+         sweeping: bool = False, missing_roles: frozenset[Scope] = frozenset(),
+         counts: RevocationCounts = COUNTS) -> Plan:
     inputs = Inputs(
         snapshot=Snapshot(SOURCE, identities, complete=complete, population=population),
         policy=POLICY,
@@ -94,6 +97,7 @@ def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] 
         only=only,
         sweep=sweep,
         missing_roles={CLUSTER: missing_roles},
+        counts=counts,
     )
     if sweeping:  # identities are then what the ledger recorded, as the sweep job reads them
         return make_sweep_plan(inputs)

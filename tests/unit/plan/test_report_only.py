@@ -1,6 +1,6 @@
 """Sweeps set to `report` list what they found as held instead of acting on it."""
 
-from syncd.core.plan import Sweep
+from syncd.core.settings import SweepSettings as Sweep
 from tests.unit.plan.builders import account, cluster, kinds, known, person, plan
 
 

@@ -1,0 +1,114 @@
+"""A credential's life, owned in one place the way Vault's expiration manager owns a lease's: issue, refresh,
+rotate, grace, retire, revoke. Every decision is pure, made from what the ledger knows, the policy's access, the
+token settings and `now`; the planner, the applier, the daemon's credentials job and the SCIM endpoint only ask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from syncd.core.model import (
+    Access,
+    Kind,
+    KnownAccess,
+    KnownCredential,
+    KnownPerson,
+    ObservedAccount,
+    Reason,
+)
+from syncd.core.policy import Policy
+from syncd.core.settings import TokenSettings
+
+# A replacement that keeps the old token alive for the grace window; any other replaces it at once.
+_OVERLAPPING = frozenset({Kind.REFRESH, Kind.ROTATE})
+
+
+class TokenDelivery(StrEnum):
+    REPLACE_FILE = "replace-file"  # only the token file beside the kubeconfig: running kubectl sessions keep going
+    FULL = "full"  # the kubeconfig and its token
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """Old token Secrets of one person on one cluster that are due to go, and why."""
+
+    reason: Reason
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    tokens: TokenSettings = TokenSettings()
+
+    def refresh_due(self, credential: KnownCredential, now: datetime) -> bool:
+        return now >= credential.issued_at + (credential.expires_at - credential.issued_at) * self.tokens.refresh_at
+
+    @staticmethod
+    def rotation_due(credential: KnownCredential, rotation_period: timedelta, now: datetime) -> bool:
+        return now >= credential.issued_at + rotation_period
+
+    def renewal(self, credential: KnownCredential, access: Access, now: datetime) -> tuple[Kind, Reason] | None:
+        """Whether the delivered token is replaced now: a refresh when it nears its expiry, else a rotation when
+        the policy's rotation period has passed since it was issued."""
+        if self.refresh_due(credential, now):
+            return Kind.REFRESH, Reason.EXPIRING
+        if self.rotation_due(credential, access.rotation_period, now):
+            return Kind.ROTATE, Reason.ROTATION_DUE
+        return None
+
+    def grace(self, kind: Kind) -> timedelta | None:
+        """How long the token an action replaces stays valid: a refresh or rotation keeps it for the grace window
+        (see `retire_at`); drift, relocation or anything else replaces it at once (None)."""
+        return self.tokens.rotation_grace if kind in _OVERLAPPING else None
+
+    @staticmethod
+    def delivery(kind: Kind) -> TokenDelivery:
+        """A refresh or rotation replaces only the token file; every other new token is delivered in full."""
+        return TokenDelivery.REPLACE_FILE if kind in _OVERLAPPING else TokenDelivery.FULL
+
+    @staticmethod
+    def retirements(known: KnownAccess | None, observed: ObservedAccount | None, now: datetime) -> list[Retirement]:
+        """Old tokens whose grace window ended or whose Secret vanished, and token Secrets no record explains."""
+        present = set(observed.token_secrets) if observed else set()
+        explained = {known.credential.secret_name} if known and known.credential else set()
+        due: list[Retirement] = []
+        for old in known.retiring if known else ():
+            explained.add(old.secret_name)
+            if old.secret_name not in present:
+                due.append(Retirement(Reason.VANISHED, (old.secret_name,)))
+            elif old.retire_at is not None and now >= old.retire_at:
+                due.append(Retirement(Reason.GRACE_ENDED, (old.secret_name,)))
+        stale = present - explained
+        if stale:
+            due.append(Retirement(Reason.STALE, tuple(sorted(stale))))
+        return due
+
+    def due(self, known: Iterable[KnownPerson], policy: Policy, now: datetime) -> frozenset[str]:
+        """Ids of the people whose tokens need a refresh, a rotation or a retirement now: what a credentials run
+        plans. Errs on the side of including someone (any token past the policy's shortest rotation period); the
+        planner decides what, if anything, to do."""
+        rotation = shortest_rotation(policy)
+        due = set()
+        for person in known:
+            for access in person.access.values():
+                credential = access.credential
+                if credential is not None and (self.refresh_due(credential, now)
+                                               or self.rotation_due(credential, rotation, now)):
+                    due.add(person.id)
+                if any(old.retire_at is None or now >= old.retire_at for old in access.retiring):
+                    due.add(person.id)
+        return frozenset(due)
+
+
+def retire_at(expires_at: datetime, now: datetime, grace: timedelta) -> datetime:
+    """When a token replaced `now` with a grace window retires: at the window's end, never past its own expiry."""
+    return min(expires_at, now + grace)
+
+
+def shortest_rotation(policy: Policy) -> timedelta:
+    """The shortest rotation period any grant (or the defaults) gives."""
+    periods = [grant.rotation_period for rule in policy.rules for grant in rule.grant if grant.rotation_period]
+    return min([policy.defaults.rotation_period, *periods])
