@@ -5,7 +5,7 @@ are the display names of the groups listing them as a member, plus those the ser
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -39,13 +39,6 @@ def _attributes(user: Mapping[str, Any]) -> dict[str, str]:
     enterprise = user.get(ENTERPRISE) or {}
     attributes |= {key: str(enterprise[key]) for key in _ENTERPRISE_ATTRIBUTES if enterprise.get(key) not in (None, "")}
     return attributes
-
-
-def access_view(user: Mapping[str, Any], attributes: Collection[str]) -> tuple:
-    """What of a user's own fields can change their access: userName and active (the planner) and the attributes
-    named (those the policy matches on). Group membership lives on groups; displayName or emails change nothing."""
-    return (str(user.get("userName") or ""), user.get("active") is not False,
-            sorted((key, value) for key, value in _attributes(user).items() if key in attributes))
 
 
 def snapshot_of(source: str, users: Iterable[Mapping[str, Any]], groups: Iterable[Mapping[str, Any]]) -> Snapshot:

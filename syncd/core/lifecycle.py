@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from syncd.core.model import (
     Access,
+    Identity,
     Kind,
     KnownAccess,
     KnownCredential,
@@ -37,6 +38,14 @@ class Retirement:
 
     reason: Reason
     secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A group as far as access goes: its name (what rules match) and its members' person ids."""
+
+    name: str | None
+    members: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -112,3 +121,29 @@ def shortest_rotation(policy: Policy) -> timedelta:
     """The shortest rotation period any grant (or the defaults) gives."""
     periods = [grant.rotation_period for rule in policy.rules for grant in rule.grant if grant.rotation_period]
     return min([policy.defaults.rotation_period, *periods])
+
+
+def _access_view(policy: Policy, identity: Identity) -> tuple:
+    """What of a person's own record can change their access: the username and active flag (the planner) and
+    the attributes the policy matches on. Groups change with group memberships (see `membership_touches`)."""
+    return (identity.username, identity.active,
+            tuple(identity.attributes.get(name) for name in policy.matched_attributes))
+
+
+def identity_touches(policy: Policy, before: Identity | None, after: Identity | None) -> frozenset[str]:
+    """The people whose access a change to one person's record can alter: a joiner the policy entitles as they are
+    (a new person is in no group yet), a leaver, and a person whose username, active flag or policy attributes
+    changed."""
+    if before is None:
+        return frozenset({after.id}) if after is not None and policy.access_for(after) else frozenset()
+    if after is not None and _access_view(policy, before) == _access_view(policy, after):
+        return frozenset()
+    return frozenset(identity.id for identity in (before, after) if identity is not None)
+
+
+def membership_touches(before: Membership | None, after: Membership | None) -> frozenset[str]:
+    """The people whose access a change to one group can alter: members who joined or left it, and every member
+    of a group created, deleted or renamed."""
+    if before is None or after is None or before.name != after.name:
+        return (before.members if before else frozenset()) | (after.members if after else frozenset())
+    return before.members ^ after.members

@@ -20,7 +20,9 @@ from scim2_server.memory import InMemoryStorage, Key, _key
 from scim2_server.storage import SearchPage
 
 from syncd.adapters.ledger import ScimResource, ScimStore
-from syncd.adapters.scim_pull import access_view, snapshot_of
+from syncd.adapters.scim_pull import snapshot_of
+from syncd.core.lifecycle import Membership, identity_touches, membership_touches
+from syncd.core.model import Identity
 from syncd.core.policy import Policy
 
 log = structlog.get_logger("syncd.scim")
@@ -35,30 +37,29 @@ def _members(resource: Resource[Any] | None) -> set[str]:
     return {m.value for m in getattr(resource, "members", None) or [] if m.value}
 
 
+def _identity(resource: Resource[Any] | None) -> Identity | None:
+    found = snapshot_of("", [resource.model_dump()], []).identities if resource is not None else ()
+    return found[0] if found else None
+
+
+def _membership(resource: Resource[Any] | None) -> Membership | None:
+    if resource is None:
+        return None
+    return Membership(getattr(resource, "display_name", None), frozenset(_members(resource)))
+
+
 class Relevance:
-    """Which changes can alter someone's access under the policy, so that only those cost a reconcile."""
+    """Which changes can alter someone's access under the policy, so that only those cost a reconcile: resources
+    become people and groups here, and the lifecycle decides."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
 
     def touched(self, resource_type: str, before: Resource[Any] | None, after: Resource[Any] | None
                 ) -> frozenset[str]:
-        """A created user the policy entitles as they are (a new id belongs to no group yet); a deleted user;
-        an updated user whose userName, active flag or policy attributes changed; members who joined or left
-        a group; every member of a group created, deleted or renamed."""
         if resource_type == "User":
-            if before is None and after is not None:
-                joiner = snapshot_of("", [after.model_dump()], []).identities
-                return frozenset({str(after.id)}) if joiner and self.policy.access_for(joiner[0]) else frozenset()
-            if before is not None and after is not None and (
-                    access_view(before.model_dump(), self.policy.matched_attributes)
-                    == access_view(after.model_dump(), self.policy.matched_attributes)):
-                return frozenset()
-            return frozenset(str(r.id) for r in (before, after) if r is not None and r.id)
-        renamed = getattr(before, "display_name", None) != getattr(after, "display_name", None)
-        if before is None or after is None or renamed:
-            return frozenset(_members(before) | _members(after))
-        return frozenset(_members(before) ^ _members(after))
+            return identity_touches(self.policy, _identity(before), _identity(after))
+        return membership_touches(_membership(before), _membership(after))
 
 
 class LedgerStorage(InMemoryStorage):
