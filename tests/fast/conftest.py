@@ -4,7 +4,7 @@ control plane, no directory server: every test here is marked `fast`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -62,21 +62,25 @@ class Rig:
 
 def make_settings(directory: Path, source: str = "hr", clusters: tuple[str, ...] = ("dev",), **sections: object
                   ) -> Settings:
-    """Settings for an engine on fakes: the cluster and source entries only name what the fakes stand for."""
+    """Settings for an engine on fakes: the cluster and source entries only name what the fakes stand for
+    (`sources=[...]` replaces the file source named `source`)."""
+    sections.setdefault("sources", [FileSourceSettings(name=source, path=directory / "unused.csv")])
     return Settings(
         policy=directory / "policy.yaml",
         ledger=LedgerSettings(url=f"sqlite:///{directory}/ledger.db"),
-        sources=[FileSourceSettings(name=source, path=directory / "unused.csv")],
         clusters=[ClusterSettings(name=name, kubeconfig=directory / "unused", namespace="syncd") for name in clusters],
         delivery=DeliverySettings(directory=directory / "kubeconfigs"),
         **sections,  # type: ignore[arg-type]
     )
 
 
-def make_engine(settings: Settings, source: Source, clusters: dict[str, FakeCluster], policy: dict = POLICY
-                ) -> Engine:
-    parts = Parts(Policy.model_validate(policy), Ledger(settings.ledger.url), dict(clusters),
-                  Delivery(settings.delivery), {source.name: source})
+def make_engine(settings: Settings, source: Source | Callable[[Ledger], Source], clusters: dict[str, FakeCluster],
+                policy: dict = POLICY) -> Engine:
+    """An engine on these fakes, the real ledger and the real delivery; `source` may be made from the ledger."""
+    ledger = Ledger(settings.ledger.url)
+    source = source(ledger) if callable(source) else source
+    parts = Parts(Policy.model_validate(policy), ledger, dict(clusters), Delivery(settings.delivery),
+                  {source.name: source})
     return Engine(settings, parts)
 
 
