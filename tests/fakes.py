@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from syncd.adapters.kube import TOKEN_LABEL
 from syncd.core.model import (
     INSTANCE_LABEL,
     MANAGED_BY,
@@ -39,7 +40,6 @@ from syncd.core.model import (
 from syncd.errors import ClusterRejected, ClusterUnavailable, SourceUnavailable, SyncdError
 from syncd.ports import IssuedToken, ServiceAccountRef
 
-TOKEN_LABEL = "syncd.io/token"  # noqa: S105 (a label name, as the Kubernetes adapter sets it)
 DEFAULT_CLUSTER_ROLES = frozenset({"cluster-admin", "admin", "edit", "view"})  # what an API server starts with
 
 
