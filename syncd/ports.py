@@ -1,5 +1,6 @@
-"""The ports the runtime depends on: what a source, a cluster, delivery, the journal and the read model must do.
-Adapters satisfy them structurally; tests satisfy them with in-memory fakes.
+"""The ports the runtime depends on: what a source, a cluster, delivery, the journal and the read model must do,
+and the plain records they exchange (no client library's types). Adapters satisfy them structurally; tests satisfy
+them with in-memory fakes (tests/fakes.py), and a contract suite per port (tests/contract/) runs against both.
 
 A source that cannot read everything says so: a read that fails raises `SourceUnavailable`; a read that skipped
 broken entries returns `complete=False` with `problems`. Either way the planner revokes nothing from it.
@@ -7,10 +8,13 @@ broken entries returns `complete=False` with `problems`. Either way the planner 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from syncd.core.model import Snapshot
+from syncd.core.model import Endpoint, ObservedBinding, ObservedCluster, Scope, Snapshot, fingerprint
 
 
 class Source(Protocol):
@@ -36,4 +40,97 @@ class TargetedSource(Source, Protocol):
     def read_people(self, ids: Collection[str]) -> Snapshot:
         """Only these people, for a targeted run: cheaper than `read`, just as current. Someone missing from
         the answer is gone from the source; `population` counts everyone it holds."""
+        ...
+
+
+@dataclass(frozen=True)
+class ServiceAccountRef:
+    """A person's ServiceAccount as `Cluster.ensure_service_account` made or found it: what a token is bound to."""
+
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token fresh from TokenRequest. `token` lives in memory and in the delivered file only."""
+
+    token: str
+    secret_name: str
+    issued_at: datetime
+    expires_at: datetime
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.token)
+
+    def __repr__(self) -> str:
+        return f"IssuedToken(secret_name={self.secret_name!r}, fingerprint={self.fingerprint!r})"
+
+
+class Cluster(Protocol):
+    """One Kubernetes cluster, as syncd manages it: everything it made carries its labels, in its namespace.
+
+    A call the cluster cannot answer raises `ClusterUnavailable`; one it refuses, `ClusterRejected`. Deleting what
+    is already gone is no error; creating a name taken by an object that is not this syncd's (labels, subjects or
+    role differ) is refused."""
+
+    name: str
+    namespace: str  # where the ServiceAccounts and token Secrets live
+    writes: int  # write calls made so far
+
+    def observe(self, people: Collection[str] | None = None) -> ObservedCluster:
+        """Everything under our labels, by person key; given `people` (person keys), at least their objects."""
+        ...
+
+    def missing_roles(self, scopes: Iterable[Scope]) -> frozenset[Scope]: ...
+
+    def endpoint(self) -> Endpoint: ...
+
+    def token_authenticates(self, token: str) -> bool: ...
+
+    def ensure_namespace(self) -> None: ...
+
+    def ensure_service_account(self, person_id: str, username: str) -> ServiceAccountRef: ...
+
+    def issue_token(self, account: ServiceAccountRef, person_id: str, username: str, ttl: timedelta
+                    ) -> IssuedToken:
+        """A new token Secret and a token bound to it: deleting the Secret (or the account) kills that token."""
+        ...
+
+    def create_binding(self, person_id: str, username: str, scope: Scope) -> None: ...
+
+    def delete_binding(self, binding: ObservedBinding) -> None: ...
+
+    def delete_token_secret(self, name: str) -> None: ...
+
+    def delete_account(self, service_accounts: tuple[str, ...], token_secrets: tuple[str, ...]) -> None:
+        """Token Secrets first (each kills its token), then the ServiceAccounts."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Delivery(Protocol):
+    """Kubeconfigs and token files, one folder per person key. Files are paths: kubectl reads them."""
+
+    def kubeconfig_path(self, key: str, cluster: str) -> Path: ...
+
+    def deliver(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
+                namespace: str | None) -> Path:
+        """Write the token and a kubeconfig that uses it (atomically, mode 0600); the kubeconfig's path."""
+        ...
+
+    def replace_token(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
+                      namespace: str | None) -> Path:
+        """A refresh: only the token changes where a token file holds it; else as `deliver`."""
+        ...
+
+    def read_token(self, kubeconfig: Path) -> str | None:
+        """The token delivered with this kubeconfig, None when there is none."""
+        ...
+
+    def remove(self, kubeconfig: Path, fingerprints: Collection[str] | None) -> str | None:
+        """Remove the kubeconfig and its token when the token is one of `fingerprints` (None: any); the token
+        removed, None when nothing was."""
         ...

@@ -18,6 +18,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+FAST_FOLDERS = ("unit", "fast")  # every test in these needs no external system (`pytest -m fast`)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(item.path).relative_to(ROOT / "tests").parts[0] in FAST_FOLDERS:
+            item.add_marker(pytest.mark.fast)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import base64
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -39,33 +38,16 @@ from syncd.core.model import (
     RoleKind,
     Scope,
     binding_name,
-    fingerprint,
     person_key,
     service_account_name,
 )
 from syncd.errors import ClusterRejected, ClusterUnavailable, ConfigError
+from syncd.ports import IssuedToken, ServiceAccountRef
 
 TOKEN_LABEL = "syncd.io/token"  # noqa: S105 (a label name)
 RBAC_GROUP = "rbac.authorization.k8s.io"
 SELECTOR_BATCH = 50  # people per label selector: 50 keys of up to 63 characters stay well within a URL
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    """A token fresh from TokenRequest. `token` lives in memory and in the delivered file only."""
-
-    token: str
-    secret_name: str
-    issued_at: datetime
-    expires_at: datetime
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.token)
-
-    def __repr__(self) -> str:
-        return f"IssuedToken(secret_name={self.secret_name!r}, fingerprint={self.fingerprint!r})"
 
 
 def _status_message(error: ApiException) -> str:
@@ -264,7 +246,7 @@ class KubernetesCluster:
                 lambda: self.core.read_namespace(self.namespace, _request_timeout=self.timeout),
             )
 
-    def ensure_service_account(self, person_id: str, username: str) -> k8s.V1ServiceAccount:
+    def ensure_service_account(self, person_id: str, username: str) -> ServiceAccountRef:
         name = service_account_name(person_id)
         body = k8s.V1ServiceAccount(metadata=self._meta(person_id, username, name),
                                     automount_service_account_token=False)
@@ -279,14 +261,13 @@ class KubernetesCluster:
             patch = {"metadata": {"annotations": {USERNAME_ANNOTATION: username, PERSON_ID_ANNOTATION: person_id}}}
             account = self._call(f"annotate ServiceAccount {name}", self.core.patch_namespaced_service_account,
                                  name, self.namespace, patch, write=True)
-        return account
+        return ServiceAccountRef(account.metadata.name, account.metadata.uid)
 
-    def issue_token(self, account: k8s.V1ServiceAccount, person_id: str, username: str, ttl: timedelta
+    def issue_token(self, account: ServiceAccountRef, person_id: str, username: str, ttl: timedelta
                     ) -> IssuedToken:
         """A new Secret owned by the person's ServiceAccount (as `ensure_service_account` returned it), and a token
         bound to that Secret."""
-        owner = k8s.V1OwnerReference(api_version="v1", kind="ServiceAccount", name=account.metadata.name,
-                                     uid=account.metadata.uid)
+        owner = k8s.V1OwnerReference(api_version="v1", kind="ServiceAccount", name=account.name, uid=account.uid)
         key = person_key(person_id)
         secret = self._call(
             "create token Secret", self.core.create_namespaced_secret, self.namespace,
@@ -303,9 +284,9 @@ class KubernetesCluster:
         ))
         issued_at = datetime.now(UTC)
         try:
-            response = self._call(f"request a token for {account.metadata.name}",
+            response = self._call(f"request a token for {account.name}",
                                   self.core.create_namespaced_service_account_token,
-                                  account.metadata.name, self.namespace, request, write=True)
+                                  account.name, self.namespace, request, write=True)
         except Exception:
             self.delete_token_secret(secret.metadata.name)
             raise

@@ -75,7 +75,7 @@ def reconcile(
     output: OutputOption = Output.text,
 ) -> None:
     """Bring clusters, delivered kubeconfigs and the ledger in line with the sources and the policy."""
-    with Engine(load_settings(config)) as engine:
+    with Engine.from_settings(load_settings(config)) as engine:
         if sweep:
             reports = engine.sweep(source, dry_run=dry_run or check)
         else:
@@ -102,7 +102,7 @@ def serve(config: ConfigOption = DEFAULT_CONFIG) -> None:
     from syncd.scim import create_app
 
     settings = load_settings(config)
-    engine = Engine(settings)
+    engine = Engine.from_settings(settings)
     scim = create_app(engine, settings)
     options = settings.scim
     assert options is not None
@@ -268,7 +268,7 @@ def token_revoke(
     output: OutputOption = Output.text,
 ) -> None:
     """Revoke now, with no grace window. The next reconcile gives a person the source still entitles new access."""
-    with Engine(load_settings(config)) as engine:
+    with Engine.from_settings(load_settings(config)) as engine:
         report = engine.revoke(target, Reason(reason.value))
     if output is Output.json:
         typer.echo(json.dumps(render.report_json(report), indent=2))

@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from syncd.adapters.delivery import Delivery
-from syncd.adapters.kube import IssuedToken, KubernetesCluster
 from syncd.adapters.ledger import Event, Ledger
 from syncd.adapters.ledger.store import LEFT_FOR_FULL_RUN
 from syncd.core.lifecycle import Lifecycle, TokenDelivery
 from syncd.core.model import UNOWNED, KnownAccess, fingerprint, person_key
 from syncd.core.plan import Action, Kind, Plan
 from syncd.errors import ActionError, ClusterUnavailable, SyncdError, TemporaryError
+from syncd.ports import Cluster, Delivery, IssuedToken
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -53,7 +52,7 @@ class Outcome:
 
 
 class Applier:
-    def __init__(self, ledger: Ledger, clusters: Mapping[str, KubernetesCluster], delivery: Delivery,
+    def __init__(self, ledger: Ledger, clusters: Mapping[str, Cluster], delivery: Delivery,
                  *, run_id: str | None, dry_run: bool, lifecycle: Lifecycle,
                  deadline: float | None = None) -> None:
         self.lifecycle = lifecycle
@@ -228,7 +227,7 @@ class Applier:
             self.ledger.undo_credential(session, person_id, cluster, fingerprint_recorded,
                                         delivered=fingerprint(delivered) if delivered else None)
 
-    def _deliver(self, cluster: KubernetesCluster, action: Action, token: IssuedToken | None) -> Path:
+    def _deliver(self, cluster: Cluster, action: Action, token: IssuedToken | None) -> Path:
         namespace = min((s.namespace for s in action.after if s.namespace), default=None)
         endpoint = cluster.endpoint()
         who = (action.key, action.username, action.cluster, endpoint)
@@ -243,7 +242,7 @@ class Applier:
             return self.delivery.deliver(*who, token_text, namespace)
         return path
 
-    def _remove(self, cluster: KubernetesCluster, action: Action, outcome: Outcome) -> SyncdError | None:
+    def _remove(self, cluster: Cluster, action: Action, outcome: Outcome) -> SyncdError | None:
         """Permissions first (instant), then the token Secrets and the ServiceAccount, then the delivered files.
         The cluster side and the ledger record complete even when the files cannot be removed; that failure is
         returned, recorded as the action's."""
@@ -281,7 +280,7 @@ class Applier:
             return removed, raised if isinstance(raised, SyncdError) else ActionError.of(raised)
         return removed, None
 
-    def _retire(self, cluster: KubernetesCluster, action: Action, outcome: Outcome) -> None:
+    def _retire(self, cluster: Cluster, action: Action, outcome: Outcome) -> None:
         """Delete old token Secrets: each deletion kills exactly the token bound to it."""
         for name in action.token_secrets:
             cluster.delete_token_secret(name)

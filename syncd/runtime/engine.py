@@ -10,11 +10,8 @@ from datetime import UTC, datetime
 
 import structlog
 
-from syncd.adapters.delivery import Delivery
-from syncd.adapters.kube import KubernetesCluster
-from syncd.adapters.ledger import Ledger
 from syncd.adapters.ledger.store import LEFT_FOR_FULL_RUN
-from syncd.config import Settings, load_policy
+from syncd.config import Settings
 from syncd.core.lifecycle import Lifecycle
 from syncd.core.model import ObservedCluster, Scope, Snapshot, person_key
 from syncd.core.plan import (
@@ -31,7 +28,7 @@ from syncd.core.policy import Policy
 from syncd.errors import ConfigError, InputError, SyncdError, TemporaryError
 from syncd.ports import IncrementalSource, Source, TargetedSource
 from syncd.runtime.apply import Applier, Outcome
-from syncd.runtime.wiring import open_source
+from syncd.runtime.wiring import Parts, build
 
 log = structlog.get_logger("syncd.engine")
 
@@ -69,27 +66,30 @@ class RunReport:
 
 
 class Engine:
-    """Holds what outlives one run: settings, policy, ledger and cluster clients."""
+    """Holds what outlives one run: settings, policy, and the ports it works through (`wiring.Parts`): ledger,
+    clusters, delivery and sources. It closes them when it closes."""
 
-    def __init__(self, settings: Settings, policy: Policy | None = None) -> None:
+    def __init__(self, settings: Settings, parts: Parts) -> None:
         self.settings = settings
-        self.policy = policy or load_policy(settings)
-        self.ledger = Ledger(settings.ledger.url)
-        self.delivery = Delivery(settings.delivery)
-        self.clusters = {c.name: KubernetesCluster(c) for c in settings.clusters}
+        self.parts = parts
+        self.policy: Policy = parts.policy
+        self.ledger = parts.ledger
+        self.delivery = parts.delivery
+        self.clusters = parts.clusters
         # Sources live as long as the engine: an incremental source keeps its watermark between runs.
-        self.sources: dict[str, Source] = {s.name: open_source(s, self.ledger) for s in settings.sources}
+        self.sources: dict[str, Source] = parts.sources
         self._apply_lock = threading.Lock()
         # One run per source at a time from its read to its apply, so that an older read never lands after a
         # newer one (a full read still in flight must not re-issue what a push revoked meanwhile).
         self._source_locks = {name: threading.RLock() for name in self.sources}
 
+    @classmethod
+    def from_settings(cls, settings: Settings, policy: Policy | None = None) -> Engine:
+        """An engine on the real adapters the settings describe (`wiring.build`)."""
+        return cls(settings, build(settings, policy))
+
     def close(self) -> None:
-        for cluster in self.clusters.values():
-            cluster.close()
-        for source in self.sources.values():
-            source.close()
-        self.ledger.close()
+        self.parts.close()
 
     def __enter__(self) -> Engine:
         return self

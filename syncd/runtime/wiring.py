@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from syncd.adapters.delivery import Delivery as FileDelivery
+from syncd.adapters.kube import KubernetesCluster
 from syncd.adapters.ledger import Ledger
-from syncd.config import FileSourceSettings, LdapSourceSettings, ScimSourceSettings, SourceSettings
+from syncd.config import (
+    FileSourceSettings,
+    LdapSourceSettings,
+    ScimSourceSettings,
+    Settings,
+    SourceSettings,
+    load_policy,
+)
+from syncd.core.policy import Policy
 from syncd.errors import ConfigError
-from syncd.ports import Source
+from syncd.ports import Cluster, Delivery, Source
+
+
+@dataclass
+class Parts:
+    """What an engine works with: the policy and one adapter per port. Closing the parts closes the adapters."""
+
+    policy: Policy
+    ledger: Ledger
+    clusters: dict[str, Cluster]
+    delivery: Delivery
+    sources: dict[str, Source]
+
+    def close(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.close()
+        for source in self.sources.values():
+            source.close()
+        self.ledger.close()
+
+
+def build(settings: Settings, policy: Policy | None = None) -> Parts:
+    """The real parts: the policy file (unless given), the ledger, a client per cluster, file delivery, and each
+    source (a SCIM push source reads the ledger)."""
+    policy = policy or load_policy(settings)
+    ledger = Ledger(settings.ledger.url)
+    clusters: dict[str, Cluster] = {c.name: KubernetesCluster(c) for c in settings.clusters}
+    return Parts(policy, ledger, clusters, FileDelivery(settings.delivery),
+                 {s.name: open_source(s, ledger) for s in settings.sources})
 
 
 def reads_ledger(settings: SourceSettings) -> bool:

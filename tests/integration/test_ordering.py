@@ -45,7 +45,7 @@ def full_run_holding_an_old_read(world: World) -> Iterator[tuple[Engine, dict[st
     on, and its report lands in the yielded dict under `full`."""
     world.write_people(ALICE)
     world.reconcile()
-    with Engine(load_settings(world.config)) as engine:
+    with Engine.from_settings(load_settings(world.config)) as engine:
         source = engine.sources["hr"] = HeldFirstRead(engine.sources["hr"])
         reports: dict[str, RunReport] = {}
         full = threading.Thread(target=lambda: reports.update(full=engine.reconcile("hr")[0]))

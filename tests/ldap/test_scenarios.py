@@ -130,7 +130,7 @@ def test_poll_reconciles_just_the_changed_people(ldap_world: World, directory: D
     directory.group("developers", alice, carol)
     directory.group("sre", carol)
     ldap_world.configure(sources=[directory.source_settings(incremental={"attribute": "entryCSN"})])
-    engine = Engine(load_settings(ldap_world.config))
+    engine = Engine.from_settings(load_settings(ldap_world.config))
     try:
         (full,) = engine.reconcile()
         assert {a.username for a in full.plan.actions} == {"alice", "carol"}

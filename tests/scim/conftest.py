@@ -75,7 +75,7 @@ class Endpoint:
 
 def start_endpoint(config: Path) -> Endpoint:
     settings = load_settings(config)
-    engine = Engine(settings)
+    engine = Engine.from_settings(settings)
     app = create_app(engine, settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -90,7 +90,7 @@ class Daemon:
         self.notifier = Notifier()
         self.metrics = Metrics()
         self.settings = load_settings(config)
-        self.engine = Engine(self.settings)
+        self.engine = Engine.from_settings(self.settings)
         self.specs = job_specs(self.settings, self.engine)
         self.scim = mount_scim(self.engine, self.settings, self._record_scim_run)
         self.health: dict[str, str] = {}  # source -> ok | partial: ... | unavailable: ...
@@ -206,7 +206,7 @@ class Daemon:
             if listen_addresses(settings) != listen_addresses(self.settings):
                 raise ConfigError("it changes where syncd listens (daemon.listen/port or the scim: section's "
                                   "host, port, TLS or presence)", hint="restart syncd to apply it")
-            engine = Engine(settings)
+            engine = Engine.from_settings(settings)
             try:
                 specs = job_specs(settings, engine)
                 scim = mount_scim(engine, settings, self._record_scim_run)
