@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncd.adapters.ledger import Ledger
+from syncd.adapters.ledger import Ledger, ScimStore
 from syncd.config import FileSourceSettings, LdapSourceSettings, ScimSourceSettings, SourceSettings
 from syncd.errors import ConfigError
 from syncd.ports import Source
@@ -11,6 +11,11 @@ from syncd.ports import Source
 def reads_ledger(settings: SourceSettings) -> bool:
     """A SCIM push source finds what identity providers pushed in the ledger database."""
     return isinstance(settings, ScimSourceSettings) and settings.mode == "push"
+
+
+def pushed_resources(ledger: Ledger) -> ScimStore:
+    """Where the SCIM endpoint keeps what identity providers push, and push sources read it: the ledger database."""
+    return ScimStore(ledger)
 
 
 def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Source:
@@ -31,5 +36,5 @@ def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Sourc
             return ScimPullSource(settings)
         if ledger is None:
             raise ConfigError(f"source {settings.name}: a scim push source reads the ledger, and none is open")
-        return ScimPushSource(settings, ledger)
+        return ScimPushSource(settings, pushed_resources(ledger))
     raise ConfigError(f"source {settings.name}: no source of type {settings.type}")
