@@ -71,14 +71,35 @@ class ClusterUnavailable(TemporaryError):
 
 
 class ClusterRejected(PermanentError):
-    """A Kubernetes API server refused a request (authorisation, validation)."""
+    """A Kubernetes API server refused a request (authorisation, validation). The Kubernetes adapter raises the
+    subclass saying what happened (kopf-style); this class itself for any other 4xx."""
 
     exit_code = os.EX_NOPERM
     http_status = 502
 
-    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.status = status
+
+class Unauthorized(ClusterRejected):
+    """401: the API server does not accept syncd's credentials."""
+
+
+class Forbidden(ClusterRejected):
+    """403: syncd's credentials may not do this."""
+
+
+class NotFound(ClusterRejected):
+    """404: the object (or its namespace) does not exist."""
+
+
+class Conflict(ClusterRejected):
+    """409: the object already exists, or changed meanwhile."""
+
+
+class Invalid(ClusterRejected):
+    """422: the API server refused the object as invalid."""
+
+
+class DeliveryError(PermanentError):
+    """A kubeconfig or token file could not be written or read."""
 
 
 class LedgerError(TemporaryError):

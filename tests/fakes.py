@@ -37,7 +37,7 @@ from syncd.core.model import (
     person_key,
     service_account_name,
 )
-from syncd.errors import ClusterRejected, ClusterUnavailable, SourceUnavailable, SyncdError
+from syncd.errors import ClusterUnavailable, Conflict, NotFound, SourceUnavailable, SyncdError
 from syncd.ports import IssuedToken, ServiceAccountRef
 
 DEFAULT_CLUSTER_ROLES = frozenset({"cluster-admin", "admin", "edit", "view"})  # what an API server starts with
@@ -107,8 +107,7 @@ class FakeCluster:
 
     def _in_namespace(self, doing: str, namespace: str | None) -> None:
         if namespace is not None and namespace not in self.namespaces:
-            raise ClusterRejected(f"cluster {self.name}: {doing}: 404 namespaces \"{namespace}\" not found",
-                                  status=404)
+            raise NotFound(f"cluster {self.name}: {doing}: 404 namespaces \"{namespace}\" not found")
 
     def _meta(self, person_id: str, username: str, **labels: str) -> dict:
         return {"labels": {**self.instance_labels, PERSON_LABEL: person_key(person_id), **labels},
@@ -118,9 +117,8 @@ class FakeCluster:
         return all(obj.labels.get(k) == v for k, v in self.instance_labels.items()) \
             and obj.labels.get(PERSON_LABEL) == person_key(person_id)
 
-    def _taken(self, doing: str) -> ClusterRejected:
-        return ClusterRejected(f"cluster {self.name}: {doing}: the name is taken by an object that is not this "
-                               "syncd's", status=409)
+    def _taken(self, doing: str) -> Conflict:
+        return Conflict(f"cluster {self.name}: {doing}: the name is taken by an object that is not this syncd's")
 
     def _ours(self, obj: FakeObject) -> bool:
         return all(obj.labels.get(k) == v for k, v in self.instance_labels.items())
@@ -217,8 +215,8 @@ class FakeCluster:
             self._call(f"request a token for {account.name}", write=True)
             existing = self.service_accounts.get(account.name)
             if existing is None or existing.uid != account.uid:
-                raise ClusterRejected(f"cluster {self.name}: request a token for {account.name}: 404 "
-                                      f"serviceaccounts \"{account.name}\" not found", status=404)
+                raise NotFound(f"cluster {self.name}: request a token for {account.name}: 404 "
+                               f"serviceaccounts \"{account.name}\" not found")
         except SyncdError:
             self.delete_token_secret(secret.name)
             raise

@@ -23,7 +23,7 @@ import yaml
 
 from syncd.config import DeliverySettings
 from syncd.core.model import Endpoint, fingerprint, is_person_key, person_key
-from syncd.errors import PermanentError
+from syncd.errors import DeliveryError
 
 EXEC_API_VERSION = "client.authentication.k8s.io/v1"
 log = structlog.get_logger("syncd.delivery")
@@ -58,10 +58,6 @@ def exec_credential(token_file: Path) -> dict:
     if expiry is not None:
         status["expirationTimestamp"] = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"apiVersion": EXEC_API_VERSION, "kind": "ExecCredential", "status": status}
-
-
-class DeliveryError(PermanentError):
-    """A kubeconfig or token file could not be written."""
 
 
 def write_secret_file(path: Path, content: str) -> None:

@@ -2,7 +2,8 @@
 
 Per person per cluster it keeps a ServiceAccount in syncd's namespace, RoleBindings (or ClusterRoleBindings where
 allowed) for each scope, and one Opaque Secret per token, to which the token is bound through TokenRequest, so that
-deleting that Secret revokes that token alone. Client exceptions become `ClusterUnavailable` or `ClusterRejected`.
+deleting that Secret revokes that token alone. Client exceptions become `ClusterUnavailable` (unreachable, 429,
+5xx) or the `ClusterRejected` subclass saying what the API server refused (`cluster_error`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -41,7 +42,17 @@ from syncd.core.model import (
     person_key,
     service_account_name,
 )
-from syncd.errors import ClusterRejected, ClusterUnavailable, ConfigError
+from syncd.errors import (
+    ClusterRejected,
+    ClusterUnavailable,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    SyncdError,
+    Unauthorized,
+)
 from syncd.ports import IssuedToken, ServiceAccountRef
 
 TOKEN_LABEL = "syncd.io/token"  # noqa: S105 (a label name)
@@ -55,6 +66,20 @@ def _status_message(error: ApiException) -> str:
         return json.loads(error.body or "{}").get("message") or error.reason or ""
     except (ValueError, AttributeError):
         return error.reason or ""
+
+
+REJECTIONS: dict[int, type[ClusterRejected]] = {
+    401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid,
+}
+
+
+def cluster_error(error: ApiException, message: str) -> SyncdError:
+    """What an API server's answer means: `ClusterUnavailable` when it was not reached (status 0) or was busy or
+    failing (429, 5xx), else the `ClusterRejected` subclass for its status."""
+    status = error.status or 0
+    if status in (0, 429) or status >= 500:
+        return ClusterUnavailable(message)
+    return REJECTIONS.get(status, ClusterRejected)(message)
 
 
 class KubernetesCluster:
@@ -94,9 +119,7 @@ class KubernetesCluster:
             yield
         except ApiException as error:
             message = f"cluster {self.name}: {doing}: {error.status} {_status_message(error)}"
-            if error.status in (0, 429) or (error.status or 0) >= 500:
-                raise ClusterUnavailable(message) from None
-            raise ClusterRejected(message, status=error.status) from None
+            raise cluster_error(error, message) from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise ClusterUnavailable(
                 f"cluster {self.name}: {doing}: {error.__class__.__name__}",
@@ -117,16 +140,15 @@ class KubernetesCluster:
             with self._errors(doing):
                 self.writes += 1
                 return create(), True
-        except ClusterRejected as error:
-            if error.status != 409:
-                raise
+        except Conflict:
+            pass  # it exists: read it
         with self._errors(doing):
             existing = read()
         if ours is not None and not ours(existing):
-            raise ClusterRejected(
+            raise Conflict(
                 f"cluster {self.name}: {doing}: the name is taken by an object that is not this syncd's "
                 f"(its {MANAGED_BY_LABEL}, {INSTANCE_LABEL} or {PERSON_LABEL} labels, subjects or role differ)",
-                status=409, hint="delete or rename that object; the next run creates syncd's own")
+                hint="delete or rename that object; the next run creates syncd's own")
         return existing, False
 
     def _labelled_for(self, person_id: str, obj) -> bool:  # type: ignore[no-untyped-def]
@@ -235,9 +257,7 @@ class KubernetesCluster:
     def ensure_namespace(self) -> None:
         try:
             self._call("read namespace", self.core.read_namespace, self.namespace)
-        except ClusterRejected as error:
-            if error.status != 404:
-                raise
+        except NotFound:
             body = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(
                 name=self.namespace, labels=self.instance_labels))
             self._create_or_get(
@@ -325,11 +345,8 @@ class KubernetesCluster:
         )
 
     def _delete(self, doing: str, call: Callable[..., object], *args) -> None:
-        try:
+        with suppress(NotFound):  # already gone
             self._call(doing, call, *args, write=True)
-        except ClusterRejected as error:
-            if error.status != 404:
-                raise
 
     def delete_binding(self, binding: ObservedBinding) -> None:
         if binding.namespace is None:

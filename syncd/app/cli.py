@@ -30,7 +30,7 @@ from syncd.errors import (
 )
 from syncd.ports import Source
 from syncd.runtime.engine import Engine, RunReport
-from syncd.runtime.wiring import open_source, reads_ledger
+from syncd.runtime.wiring import open_source, pushed_resources, reads_ledger
 
 app = typer.Typer(help="Keep Kubernetes credentials in step with the people in your directory.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -103,7 +103,7 @@ def serve(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
     settings = load_settings(config)
     engine = Engine.from_settings(settings)
-    scim = create_app(engine, settings)
+    scim = create_app(engine, settings, pushed_resources(engine.ledger))
     options = settings.scim
     assert options is not None
     try:

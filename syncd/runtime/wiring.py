@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from syncd.adapters.delivery import Delivery as FileDelivery
 from syncd.adapters.kube import KubernetesCluster
-from syncd.adapters.ledger import Ledger
+from syncd.adapters.ledger import Ledger, ScimStore
 from syncd.config import (
     FileSourceSettings,
     LdapSourceSettings,
@@ -53,6 +53,11 @@ def reads_ledger(settings: SourceSettings) -> bool:
     return isinstance(settings, ScimSourceSettings) and settings.mode == "push"
 
 
+def pushed_resources(ledger: Ledger) -> ScimStore:
+    """Where the SCIM endpoint keeps what identity providers push, and push sources read it: the ledger database."""
+    return ScimStore(ledger)
+
+
 def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Source:
     """`ledger` is needed by sources that `reads_ledger`."""
     if isinstance(settings, FileSourceSettings):
@@ -71,5 +76,5 @@ def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Sourc
             return ScimPullSource(settings)
         if ledger is None:
             raise ConfigError(f"source {settings.name}: a scim push source reads the ledger, and none is open")
-        return ScimPushSource(settings, ledger)
+        return ScimPushSource(settings, pushed_resources(ledger))
     raise ConfigError(f"source {settings.name}: no source of type {settings.type}")

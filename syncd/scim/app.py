@@ -7,7 +7,7 @@ import hmac
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from scim2_models import (
@@ -23,19 +23,18 @@ from scim2_models import (
     UnauthorizedException,
 )
 from scim2_server.applications.asgi import ASGIApplication, Receive, Scope, Send
-from scim2_server.memory import AsyncInMemoryStorage
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 from scim2_server.utils import load_default_resource_types, load_default_schemas, load_default_service_provider_config
 
-from syncd.adapters.ledger import ScimStore
 from syncd.config import ScimSettings, Settings, read_secret
+from syncd.core.policy import Policy
 from syncd.errors import ConfigError, SyncdError
-from syncd.runtime.engine import Engine
 from syncd.scim import quirks
-from syncd.scim.reconciler import Reconciler
+from syncd.scim.reconciler import Reconciler, Reconciles
 from syncd.scim.storage import LedgerStorage, Relevance
+from syncd.scim.store import PushedResources
 
 log = structlog.get_logger("syncd.scim")
 
@@ -45,6 +44,13 @@ BEARER = AuthenticationScheme(
     description="One static bearer token per identity provider tenant",
     spec_uri=Reference[External]("https://datatracker.ietf.org/doc/html/rfc6750"),
 )
+
+
+class Engine(Reconciles, Protocol):
+    """What the endpoint needs of the engine (`syncd.runtime.engine.Engine` is one): targeted runs, and the policy
+    that tells which changes can alter access."""
+
+    policy: Policy
 
 
 def scim_provider() -> ScimProvider:
@@ -98,18 +104,18 @@ def read_token(path: Path, tenant: str) -> bytes:
 class ScimApp:
     """ASGI app: /scim/v2/... The bearer token picks the tenant; discovery needs none."""
 
-    def __init__(self, engine: Engine, settings: ScimSettings, reconciler: Reconciler) -> None:
+    def __init__(self, engine: Engine, settings: ScimSettings, store: PushedResources, reconciler: Reconciler
+                 ) -> None:
         self.settings = settings
         self.reconciler = reconciler
         provider = scim_provider()
         self.service = SyncdScimService(provider, settings.max_body_bytes)
         self.known_schemas = {s for rt in provider.resource_types
                               for s in [rt.schema_, *(e.schema_ for e in rt.schema_extensions or [])] if s}
-        store, relevance = ScimStore(engine.ledger), Relevance(engine.policy)
+        relevance = Relevance(engine.policy)
         self.tenants = [
             Tenant(t.name, read_token(t.token_file, t.name), ASGIApplication(
-                AsyncInMemoryStorage(LedgerStorage(store, t.name, t.source, provider, relevance, reconciler.submit)),
-                provider, self.service))
+                LedgerStorage(store, t.name, t.source, provider, relevance, reconciler.submit), provider, self.service))
             for t in settings.tenants
         ]
 
@@ -158,11 +164,12 @@ class ScimApp:
         await first.send_response(await self.serve(request), send)
 
 
-def create_app(engine: Engine, settings: Settings, reconciler: Reconciler | None = None) -> ScimApp:
-    """The SCIM endpoint as an ASGI app serving /scim/v2/... Mount it at the root, or forward every path under
-    /scim to it (a mount that sets root_path works too). Changes are reconciled by `reconciler`, a new one by
-    default; close it (`app.reconciler.close()`) when done."""
+def create_app(engine: Engine, settings: Settings, store: PushedResources, reconciler: Reconciler | None = None
+               ) -> ScimApp:
+    """The SCIM endpoint as an ASGI app serving /scim/v2/..., keeping what is pushed in `store`. Mount it at the
+    root, or forward every path under /scim to it (a mount that sets root_path works too). Changes are reconciled
+    through `engine` by `reconciler`, a new one by default; close it (`app.reconciler.close()`) when done."""
     if settings.scim is None:
         raise ConfigError("no `scim:` section in the configuration", hint="see configs/syncd.example.yaml")
-    return ScimApp(engine, settings.scim, reconciler or Reconciler(
+    return ScimApp(engine, settings.scim, store, reconciler or Reconciler(
         engine, batch_interval=settings.scim.batch_interval.total_seconds()))

@@ -17,7 +17,8 @@ from typing import Any
 
 from scim2_models import InvalidSyntaxException, ScimPolicy
 
-ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+from syncd.adapters.scim_pull import ENTERPRISE
+
 MANAGER = f"{ENTERPRISE}:manager"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 POLICY = ScimPolicy(unmatched_path_filter=ScimPolicy.UnmatchedPathFilter.create)

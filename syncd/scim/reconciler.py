@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import structlog
 
 from syncd.errors import SyncdError
-from syncd.runtime.engine import Engine, RunReport
 
 log = structlog.get_logger("syncd.scim")
 
 
+class Reconciles(Protocol):
+    """What SCIM needs of the engine (`syncd.runtime.engine.Engine` is one): a run of one source covering only
+    these people, and its report."""
+
+    def reconcile(self, source: str, *, only: frozenset[str]) -> Sequence[Any]: ...
+
+
 class Reconciler:
-    def __init__(self, engine: Engine, batch_interval: float, workers: int = 2,
-                 on_report: Callable[[RunReport], None] | None = None) -> None:
+    def __init__(self, engine: Reconciles, batch_interval: float, workers: int = 2,
+                 on_report: Callable[[Any], None] | None = None) -> None:
         self.engine = engine
         self.batch_interval = batch_interval  # seconds between the starts of one source's runs, at least
         self.on_report = on_report  # called from a worker thread after each run (the daemon's metrics)
@@ -33,7 +40,7 @@ class Reconciler:
         self._busy = 0
         self._closed = False
         self._changed = threading.Condition()
-        self.reports: list[RunReport] = []  # the latest runs, for tests and metrics
+        self.reports: list[Any] = []  # the latest runs, for tests and metrics
         self._threads = [threading.Thread(target=self._work, name=f"scim-reconcile-{n}", daemon=True)
                          for n in range(workers)]
         for thread in self._threads:

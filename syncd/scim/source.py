@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
-from syncd.adapters.ledger import Ledger, ScimResource, ScimStore
+from syncd.adapters.ledger import ScimResource
 from syncd.adapters.scim_pull import snapshot_of
 from syncd.config import ScimSourceSettings
 from syncd.core.model import Snapshot
+from syncd.scim.store import PushedResources
 
 
 class ScimPushSource:
     """What the tenants feeding this source pushed; the endpoint keeps it in the ledger database."""
 
-    def __init__(self, settings: ScimSourceSettings, ledger: Ledger) -> None:
+    def __init__(self, settings: ScimSourceSettings, store: PushedResources) -> None:
         self.name = settings.name
-        self.store = ScimStore(ledger)
+        self.store = store
 
     def read(self) -> Snapshot:
         return self._snapshot(self.store.source_resources(self.name))
@@ -27,7 +28,7 @@ class ScimPushSource:
         snapshot = self._snapshot(self.store.source_resources(self.name, users=ids))
         return replace(snapshot, population=self.store.count_users(self.name))
 
-    def _snapshot(self, resources: list[ScimResource]) -> Snapshot:
+    def _snapshot(self, resources: Sequence[ScimResource]) -> Snapshot:
         return snapshot_of(self.name, [r.body for r in resources if r.resource_type == "User"],
                            [r.body for r in resources if r.resource_type == "Group"])
 

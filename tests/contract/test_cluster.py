@@ -15,7 +15,7 @@ import yaml
 from syncd.adapters.kube import KubernetesCluster
 from syncd.config import ClusterSettings
 from syncd.core.model import UNOWNED, RoleKind, Scope, binding_name, person_key, service_account_name
-from syncd.errors import ClusterRejected, ClusterUnavailable
+from syncd.errors import ClusterUnavailable, Conflict, NotFound
 from syncd.ports import Cluster
 from tests.conftest import ControlPlane, free_port
 from tests.contract.conftest import eventually
@@ -84,16 +84,14 @@ class ClusterContract:
         setup.hands.retarget_binding(setup.team, binding_name("p1", scope, cluster.namespace))
         (binding,) = cluster.observe({person_key("p1")}).accounts[person_key("p1")].bindings
         assert not binding.subjects_intact
-        with pytest.raises(ClusterRejected) as raised:
+        with pytest.raises(Conflict):
             cluster.create_binding("p1", "alice", scope)
-        assert raised.value.status == 409
 
     def test_a_name_taken_by_someone_else_is_refused(self, setup: Setup):
         setup.cluster.ensure_namespace()
         setup.hands.squat_service_account(service_account_name("p2"))
-        with pytest.raises(ClusterRejected) as raised:
+        with pytest.raises(Conflict):
             setup.cluster.ensure_service_account("p2", "bob")
-        assert raised.value.status == 409
         assert person_key("p2") not in setup.cluster.observe().accounts
 
     def test_objects_under_our_labels_naming_nobody_are_unowned(self, setup: Setup):
@@ -104,10 +102,9 @@ class ClusterContract:
     def test_binding_in_a_missing_namespace_is_refused(self, setup: Setup):
         setup.cluster.ensure_namespace()
         setup.cluster.ensure_service_account("p1", "alice")
-        with pytest.raises(ClusterRejected) as raised:
+        with pytest.raises(NotFound):
             setup.cluster.create_binding("p1", "alice", Scope(f"absent-{uuid.uuid4().hex[:6]}",
                                                               RoleKind.CLUSTER_ROLE, "edit"))
-        assert raised.value.status == 404
 
     def test_a_token_authenticates_until_its_secret_is_deleted(self, setup: Setup):
         cluster = setup.cluster

@@ -16,6 +16,7 @@ from syncd.config import FileSourceSettings, ScimSourceSettings
 from syncd.core.model import Identity, Snapshot
 from syncd.errors import SourceUnavailable
 from syncd.ports import Source, TargetedSource
+from syncd.runtime.wiring import pushed_resources
 from syncd.scim.source import ScimPushSource
 from tests.fakes import FakeSource, FakeTargetedSource, person
 
@@ -143,4 +144,4 @@ class TestScimPushSource(TargetedSourceContract):
                                                                                 "displayName": name,
                                                                                 "members": members}))
 
-            yield ScimPushSource(ScimSourceSettings(name="idp", mode="push"), ledger), hold
+            yield ScimPushSource(ScimSourceSettings(name="idp", mode="push"), pushed_resources(ledger)), hold

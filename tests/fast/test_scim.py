@@ -14,6 +14,7 @@ import pytest
 from syncd.config import ScimSettings, ScimSourceSettings, ScimTenantSettings
 from syncd.core.model import person_key
 from syncd.runtime.engine import Engine
+from syncd.runtime.wiring import pushed_resources
 from syncd.scim.app import ScimApp, create_app
 from syncd.scim.source import ScimPushSource
 from tests.fakes import FakeCluster
@@ -58,8 +59,11 @@ def push(tmp_path: Path) -> Iterator[Push]:
     settings = make_settings(tmp_path, clusters=("dev", "prod"), sources=[push_source],
                              scim=ScimSettings(tenants=[tenant]), safety={"max_revocation_percent": 100})
     clusters = fake_clusters("dev", "prod")
-    with make_engine(settings, lambda ledger: ScimPushSource(push_source, ledger), clusters) as engine:
-        app = create_app(engine, settings)
+    def push_source_over(ledger):  # type: ignore[no-untyped-def]
+        return ScimPushSource(push_source, pushed_resources(ledger))
+
+    with make_engine(settings, push_source_over, clusters) as engine:
+        app = create_app(engine, settings, pushed_resources(engine.ledger))
         try:
             yield Push(app, engine, clusters["dev"])
         finally:

@@ -15,6 +15,7 @@ import uvicorn
 
 from syncd.config import load_settings
 from syncd.runtime.engine import Engine
+from syncd.runtime.wiring import pushed_resources
 from syncd.scim.app import ScimApp, create_app
 from tests.conftest import write_yaml
 from tests.integration.conftest import World, world  # noqa: F401  (the fixture, re-exported)
@@ -76,7 +77,7 @@ class Endpoint:
 def start_endpoint(config: Path) -> Endpoint:
     settings = load_settings(config)
     engine = Engine.from_settings(settings)
-    app = create_app(engine, settings)
+    app = create_app(engine, settings, pushed_resources(engine.ledger))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -5,9 +5,10 @@ import stat
 import pytest
 import yaml
 
-from syncd.adapters.delivery import Delivery, DeliveryError
+from syncd.adapters.delivery import Delivery
 from syncd.config import DeliverySettings
 from syncd.core.model import Endpoint, delivery_problem, fingerprint, person_key
+from syncd.errors import DeliveryError
 
 ENDPOINT = Endpoint("https://127.0.0.1:6443", "Q0E=")
 

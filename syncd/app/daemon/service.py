@@ -24,6 +24,7 @@ from syncd.app.daemon.notify import Notifier
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, SyncdError, TemporaryError
 from syncd.runtime.engine import Engine, RunReport
+from syncd.runtime.wiring import pushed_resources
 from syncd.scim import create_app
 from syncd.scim.app import ScimApp
 from syncd.scim.reconciler import Reconciler
@@ -40,7 +41,7 @@ def mount_scim(engine: Engine, settings: Settings, on_report: Callable[[RunRepor
     (TLS when configured)."""
     if settings.scim is None:
         return None
-    return create_app(engine, settings, Reconciler(
+    return create_app(engine, settings, pushed_resources(engine.ledger), Reconciler(
         engine, batch_interval=settings.scim.batch_interval.total_seconds(), on_report=on_report))
 
 
