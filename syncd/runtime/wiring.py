@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncd.adapters.ledger import Ledger
+from syncd.adapters.ledger import Database
 from syncd.config import FileSourceSettings, LdapSourceSettings, ScimSourceSettings, SourceSettings
 from syncd.errors import ConfigError
 from syncd.ports import Source
@@ -13,7 +13,7 @@ def reads_ledger(settings: SourceSettings) -> bool:
     return isinstance(settings, ScimSourceSettings) and settings.mode == "push"
 
 
-def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Source:
+def open_source(settings: SourceSettings, ledger: Database | None = None) -> Source:
     """`ledger` is needed by sources that `reads_ledger`."""
     if isinstance(settings, FileSourceSettings):
         from syncd.adapters.file import FileSource

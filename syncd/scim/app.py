@@ -105,7 +105,7 @@ class ScimApp:
         self.service = SyncdScimService(provider, settings.max_body_bytes)
         self.known_schemas = {s for rt in provider.resource_types
                               for s in [rt.schema_, *(e.schema_ for e in rt.schema_extensions or [])] if s}
-        store, relevance = ScimStore(engine.ledger), Relevance(engine.policy)
+        store, relevance = ScimStore(engine.database), Relevance(engine.policy)
         self.tenants = [
             Tenant(t.name, read_token(t.token_file, t.name), ASGIApplication(
                 AsyncInMemoryStorage(LedgerStorage(store, t.name, t.source, provider, relevance, reconciler.submit)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import replace
 
-from syncd.adapters.ledger import Ledger, ScimResource, ScimStore
+from syncd.adapters.ledger import Database, ScimResource, ScimStore
 from syncd.adapters.scim_pull import snapshot_of
 from syncd.config import ScimSourceSettings
 from syncd.core.model import Snapshot
@@ -14,7 +14,7 @@ from syncd.core.model import Snapshot
 class ScimPushSource:
     """What the tenants feeding this source pushed; the endpoint keeps it in the ledger database."""
 
-    def __init__(self, settings: ScimSourceSettings, ledger: Ledger) -> None:
+    def __init__(self, settings: ScimSourceSettings, ledger: Database) -> None:
         self.name = settings.name
         self.store = ScimStore(ledger)
 
