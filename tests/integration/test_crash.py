@@ -82,7 +82,7 @@ def test_a_run_killed_mid_apply_is_finished_by_the_next_run(world: World):
 STOP_AT = {
     # Right after a token file is in place (before its kubeconfig is written).
     "token-written": """
-from syncd import delivery
+from syncd.adapters import delivery
 write = delivery.write_secret_file
 def write_then_stop(path, content):
     write(path, content)
@@ -92,7 +92,7 @@ delivery.write_secret_file = write_then_stop
 """,
     # Right before a token file is written: the token exists in the cluster, nobody holds it.
     "token-not-written": """
-from syncd import delivery
+from syncd.adapters import delivery
 write = delivery.write_secret_file
 def stop_then_write(path, content):
     if path.name.endswith(".token"):
