@@ -112,6 +112,17 @@ class LedgerSchemaUnknown(PermanentError):
     exit_code = os.EX_CONFIG
 
 
+class LedgerSchemaOutdated(LedgerError):
+    """A read-only command found the ledger's schema older than this syncd's: `syncd ledger upgrade` (or any command
+    that writes) migrates it. Exit 75: it goes away once a writing syncd has opened the ledger."""
+
+
+class LedgerMissing(PermanentError):
+    """A read-only command found no ledger at `ledger.url`: nothing has written one yet, or the URL is wrong."""
+
+    exit_code = os.EX_CONFIG
+
+
 class LedgerTampered(PermanentError):
     """The ledger's hash chain is broken."""
 

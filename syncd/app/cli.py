@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ import typer
 from syncd import logs
 from syncd.adapters.delivery import Delivery, exec_credential
 from syncd.adapters.kube import KubernetesCluster
-from syncd.adapters.ledger import Ledger
+from syncd.adapters.ledger import Database, ReadModel
 from syncd.app import render
 from syncd.config import DeliverySettings, load_policy, load_settings
 from syncd.core.plan import Reason, missing_role_notes
@@ -35,7 +36,7 @@ from syncd.runtime.wiring import open_source, pushed_resources, reads_ledger
 app = typer.Typer(help="Keep Kubernetes credentials in step with the people in your directory.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Check configuration and policy.", no_args_is_help=True)
-ledger_app = typer.Typer(help="Read and check the ledger.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Read, check and upgrade the ledger.", no_args_is_help=True)
 token_app = typer.Typer(help="List and revoke credentials.", no_args_is_help=True)
 source_app = typer.Typer(help="Check the identity sources.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -103,7 +104,7 @@ def serve(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
     settings = load_settings(config)
     engine = Engine.from_settings(settings)
-    scim = create_app(engine, settings, pushed_resources(engine.ledger))
+    scim = create_app(engine, settings, pushed_resources(engine.database))
     options = settings.scim
     assert options is not None
     try:
@@ -157,7 +158,8 @@ def source_test(
     settings = load_settings(config)
     chosen = [settings.source(source)] if source else settings.sources
     with contextlib.ExitStack() as stack:
-        ledger = stack.enter_context(Ledger(settings.ledger.url)) if any(map(reads_ledger, chosen)) else None
+        ledger = (stack.enter_context(Database(settings.ledger.url, migrate=False))
+                  if any(map(reads_ledger, chosen)) else None)
         results = [_test_source(open_source(source_settings, ledger)) for source_settings in chosen]
     if output is Output.json:
         typer.echo(json.dumps([render.source_check_json(r) for r in results], indent=2))
@@ -178,6 +180,24 @@ def _test_source(opened: Source) -> dict:
         opened.close()
 
 
+@contextlib.contextmanager
+def _read_only(config: Path) -> Iterator[ReadModel]:
+    """The ledger for a command that only reads: never created nor migrated (a missing or older one is refused)."""
+    with Database(load_settings(config).ledger.url, migrate=False) as database:
+        yield ReadModel(database)
+
+
+@ledger_app.command("upgrade")
+def ledger_upgrade(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Migrate the ledger's schema to this syncd's (commands that write do so on their own)."""
+    with Database(load_settings(config).ledger.url) as database:
+        before, after = database.revisions
+    if before == after:
+        typer.echo(f"ledger schema at revision {after}: up to date")
+    else:
+        typer.echo(f"ledger schema upgraded from revision {before or '(none)'} to {after}")
+
+
 @ledger_app.command("log")
 def ledger_log(
     config: ConfigOption = DEFAULT_CONFIG,
@@ -187,7 +207,7 @@ def ledger_log(
     output: OutputOption = Output.text,
 ) -> None:
     """List ledger events, oldest first."""
-    with Ledger(load_settings(config).ledger.url) as ledger:
+    with _read_only(config) as ledger:
         rows = ledger.events(person=person, run_id=run, limit=limit)
     if output is Output.json:
         typer.echo(json.dumps([render.event_json(r) for r in rows], indent=2))
@@ -211,7 +231,7 @@ def ledger_verify(
         if not seq.isdigit() or not hash_:
             raise typer.BadParameter("give --anchor as SEQ:HASH, e.g. 42:3f9a...")
         given = (int(seq), hash_)
-    with Ledger(load_settings(config).ledger.url) as ledger:
+    with _read_only(config) as ledger:
         problem = ledger.verify(given)
         seq, hash_ = ledger.head()
     if problem is not None:
@@ -227,7 +247,7 @@ def ledger_export(
     to: Annotated[Path | None, typer.Option("--to", help="Append to this file instead of stdout.")] = None,
 ) -> None:
     """Write events as JSON lines for a SIEM, each with its hash and the previous one's."""
-    with Ledger(load_settings(config).ledger.url) as ledger:
+    with _read_only(config) as ledger:
         rows = [r for r in ledger.events() if (r.seq or 0) > since]
     lines = "".join(json.dumps(render.event_json(r) | {"prev_hash": r.prev_hash}) + "\n" for r in rows)
     if to is None:
@@ -251,7 +271,7 @@ def token_list(
     output: OutputOption = Output.text,
 ) -> None:
     """Every credential: owner, cluster, state, fingerprint, issued (last rotation), expiry, scopes."""
-    with Ledger(load_settings(config).ledger.url) as ledger:
+    with _read_only(config) as ledger:
         rows = ledger.credentials(include_revoked=all_states)
     if output is Output.json:
         typer.echo(json.dumps([render.credential_json(*row) for row in rows], indent=2))

@@ -177,6 +177,14 @@ class Reason(StrEnum):
 # What the ledger remembers (input to the planner).
 
 
+class CredentialState(StrEnum):
+    """Where a credential is in its life; the ledger stores these strings."""
+
+    ACTIVE = "active"  # the token delivered now
+    RETIRING = "retiring"  # replaced, still valid until its retire_at
+    REVOKED = "revoked"  # its Secret is deleted: the token no longer works
+
+
 @dataclass(frozen=True, slots=True)  # this and the records below come in 100,000s for a large directory
 class KnownCredential:
     secret_name: str

@@ -8,26 +8,19 @@ its own remaining actions.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
-from syncd.adapters.ledger import Event, Ledger
-from syncd.adapters.ledger.store import LEFT_FOR_FULL_RUN
+from syncd.adapters.ledger.journal import LEFT_FOR_FULL_RUN
 from syncd.core.lifecycle import Lifecycle, TokenDelivery
 from syncd.core.model import UNOWNED, KnownAccess, fingerprint, person_key
 from syncd.core.plan import Action, Kind, Plan
 from syncd.errors import ActionError, ClusterUnavailable, SyncdError, TemporaryError
-from syncd.ports import Cluster, Delivery, IssuedToken
-
-if TYPE_CHECKING:
-    from sqlmodel import Session
-
-    from syncd.adapters.ledger.tables import IntentRow
+from syncd.ports import Cluster, Delivery, Event, Intent, IssuedToken, Journal, NewCredential, ReadModel, RunRef
 
 log = structlog.get_logger("syncd.apply")
 
@@ -52,18 +45,30 @@ class Outcome:
 
 
 class Applier:
-    def __init__(self, ledger: Ledger, clusters: Mapping[str, Cluster], delivery: Delivery,
-                 *, run_id: str | None, dry_run: bool, lifecycle: Lifecycle,
+    """Every write of a run: to the clusters, the delivered files and (through the journal alone) the ledger."""
+
+    def __init__(self, journal: Journal, read_model: ReadModel, clusters: Mapping[str, Cluster],
+                 delivery: Delivery, *, run_id: str | None = None, dry_run: bool, lifecycle: Lifecycle,
                  deadline: float | None = None) -> None:
         self.lifecycle = lifecycle
         self.deadline = deadline  # time.monotonic() after which the remaining actions wait for the next run
-        self.ledger = ledger
+        self.journal = journal
+        self.read_model = read_model
         self.clusters = clusters
         self.delivery = delivery
         self.run_id = run_id
         self.dry_run = dry_run
         self._namespace_ready: set[str] = set()
         self._intent: int | None = None
+
+    def begin_run(self, source: str, *, approved: bool = False) -> str:
+        """Start the run in the ledger (`approved`: a human allowed its revocations); its actions record under it."""
+        self.run_id = self.journal.start_run(source, dry_run=self.dry_run, approved=approved)
+        return self.run_id
+
+    def finish_run(self, result: str, summary: dict) -> None:
+        if self.run_id is not None:
+            self.journal.finish_run(self.run_id, result, summary)
 
     def apply(self, plan: Plan) -> Outcome:
         outcome = Outcome()
@@ -84,14 +89,14 @@ class Applier:
                                                                hint="raise run_deadline if runs need longer"),
                            outcome, fields)
                 continue
-            self._intent = self.ledger.begin_intent(self.run_id, self._event(action))
+            self._intent = self.journal.begin_intent(self.run_id, self._event(action))
             try:
                 recorded_failure = self._apply_one(plan.source, action, outcome)
             except Exception as raised:  # noqa: BLE001 - whatever breaks one action fails that action only
                 error = raised if isinstance(raised, SyncdError) else ActionError.of(raised)
                 if isinstance(error, ClusterUnavailable):
                     down.add(action.cluster)
-                self.ledger.end_intent(self._intent, "failed")
+                self.journal.end_intent(self._intent, "failed")
                 self._fail(plan.source, action, error, outcome, fields)
                 continue
             if recorded_failure is not None:
@@ -103,17 +108,23 @@ class Applier:
             outcome.applied.append(action)
         if not self.dry_run:
             # Held actions wait for a human: visible and auditable in the ledger, once per hold, not applied.
-            self.ledger.record_holds(self.run_id, [self._event(h.action, result="held", error=h.why)
+            self.journal.record_holds(self.run_id, [self._event(h.action, result="held", error=h.why)
                                                    for h in plan.held])
         return outcome
 
-    def recover(self, intents: Collection[IntentRow], settles: Callable[[str], bool]) -> list[tuple[IntentRow, str]]:
-        """Before this run plans: finish or roll back what each intent a dead run left open had half done, and
-        close it with a `recover` event saying which. A token recorded and delivered is kept (finished); one
-        recorded but not delivered is undone (rolled-back), as is a token never recorded, whose Secret the plan
-        retires as stale. Other work is planned again by a run that reads the person from the source (`settles`);
-        any other run (a sweep) leaves it, and the person's objects, for such a run."""
-        known = self.ledger.known_people({intent.person_id for intent in intents})
+    def interrupt_dead_runs(self) -> list[RunRef]:
+        """Mark every other run still `running` interrupted (see `Journal.interrupt_dead_runs`); under the apply
+        lock only."""
+        return self.journal.interrupt_dead_runs(self.run_id or "")
+
+    def recover(self, settles: Callable[[str], bool]) -> list[tuple[Intent, str]]:
+        """Before this run plans, under the apply lock: finish or roll back what each intent a dead run left open
+        had half done, and close it with a `recover` event saying which. A token recorded and delivered is kept
+        (finished); one recorded but not delivered is undone (rolled-back), as is a token never recorded, whose
+        Secret the plan retires as stale. Other work is planned again by a run that reads the person from the source
+        (`settles`); any other run (a sweep) leaves it, and the person's objects, for such a run."""
+        intents = self.read_model.interrupted_intents()
+        known = self.read_model.known_people({intent.person_id for intent in intents})
         results = []
         for intent in intents:
             person = known.get(intent.person_id)
@@ -122,11 +133,11 @@ class Applier:
                 result = self._recover_token(intent, access)
             else:
                 result = "replanned" if settles(intent.person_id) else LEFT_FOR_FULL_RUN
-            self.ledger.settle_intent(self.run_id, intent, result)
+            self.journal.settle_intent(self.run_id, intent, result)
             results.append((intent, result))
         return results
 
-    def _recover_token(self, intent: IntentRow, access: KnownAccess) -> str:
+    def _recover_token(self, intent: Intent, access: KnownAccess) -> str:
         credential = access.credential
         if credential is None or credential.issued_at < intent.started_at:
             return "rolled-back"
@@ -150,16 +161,7 @@ class Applier:
     def _fail(self, source: str, action: Action, error: SyncdError, outcome: Outcome, fields: dict) -> None:
         log.error(action.message, result="failed", error=str(error), retryable=error.retryable, **fields)
         outcome.failed.append((action, error))
-        self.ledger.record(self.run_id, self._event(action, result="failed", error=str(error)))
-
-    def _record(self, session: Session, action: Action, fingerprints: list[str] | None = None,
-                error: SyncdError | None = None) -> None:
-        """The action's event, and the end of its intent, in the same transaction as its other ledger writes."""
-        fingerprint_text = ",".join(fingerprints) if fingerprints else None
-        failed = dict(result="failed", error=str(error)) if error is not None else {}
-        self.ledger.record(self.run_id, self._event(action, fingerprint=fingerprint_text, **failed), session=session)
-        if self._intent is not None:
-            self.ledger.end_intent(self._intent, "done" if error is None else "failed", session=session)
+        self.journal.record(self.run_id, self._event(action, result="failed", error=str(error)))
 
     @staticmethod
     def _event(action: Action, **extra) -> Event:
@@ -191,13 +193,10 @@ class Applier:
             token = cluster.issue_token(account, action.person_id, action.username, action.access.token_ttl)
             # Recorded before its file is written (the intent still pending): a crash after delivery never leaves
             # a working token the ledger does not know; recovery undoes one recorded but not delivered.
-            with self.ledger.session() as session:
-                self.ledger.save_identity(session, source, action.identity)
-                self.ledger.save_access(session, action.person_id, action.cluster, action.after, "")
-                self.ledger.replace_credential(session, action.person_id, action.cluster, reason=str(action.reason),
-                                               grace=self.lifecycle.grace(action.kind))
-                self.ledger.add_credential(session, action.person_id, action.cluster, token.secret_name,
-                                           token.fingerprint, token.issued_at, token.expires_at)
+            self.journal.record_token(source, action.identity, action.cluster, action.after,
+                                      NewCredential(token.secret_name, token.fingerprint, token.issued_at,
+                                                    token.expires_at),
+                                      grace=self.lifecycle.grace(action.kind), reason=str(action.reason))
         try:
             kubeconfig = self._deliver(cluster, action, token)
         except Exception:
@@ -205,10 +204,9 @@ class Applier:
                 self._undo_credential(action.person_id, action.cluster, token.fingerprint)
             raise
 
-        with self.ledger.session() as session:
-            self.ledger.save_identity(session, source, action.identity)
-            self.ledger.save_access(session, action.person_id, action.cluster, action.after, str(kubeconfig or ""))
-            self._record(session, action, [token.fingerprint] if token else None)
+        self.journal.record_delivery(self.run_id, source, action.identity,
+                                     self._event(action, fingerprint=token.fingerprint if token else None),
+                                     str(kubeconfig or ""), self._intent)
         if action.old_kubeconfig and token is not None:
             # Delivered under the old layout (DIRECTORY/USERNAME/): those files go only if they hold this person's
             # token; another person with that username may have been delivered there.
@@ -223,9 +221,8 @@ class Applier:
         """The token recorded under `fingerprint_recorded` never reached the person: forget it, and make the token
         they do hold (if it is one the ledger still knows) the active one again."""
         delivered = self.delivery.read_token(self.delivery.kubeconfig_path(person_key(person_id), cluster))
-        with self.ledger.session() as session:
-            self.ledger.undo_credential(session, person_id, cluster, fingerprint_recorded,
-                                        delivered=fingerprint(delivered) if delivered else None)
+        self.journal.undo_credential(person_id, cluster, fingerprint_recorded,
+                                     delivered=fingerprint(delivered) if delivered else None)
 
     def _deliver(self, cluster: Cluster, action: Action, token: IssuedToken | None) -> Path:
         namespace = min((s.namespace for s in action.after if s.namespace), default=None)
@@ -249,13 +246,12 @@ class Applier:
         for binding in action.delete_bindings:
             cluster.delete_binding(binding)
         cluster.delete_account(action.service_accounts, action.token_secrets)
-        with self.ledger.session() as session:
-            retired = self.ledger.revoke_credentials(session, action.person_id, action.cluster,
-                                                     reason=str(action.reason))
-            if action.kind is Kind.REVOKE:
-                self.ledger.remove_access(session, action.person_id, action.cluster)
-            removed, error = self._remove_files(action, {row.fingerprint for row in retired})
-            self._record(session, action, [row.fingerprint for row in retired], error)
+        # The files of the credentials this revokes go first; the ledger then records it all in one transaction.
+        removed, error = self._remove_files(action, self.read_model.live_fingerprints(action.person_id,
+                                                                                      action.cluster))
+        failed = dict(result="failed", error=str(error)) if error is not None else {}
+        self.journal.record_revocation(self.run_id, self._event(action, **failed),
+                                       remove_access=action.kind is Kind.REVOKE, intent_id=self._intent)
         for token in removed:
             outcome.pending_rejections.append(
                 PendingRejection(action.cluster, action.person_id, fingerprint(token), token))
@@ -284,17 +280,15 @@ class Applier:
         """Delete old token Secrets: each deletion kills exactly the token bound to it."""
         for name in action.token_secrets:
             cluster.delete_token_secret(name)
-        with self.ledger.session() as session:
-            retired = self.ledger.revoke_credentials(session, action.person_id, action.cluster,
-                                                     reason=str(action.reason), secret_names=action.token_secrets)
-            self._record(session, action, [row.fingerprint for row in retired])
+        retired = self.journal.record_revocation(self.run_id, self._event(action), remove_access=False,
+                                                 secret_names=action.token_secrets, intent_id=self._intent)
         try:
             delivered = self.delivery.read_token(self.delivery.kubeconfig_path(action.key, action.cluster))
         except SyncdError as error:
             log.warning("read the delivered token", person_id=action.person_id, cluster=action.cluster,
                         error=str(error))
             delivered = None
-        if delivered is not None and fingerprint(delivered) in {row.fingerprint for row in retired}:
+        if delivered is not None and fingerprint(delivered) in retired:
             # The token people hold right now was revoked (e.g. exposed): confirm it dies.
             outcome.pending_rejections.append(
                 PendingRejection(action.cluster, action.person_id, fingerprint(delivered), delivered))
@@ -316,7 +310,7 @@ class Applier:
                     still.append(item)
                     continue
                 confirmed += 1
-                self.ledger.confirm_rejected(self.run_id, item.fingerprint, datetime.now(UTC))
+                self.journal.confirm_rejected(self.run_id, item.fingerprint, datetime.now(UTC))
                 log.info("confirm a revoked token is rejected", cluster=item.cluster, person_id=item.person_id,
                          fingerprint=item.fingerprint)
             remaining = still

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from syncd.adapters.ledger.store import LEFT_FOR_FULL_RUN
+from syncd.adapters.ledger.journal import LEFT_FOR_FULL_RUN
 from syncd.config import Settings
 from syncd.core.lifecycle import Lifecycle
 from syncd.core.model import ObservedCluster, Scope, Snapshot, person_key
@@ -66,14 +66,17 @@ class RunReport:
 
 
 class Engine:
-    """Holds what outlives one run: settings, policy, and the ports it works through (`wiring.Parts`): ledger,
-    clusters, delivery and sources. It closes them when it closes."""
+    """Holds what outlives one run: settings, policy, and the ports it works through (`wiring.Parts`): the ledger's
+    read model and journal, clusters, delivery and sources; it closes them when it closes. The engine reads the
+    ledger; every write goes through the `Applier`."""
 
     def __init__(self, settings: Settings, parts: Parts) -> None:
         self.settings = settings
         self.parts = parts
         self.policy: Policy = parts.policy
-        self.ledger = parts.ledger
+        self.database = parts.database
+        self.read_model = parts.read_model
+        self._journal = parts.journal  # the Applier's, for every run
         self.delivery = parts.delivery
         self.clusters = parts.clusters
         # Sources live as long as the engine: an incremental source keeps its watermark between runs.
@@ -107,7 +110,7 @@ class Engine:
     def sweep(self, source: str | None = None, *, dry_run: bool = False) -> list[RunReport]:
         """The orphan and drift sweep of every source, or one, from what the ledger recorded of its people: no
         source is read, so it can run often and while a source is down."""
-        return [self._run(name, lambda name=name: Snapshot(name, self.ledger.identities(name)), dry_run, False,
+        return [self._run(name, lambda name=name: Snapshot(name, self.read_model.identities(name)), dry_run, False,
                           None, None, sweep_only=True) for name in self._source_names(source)]
 
     def poll(self, source_name: str, *, dry_run: bool = False, allow_mass_revocation: bool = False
@@ -118,7 +121,7 @@ class Engine:
         if not isinstance(source, IncrementalSource):
             raise ConfigError(f"source {source_name!r} cannot be polled for changes", hint="reconcile it in full")
         with self._source_locks[source_name]:
-            mark = self.ledger.last_seq()
+            mark = self.read_model.last_seq()
             try:
                 snapshot = source.poll()
             except SyncdError as error:
@@ -133,19 +136,19 @@ class Engine:
         """Revoke one token (by fingerprint) or a person's access (by id or username) now, through the same lock
         and apply path as every run. A person the source still entitles gets new access on the next reconcile."""
         report = RunReport("manual", dry_run=False)
-        with self._apply_lock, self.ledger.exclusive():
-            known = self.ledger.known_people()
+        with self._apply_lock, self.database.exclusive():
+            known = self.read_model.known_people()
             report.plan = plan = plan_manual_revocation(target, reason, known, self._observe(report))
             if not plan.actions and not plan.skipped_clusters:
                 raise InputError(f"no live credential or person matches {target!r}",
                                  hint="see `syncd token list`; fingerprints start with sha256:")
-            report.run_id = self.ledger.start_run("manual", dry_run=False)
-            applier = self._applier(report.run_id, dry_run=False)
+            applier = self._applier(dry_run=False)
+            report.run_id = applier.begin_run("manual")
             self._recover(applier, settles=lambda _person_id: False)
             writes_before = self._writes()
             report.outcome = applier.apply(plan)
             report.writes = self._writes() - writes_before
-            self._finish(report)
+            self._finish(report, applier)
         return self._confirm(report, applier)
 
     def _writes(self) -> int:
@@ -168,18 +171,18 @@ class Engine:
                             cluster=name, role_kind=str(role.role_kind), role=role.role_name, namespace=role.namespace)
         return missing
 
-    def _applier(self, run_id: str | None, *, dry_run: bool, deadline: float | None = None) -> Applier:
-        return Applier(self.ledger, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
+    def _applier(self, *, dry_run: bool, deadline: float | None = None) -> Applier:
+        return Applier(self._journal, self.read_model, self.clusters, self.delivery, dry_run=dry_run,
                        lifecycle=Lifecycle(self.settings.tokens), deadline=deadline)
 
     def _recover(self, applier: Applier, settles: Callable[[str], bool]) -> set[tuple[str, str]]:
         """Mark dead runs interrupted and settle the intents they left (see `Applier.recover`), under the apply lock
         and before planning, so that the plan sees what recovery decided. Returns the (person id, cluster) pairs
         left for a full run: nobody else may touch them."""
-        for run in self.ledger.interrupt_dead_runs(applier.run_id or ""):
+        for run in applier.interrupt_dead_runs():
             log.warning("mark a run that died interrupted", interrupted_run=run.id, source=run.source)
         left = set()
-        for intent, result in applier.recover(self.ledger.interrupted_intents(), settles):
+        for intent, result in applier.recover(settles):
             log.warning("recover work an interrupted run left half done", person=intent.username,
                         cluster=intent.cluster, action=intent.action, interrupted_run=intent.run_id, result=result)
             if result == LEFT_FOR_FULL_RUN:
@@ -219,13 +222,13 @@ class Engine:
         report = RunReport(source_name, dry_run)
         deadline = time.monotonic() + self.settings.run_deadline.total_seconds()
         with self._source_locks[source_name]:
-            mark = self.ledger.last_seq() if mark is None else mark
+            mark = self.read_model.last_seq() if mark is None else mark
             snapshot = self._read(report, read)
             if snapshot is None:
                 return report
             # Inspect, plan and apply under one lock: nobody else may change what we saw before we act on it.
-            with self._apply_lock, self.ledger.exclusive():
-                if not sweep_only and self.ledger.source_changed_since(source_name, mark):
+            with self._apply_lock, self.database.exclusive():
+                if not sweep_only and self.read_model.source_changed_since(source_name, mark):
                     # Another process applied a read of this source since ours began: ours may be older.
                     log.info("read the source again: another process changed its people meanwhile",
                              source=source_name)
@@ -234,7 +237,7 @@ class Engine:
                         return report
                 applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now, sweep_only,
                                                deadline)
-                self._finish(report)
+                self._finish(report, applier)
         return self._confirm(report, applier)
 
     @staticmethod
@@ -251,11 +254,11 @@ class Engine:
             log.warning("skip a broken entry", source=report.source, problem=problem)
         return snapshot
 
-    def _finish(self, report: RunReport) -> None:
+    @staticmethod
+    def _finish(report: RunReport, applier: Applier) -> None:
         """Finish the run in the ledger while still holding the apply lock: a run is `running` only while it holds
         the lock, so the next run knows any other running run is dead."""
-        if report.run_id is not None:
-            self.ledger.finish_run(report.run_id, report.result, report.summary())
+        applier.finish_run(report.result, report.summary())
 
     def _confirm(self, report: RunReport, applier: Applier) -> RunReport:
         # Waiting for revoked tokens to die needs no lock; other people's changes go ahead meanwhile. Each
@@ -272,22 +275,22 @@ class Engine:
                         deadline: float | None = None) -> Applier:
         writes_before = self._writes()
         left: set[tuple[str, str]] = set()
+        applier = self._applier(dry_run=report.dry_run, deadline=deadline)
         if not report.dry_run:
-            report.run_id = self.ledger.start_run(report.source, dry_run=False, approved=allow_mass_revocation)
-        applier = self._applier(report.run_id, dry_run=report.dry_run, deadline=deadline)
-        if not report.dry_run:
+            report.run_id = applier.begin_run(report.source, approved=allow_mass_revocation)
             # A run that reads the source plans its people again; a sweep leaves their half-done work alone.
             left = self._recover(applier, lambda pid: not sweep_only and (only is None or pid in only))
         now = now or datetime.now(UTC)
         counts = RevocationCounts()
         if only is not None:
             since = now - self.settings.safety.targeted_window
-            counts = RevocationCounts(self.ledger.recent_revocations(snapshot.source, since),
-                                      self.ledger.credential_holders(snapshot.source))
+            counts = RevocationCounts(self.read_model.recent_revocations(snapshot.source, since),
+                                      self.read_model.credential_holders(snapshot.source))
         # A targeted run reads only its people from the ledger and the clusters.
         observed = self._observe(report, only, deadline)
-        inputs = Inputs(snapshot, self.policy, self.ledger.known_people(only), observed, now, self.settings.safety,
-                        only, self.settings.sweep, self._missing_roles(observed), self.settings.tokens, counts)
+        inputs = Inputs(snapshot, self.policy, self.read_model.known_people(only), observed, now,
+                        self.settings.safety, only, self.settings.sweep, self._missing_roles(observed),
+                        self.settings.tokens, counts)
         report.plan = plan = hold_interrupted(make_sweep_plan(inputs) if sweep_only
                                               else make_plan(inputs, allow_mass_revocation=allow_mass_revocation),
                                               left)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from syncd.adapters.delivery import Delivery as FileDelivery
 from syncd.adapters.kube import KubernetesCluster
-from syncd.adapters.ledger import Ledger, ScimStore
+from syncd.adapters.ledger import Database, Journal, ReadModel, ScimStore
 from syncd.config import (
     FileSourceSettings,
     LdapSourceSettings,
@@ -25,7 +25,9 @@ class Parts:
     """What an engine works with: the policy and one adapter per port. Closing the parts closes the adapters."""
 
     policy: Policy
-    ledger: Ledger
+    database: Database
+    journal: Journal
+    read_model: ReadModel
     clusters: dict[str, Cluster]
     delivery: Delivery
     sources: dict[str, Source]
@@ -35,17 +37,17 @@ class Parts:
             cluster.close()
         for source in self.sources.values():
             source.close()
-        self.ledger.close()
+        self.database.close()
 
 
 def build(settings: Settings, policy: Policy | None = None) -> Parts:
     """The real parts: the policy file (unless given), the ledger, a client per cluster, file delivery, and each
     source (a SCIM push source reads the ledger)."""
     policy = policy or load_policy(settings)
-    ledger = Ledger(settings.ledger.url)
+    database = Database(settings.ledger.url)
     clusters: dict[str, Cluster] = {c.name: KubernetesCluster(c) for c in settings.clusters}
-    return Parts(policy, ledger, clusters, FileDelivery(settings.delivery),
-                 {s.name: open_source(s, ledger) for s in settings.sources})
+    return Parts(policy, database, Journal(database), ReadModel(database), clusters, FileDelivery(settings.delivery),
+                 {s.name: open_source(s, database) for s in settings.sources})
 
 
 def reads_ledger(settings: SourceSettings) -> bool:
@@ -53,13 +55,13 @@ def reads_ledger(settings: SourceSettings) -> bool:
     return isinstance(settings, ScimSourceSettings) and settings.mode == "push"
 
 
-def pushed_resources(ledger: Ledger) -> ScimStore:
+def pushed_resources(database: Database) -> ScimStore:
     """Where the SCIM endpoint keeps what identity providers push, and push sources read it: the ledger database."""
-    return ScimStore(ledger)
+    return ScimStore(database)
 
 
-def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Source:
-    """`ledger` is needed by sources that `reads_ledger`."""
+def open_source(settings: SourceSettings, database: Database | None = None) -> Source:
+    """`database` is needed by sources that `reads_ledger`."""
     if isinstance(settings, FileSourceSettings):
         from syncd.adapters.file import FileSource
 
@@ -74,7 +76,7 @@ def open_source(settings: SourceSettings, ledger: Ledger | None = None) -> Sourc
 
         if not reads_ledger(settings):
             return ScimPullSource(settings)
-        if ledger is None:
+        if database is None:
             raise ConfigError(f"source {settings.name}: a scim push source reads the ledger, and none is open")
-        return ScimPushSource(settings, pushed_resources(ledger))
+        return ScimPushSource(settings, pushed_resources(database))
     raise ConfigError(f"source {settings.name}: no source of type {settings.type}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from syncd.adapters.file import FileSource
-from syncd.adapters.ledger import Ledger, ScimResource, ScimStore
+from syncd.adapters.ledger import Database, ScimResource, ScimStore
 from syncd.config import FileSourceSettings, ScimSourceSettings
 from syncd.core.model import Identity, Snapshot
 from syncd.errors import SourceUnavailable
@@ -131,7 +131,7 @@ class TestFakeTargetedSource(TargetedSourceContract):
 class TestScimPushSource(TargetedSourceContract):
     @pytest.fixture
     def targeted(self, tmp_path: Path):
-        with Ledger(f"sqlite:///{tmp_path}/ledger.db") as ledger:
+        with Database(f"sqlite:///{tmp_path}/ledger.db") as ledger:
             store = ScimStore(ledger)
 
             def hold(people: tuple[Identity, ...]) -> None:

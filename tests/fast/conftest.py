@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from syncd.adapters.delivery import Delivery
-from syncd.adapters.ledger import Ledger
+from syncd.adapters.ledger import Database, Journal, ReadModel
 from syncd.config import ClusterSettings, DeliverySettings, FileSourceSettings, LedgerSettings, Settings
 from syncd.core.model import Identity, person_key
 from syncd.core.policy import Policy
@@ -74,13 +74,13 @@ def make_settings(directory: Path, source: str = "hr", clusters: tuple[str, ...]
     )
 
 
-def make_engine(settings: Settings, source: Source | Callable[[Ledger], Source], clusters: dict[str, FakeCluster],
+def make_engine(settings: Settings, source: Source | Callable[[Database], Source], clusters: dict[str, FakeCluster],
                 policy: dict = POLICY) -> Engine:
     """An engine on these fakes, the real ledger and the real delivery; `source` may be made from the ledger."""
-    ledger = Ledger(settings.ledger.url)
-    source = source(ledger) if callable(source) else source
-    parts = Parts(Policy.model_validate(policy), ledger, dict(clusters), Delivery(settings.delivery),
-                  {source.name: source})
+    database = Database(settings.ledger.url)
+    source = source(database) if callable(source) else source
+    parts = Parts(Policy.model_validate(policy), database, Journal(database), ReadModel(database), dict(clusters),
+                  Delivery(settings.delivery), {source.name: source})
     return Engine(settings, parts)
 
 

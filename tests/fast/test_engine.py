@@ -142,7 +142,7 @@ def test_a_manual_revocation_kills_one_token(rig: Rig):
     rig.source.set(ALICE, BOB)
     rig.reconcile()
     token = rig.token(ALICE)
-    (row,) = [c for c, username, _ in rig.engine.ledger.credentials() if username == "alice"]
+    (row,) = [c for c, username, _ in rig.engine.read_model.credentials() if username == "alice"]
     report = rig.engine.revoke(row.fingerprint, Reason.EXPOSED)
     assert report.confirmed_rejections == 1 and not rig.dev.token_authenticates(token)
     assert rig.dev.token_authenticates(rig.token(BOB))
@@ -153,7 +153,7 @@ def test_a_dry_run_writes_nothing(rig: Rig):
     report = rig.reconcile(dry_run=True)
     assert rig.actions(report) == [("issue", "joiner", "alice", "dev")]
     assert (report.writes, report.run_id, rig.dev.writes) == (0, None, 0)
-    assert rig.token(ALICE) is None and rig.engine.ledger.events() == []
+    assert rig.token(ALICE) is None and rig.engine.read_model.events() == []
 
 
 def test_the_sweep_repairs_drift_and_removes_orphans_without_reading_the_source(rig: Rig):

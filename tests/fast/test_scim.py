@@ -63,7 +63,7 @@ def push(tmp_path: Path) -> Iterator[Push]:
         return ScimPushSource(push_source, pushed_resources(ledger))
 
     with make_engine(settings, push_source_over, clusters) as engine:
-        app = create_app(engine, settings, pushed_resources(engine.ledger))
+        app = create_app(engine, settings, pushed_resources(engine.database))
         try:
             yield Push(app, engine, clusters["dev"])
         finally:

@@ -102,14 +102,14 @@ delivery.write_secret_file = stop_then_write
 """,
     # Between two actions: the first one recorded and its intent done, the second not begun.
     "between-actions": """
-from syncd.adapters.ledger.store import Ledger
-begin, begun = Ledger.begin_intent, []
+from syncd.adapters.ledger import Journal
+begin, begun = Journal.begin_intent, []
 def stop_before_the_second(self, *args, **kwargs):
     begun.append(1)
     if len(begun) == 2:
         stop()
     return begin(self, *args, **kwargs)
-Ledger.begin_intent = stop_before_the_second
+Journal.begin_intent = stop_before_the_second
 """,
 }
 RUN_WITH_A_STOP = """

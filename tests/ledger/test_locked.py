@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from syncd.adapters.ledger import Ledger
+from syncd.adapters.ledger import Database
 from tests.conftest import write_yaml
 
 HOLD_THE_WRITE_LOCK = """
@@ -21,7 +21,7 @@ sys.stdin.read()
 
 def test_a_locked_ledger_says_it_is_locked_by_whom_and_what_to_do(tmp_path: Path):
     database = tmp_path / "ledger.db"
-    Ledger(f"sqlite:///{database}").close()
+    Database(f"sqlite:///{database}").close()
     config = write_yaml(tmp_path / "syncd.yaml", {
         "policy": "policy.yaml",
         "ledger": {"url": "sqlite:///ledger.db?timeout=1"},

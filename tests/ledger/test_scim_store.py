@@ -3,11 +3,12 @@ counts, delete."""
 
 from __future__ import annotations
 
-from syncd.adapters.ledger import Ledger, ScimResource, ScimStore
+from syncd.adapters.ledger import ScimResource, ScimStore
+from tests.ledger.conftest import Ledger
 
 
 def test_scim_store_upserts_reads_and_deletes(ledger: Ledger):
-    store = ScimStore(ledger)
+    store = ScimStore(ledger.database)
     store.put("okta", "idp", ScimResource("User", "u2", {"userName": "bob"}))
     store.put("okta", "idp", ScimResource("User", "u1", {"userName": "ann"}))
     store.put("okta", "idp", ScimResource("Group", "g1", {"displayName": "devs", "members": [{"value": "u1"}]}))
@@ -39,7 +40,7 @@ def test_scim_store_upserts_reads_and_deletes(ledger: Ledger):
 
 
 def test_deleting_a_user_rewrites_its_groups_in_the_same_transaction(ledger: Ledger):
-    store = ScimStore(ledger)
+    store = ScimStore(ledger.database)
     store.put("okta", "idp", ScimResource("User", "u1", {"userName": "ann"}))
     store.put("entra", "idp", ScimResource("User", "u1", {"userName": "carl"}))
     store.put("okta", "idp", ScimResource("Group", "g1", {"displayName": "devs", "members": [{"value": "u1"}]}))

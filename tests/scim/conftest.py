@@ -77,7 +77,7 @@ class Endpoint:
 def start_endpoint(config: Path) -> Endpoint:
     settings = load_settings(config)
     engine = Engine.from_settings(settings)
-    app = create_app(engine, settings, pushed_resources(engine.ledger))
+    app = create_app(engine, settings, pushed_resources(engine.database))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -42,11 +42,11 @@ def test_bad_requests_are_refused_and_change_nothing(world: World, scim: Endpoin
     uid, gid = alice
     client = scim.client()
     before = {kind: send(client, "GET", f"/{kind}") for kind in ("Users", "Groups")}
-    ledger = scim.engine.ledger
+    database, ledger = scim.engine.database, scim.engine.read_model
 
     def recorded() -> tuple:
         """What the ledger database holds: pushed resources, events, credentials and their states."""
-        return (ScimStore(ledger).source_resources("idp"), [e.seq for e in ledger.events()],
+        return (ScimStore(database).source_resources("idp"), [e.seq for e in ledger.events()],
                 [(c.id, c.state) for c, _, _ in ledger.credentials(include_revoked=True)])
 
     stored = recorded()

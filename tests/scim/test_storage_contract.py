@@ -12,7 +12,7 @@ import pytest
 from scim2_models import ScimProvider, SearchRequest
 from scim2_server.testing import AsyncScimStorageContract
 
-from syncd.adapters.ledger import Ledger
+from syncd.adapters.ledger import Database
 from syncd.core.policy import Policy
 from syncd.runtime.wiring import pushed_resources
 from syncd.scim.app import scim_provider
@@ -25,13 +25,13 @@ TENANTS = (f"tenant-{n}" for n in itertools.count())
 
 
 @pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     """One ledger for the module (opening one migrates it); each test's storage is a tenant of its own."""
-    with Ledger(f"sqlite:///{tmp_path_factory.mktemp('ledger')}/ledger.db") as opened:
+    with Database(f"sqlite:///{tmp_path_factory.mktemp('ledger')}/ledger.db") as opened:
         yield opened
 
 
-def ledger_storage(ledger: Ledger, provider: ScimProvider, tenant: str = "okta") -> LedgerStorage:
+def ledger_storage(ledger: Database, provider: ScimProvider, tenant: str = "okta") -> LedgerStorage:
     return LedgerStorage(pushed_resources(ledger), tenant, "idp", provider, NO_RULES, lambda source, people: None)
 
 
@@ -41,11 +41,11 @@ class TestLedgerStorageContract(AsyncScimStorageContract):
         return scim_provider()
 
     @pytest.fixture
-    def async_storage(self, ledger: Ledger, provider: ScimProvider) -> LedgerStorage:
+    def async_storage(self, ledger: Database, provider: ScimProvider) -> LedgerStorage:
         return ledger_storage(ledger, provider, next(TENANTS))
 
 
-def test_a_restarted_storage_serves_what_was_written(ledger: Ledger):
+def test_a_restarted_storage_serves_what_was_written(ledger: Database):
     provider = scim_provider()
     user_type, group_type = (next(rt for rt in provider.resource_types if rt.id == name) for name in ("User", "Group"))
     User, Group = provider.model_for(user_type), provider.model_for(group_type)  # noqa: N806

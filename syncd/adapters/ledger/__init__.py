@@ -1,6 +1,9 @@
-"""The ledger: what syncd knows about people and credentials, and an append-only, hash-chained log of changes."""
+"""The ledger: what syncd knows about people and credentials, and an append-only, hash-chained log of changes.
+A `Database` opens it; the `Journal` is the one path that writes it, the `ReadModel` reads it."""
 
+from syncd.adapters.ledger.database import Database
+from syncd.adapters.ledger.journal import Journal
+from syncd.adapters.ledger.read_model import ReadModel
 from syncd.adapters.ledger.scim import ScimResource, ScimStore
-from syncd.adapters.ledger.store import Event, Ledger
 
-__all__ = ["Event", "Ledger", "ScimResource", "ScimStore"]
+__all__ = ["Database", "Journal", "ReadModel", "ScimResource", "ScimStore"]

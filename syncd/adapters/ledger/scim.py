@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, select
 
-from syncd.adapters.ledger.store import ID_LIST_LIMIT, Ledger
+from syncd.adapters.ledger.database import ID_LIST_LIMIT, Database
 
 
 class ScimResourceRow(SQLModel, table=True):
@@ -42,7 +42,7 @@ class ScimResource:
 class ScimStore:
     """Reads and writes of pushed resources, through the ledger's engine and error mapping."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Database) -> None:
         self.ledger = ledger
         insert = _INSERT[ledger.engine.dialect.name](ScimResourceRow)
         self._upsert = insert.on_conflict_do_update(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from sqlmodel import Field, SQLModel
+
+from syncd.core.model import CredentialState, RoleKind, Scope
 
 
 class PersonRow(SQLModel, table=True):
@@ -43,7 +48,7 @@ class CredentialRow(SQLModel, table=True):
     fingerprint: str = Field(index=True)
     issued_at: datetime
     expires_at: datetime
-    state: str = Field(default="active", index=True)  # active | retiring | revoked
+    state: str = Field(default=CredentialState.ACTIVE, index=True)  # a CredentialState
     retire_at: datetime | None = None  # retiring: when its Secret is deleted
     revoked_at: datetime | None = None
     revoke_reason: str | None = None
@@ -112,3 +117,36 @@ class IntentRow(SQLModel, table=True):
     state: str = Field(default="pending", index=True)  # pending | done | failed | recovered
     started_at: datetime
     finished_at: datetime | None = None
+
+
+# How rows encode what they hold.
+
+GENESIS = "0" * 64  # the hash before the first event
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite gives times back without their zone: they are UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def scopes_to_json(scopes: Iterable[Scope]) -> str:
+    return json.dumps([[s.namespace, str(s.role_kind), s.role_name] for s in sorted(scopes)])
+
+
+def scopes_from_json(text: str) -> frozenset[Scope]:
+    return frozenset(Scope(ns, RoleKind(kind), name) for ns, kind, name in json.loads(text))
+
+
+def event_hash(row: EventRow) -> str:
+    """Hash over every field of an event and the previous event's hash."""
+    body = {
+        "seq": row.seq, "run_id": row.run_id, "at": row.at.isoformat(), "person_id": row.person_id,
+        "username": row.username, "cluster": row.cluster, "action": row.action, "reason": row.reason,
+        "before": row.before, "after": row.after, "result": row.result, "error": row.error,
+        "fingerprint": row.fingerprint, "prev_hash": row.prev_hash,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

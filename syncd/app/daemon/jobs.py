@@ -68,10 +68,10 @@ def run_job(engine: Engine, spec: JobSpec) -> list[RunReport]:
         return engine.reconcile(spec.source)
     if spec.kind == "sweep":
         return engine.sweep(spec.source)
-    people = [p for p in engine.ledger.known_people().values() if p.source == spec.source]
+    people = [p for p in engine.read_model.known_people().values() if p.source == spec.source]
     due = Lifecycle(engine.settings.tokens).due(people, engine.policy, datetime.now(UTC))
     # Held leavers are tried again: once the targeted window has moved on, the hold no longer applies.
-    due |= engine.ledger.held_revocations(spec.source)
+    due |= engine.read_model.held_revocations(spec.source)
     return engine.reconcile(spec.source, only=due) if due else []
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from syncd.core.model import CredentialState
 from syncd.runtime.engine import RunReport
-
-CREDENTIAL_STATES = ("active", "retiring", "revoked")
 
 
 class Metrics:
@@ -51,6 +50,6 @@ class Metrics:
         for held in plan.held:
             self.actions.labels(str(held.action.kind), str(held.action.reason), "held").inc()
 
-    def set_credentials(self, states: dict[str, int]) -> None:
-        for state in {*CREDENTIAL_STATES, *states}:
+    def set_credentials(self, states: dict[CredentialState, int]) -> None:
+        for state in CredentialState:
             self.credentials.labels(state).set(states.get(state, 0))

@@ -41,7 +41,7 @@ def mount_scim(engine: Engine, settings: Settings, on_report: Callable[[RunRepor
     (TLS when configured)."""
     if settings.scim is None:
         return None
-    return create_app(engine, settings, pushed_resources(engine.ledger), Reconciler(
+    return create_app(engine, settings, pushed_resources(engine.database), Reconciler(
         engine, batch_interval=settings.scim.batch_interval.total_seconds(), on_report=on_report))
 
 
@@ -123,7 +123,7 @@ class Daemon:
 
     def readiness(self) -> tuple[bool, dict]:
         try:
-            self.engine.ledger.ping()
+            self.engine.read_model.ping()
             ledger = "ok"
         except SyncdError as error:
             ledger = f"unreachable: {error}"
@@ -140,7 +140,7 @@ class Daemon:
         self._listen()
         self._schedule()
         self.scheduler.start()
-        self.metrics.set_credentials(self.engine.ledger.credential_states())
+        self.metrics.set_credentials(self.engine.read_model.credential_states())
         where = ", ".join(f"{listener.where} ({listener.name})" for listener in self.listeners)
         log.info("start the daemon", config=str(self.config), listen=where, jobs=[s.id for s in self.specs])
         self.notifier.send("READY=1", f"STATUS=listening on {where}; {self.last_status}")
@@ -308,8 +308,8 @@ class Daemon:
             self.metrics.source_up.labels(source).set(0 if report.error is not None else 1)
             if report.result != "failed":
                 self.metrics.last_success.labels(source).set_to_current_time()
-        self.metrics.set_credentials(engine.ledger.credential_states())
-        self.held[source] = len(engine.ledger.held_revocations(source))
+        self.metrics.set_credentials(engine.read_model.credential_states())
+        self.held[source] = len(engine.read_model.held_revocations(source))
         self.metrics.quarantined.labels(source).set(self.held[source])
         summary = report.summary()
         self.last_status = (f"last run {job_id}: {report.result}, {summary['actions']} action(s), "

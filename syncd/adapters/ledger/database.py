@@ -1,0 +1,171 @@
+"""The ledger's database: engine, transactions, the apply lock and the schema check. The SQLite and PostgreSQL
+specifics live here; SQLAlchemy's exceptions become `LedgerError`."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, make_url
+from sqlalchemy import event as sa_event
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session, create_engine
+
+from syncd.adapters.ledger import schema
+from syncd.errors import LedgerError, LedgerMissing
+
+APPLY_LOCK_KEY = 0x73796E6364  # "syncd"
+CHAIN_LOCK_KEY = APPLY_LOCK_KEY + 1
+SCHEMA_LOCK_KEY = APPLY_LOCK_KEY + 2
+ID_LIST_LIMIT = 500  # ids in one `IN (...)`: databases cap a query's parameters (PostgreSQL at 65,535)
+
+
+def _write_failed(error: SQLAlchemyError) -> LedgerError:
+    return LedgerError(f"ledger write failed: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}")
+
+
+def _locked(error: SQLAlchemyError) -> bool:
+    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
+
+
+def _holders(database: str | None) -> str:
+    """Which other processes of this host have the SQLite file open, as `; open in pid N (command)`, if any."""
+    if not database or database == ":memory:":
+        return ""
+    target = os.path.realpath(database)
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_dir.parent.name)
+        if pid == os.getpid():
+            continue
+        try:
+            if any(os.path.realpath(fd) == target for fd in fd_dir.iterdir()):
+                command = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"pid {pid} ({command.strip()[:80]})")
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return f"; open in {', '.join(found)}" if found else ""
+
+
+class Database:
+    """One ledger database. `migrate=True` (commands that write) brings its schema to this syncd's newest revision;
+    `migrate=False` (read-only commands) only checks it, refusing a ledger that is missing, older or newer.
+    `revisions`: the schema's revision before and after opening."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        try:
+            file = make_url(url).database if url.startswith("sqlite") else None
+            if not migrate and file not in (None, "", ":memory:") and not Path(file).exists():  # type: ignore[arg-type]
+                # Connecting would create it.
+                raise LedgerMissing(f"there is no ledger at {self._safe_url()} yet", hint=schema.MISSING_HINT)
+            self.engine = create_engine(url, connect_args=self._connect_args(url))
+            if url.startswith("sqlite"):
+                self._serialise_sqlite_writers()
+            with self.engine.begin() as connection:
+                if self.engine.dialect.name == "postgresql":
+                    # Processes starting together would race to migrate the same tables.
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+                self.revisions = schema.upgrade(connection) if migrate else schema.check(connection, self._safe_url())
+        except SQLAlchemyError as error:
+            if _locked(error):
+                raise LedgerError(
+                    f"cannot open the ledger at {self._safe_url()}: the database is locked; another process held "
+                    f"its write lock for more than {self._lock_timeout:g} s{_holders(self.engine.url.database)}",
+                    hint="wait for the other syncd to finish, or stop it; check that no `syncd run` uses the same "
+                    "file (ledger.url takes ?timeout=SECONDS to wait longer)") from None
+            raise LedgerError(f"cannot open the ledger at {self._safe_url()}: {error.__class__.__name__}") from None
+
+    @property
+    def _lock_timeout(self) -> float:
+        """How long a SQLite transaction waits for another process's write lock: the URL's `?timeout=`, or 30 s."""
+        return float(make_url(self.url).query.get("timeout") or 30)  # type: ignore[arg-type]
+
+    def _connect_args(self, url: str) -> dict:
+        return {"timeout": self._lock_timeout, "check_same_thread": False} if url.startswith("sqlite") else {}
+
+    def _serialise_sqlite_writers(self) -> None:
+        # Every transaction takes the write lock at BEGIN, so two processes never interleave the hash chain.
+        busy_ms = int(self._lock_timeout * 1000)
+
+        @sa_event.listens_for(self.engine, "connect")
+        def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            dbapi_connection.isolation_level = None
+            dbapi_connection.execute(f"PRAGMA busy_timeout={busy_ms}")
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+        @sa_event.listens_for(self.engine, "begin")
+        def _begin(connection):  # type: ignore[no-untyped-def]
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def _safe_url(self) -> str:
+        if hasattr(self, "engine"):
+            return self.engine.url.render_as_string(hide_password=True)
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except SQLAlchemyError:
+            return "(unparsed URL)"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One ORM transaction, committed at the end. For the ledger's adapters only: no session leaves them."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+                session.commit()
+        except SQLAlchemyError as error:
+            raise _write_failed(error) from None
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One transaction without the ORM: cheaper for a statement or two on a hot path."""
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except SQLAlchemyError as error:
+            raise _write_failed(error) from None
+
+    def lock_chain(self, session: Session) -> None:
+        """Queue the session's transaction behind every other writer of the hash chain until it commits."""
+        if self.engine.dialect.name == "postgresql":
+            session.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the apply lock shared by every syncd process on this ledger: the daemon's jobs, SCIM pushes
+        and an on-demand `syncd reconcile` never plan and apply at the same time."""
+        if self.engine.url.get_backend_name() == "sqlite":
+            database = self.engine.url.database
+            lock_path = f"{database}.lock" if database and database != ":memory:" else None
+            if lock_path is None:
+                yield
+                return
+            with open(lock_path, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        try:
+            connection = self.engine.connect()
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({APPLY_LOCK_KEY})")
+        except SQLAlchemyError as error:
+            raise LedgerError(f"cannot take the apply lock: {error.__class__.__name__}") from None
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({APPLY_LOCK_KEY})")
+            connection.close()

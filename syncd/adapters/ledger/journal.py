@@ -1,0 +1,290 @@
+"""The journal: the one path that writes the ledger. Runs, intents, events (holds and recoveries included),
+credential state changes and the identity and access records behind them; each method is one transaction and takes
+plain data."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import Session, func, select
+
+from syncd.adapters.ledger.database import ID_LIST_LIMIT, Database
+from syncd.adapters.ledger.tables import (
+    GENESIS,
+    AccessRow,
+    CredentialRow,
+    EventRow,
+    HeadRow,
+    IntentRow,
+    PersonRow,
+    RunRow,
+    aware,
+    event_hash,
+    scopes_to_json,
+    utc,
+)
+from syncd.core.lifecycle import retire_at
+from syncd.core.model import CredentialState, Identity
+from syncd.ports import Event, Intent, NewCredential, RunRef
+
+LEFT_FOR_FULL_RUN = "left-for-full-run"  # what recovery does with work only a run that reads the source can settle
+LIVE = (CredentialState.ACTIVE, CredentialState.RETIRING)
+
+
+class Journal:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    # Runs
+
+    def start_run(self, source: str, *, dry_run: bool, approved: bool = False) -> str:
+        """`approved`: a human allowed the run's revocations (--allow-mass-revocation); the targeted safety window
+        does not count them again."""
+        run_id = uuid.uuid4().hex[:12]
+        with self.database.session() as s:
+            s.add(RunRow(id=run_id, source=source, started_at=utc(datetime.now(UTC)), dry_run=dry_run,
+                         approved=approved))
+        return run_id
+
+    def finish_run(self, run_id: str, result: str, summary: dict) -> None:
+        with self.database.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is not None:
+                run.finished_at = utc(datetime.now(UTC))
+                run.result = result
+                run.summary = json.dumps(summary, sort_keys=True)
+                head = s.get(HeadRow, 1)
+                if head is not None:  # the chain's head as the run leaves it: `verify` finds it in the chain
+                    run.head_seq, run.head_hash = head.seq, head.hash
+                s.add(run)
+
+    def interrupt_dead_runs(self, run_id: str) -> list[RunRef]:
+        """Mark every run still `running` but this one `interrupted`, each with a `recover` event. A run is
+        `running` only while it holds the apply lock, so call this only while holding `exclusive()`: any other
+        running run then belongs to a process that died or was killed."""
+        with self.database.session() as s:
+            dead = list(s.exec(select(RunRow).where(RunRow.result == "running", RunRow.id != run_id)).all())
+            for run in dead:
+                run.result, run.finished_at = "interrupted", utc(datetime.now(UTC))
+                s.add(run)
+                self._record(s, run_id, Event("", "", "recover", "interrupted-run", result="interrupted",
+                                              error=f"run {run.id} of {run.source} stopped before it finished"))
+        return [RunRef(run.id, run.source) for run in dead]
+
+    # Intents: crash safety around external writes
+
+    def begin_intent(self, run_id: str | None, event: Event) -> int:
+        with self.database.session() as s:
+            row = IntentRow(run_id=run_id, person_id=event.person_id, username=event.username,
+                            cluster=event.cluster or "", action=event.action, reason=event.reason,
+                            started_at=datetime.now(UTC))
+            s.add(row)
+            s.flush()
+            return row.id  # type: ignore[return-value]
+
+    def end_intent(self, intent_id: int, state: str) -> None:
+        with self.database.session() as s:
+            self._end_intent(s, intent_id, state)
+
+    @staticmethod
+    def _end_intent(session: Session, intent_id: int | None, state: str) -> None:
+        row = session.get(IntentRow, intent_id) if intent_id is not None else None
+        if row is not None:
+            row.state = state
+            row.finished_at = datetime.now(UTC)
+            session.add(row)
+
+    def settle_intent(self, run_id: str | None, intent: Intent, result: str) -> None:
+        """Close an interrupted intent with a `recover` event saying what became of its work (finished,
+        rolled-back, replanned); `left-for-full-run` keeps it open as `deferred`, with one event however many
+        sweeps leave it."""
+        with self.database.session() as s:
+            row = s.get(IntentRow, intent.id)
+            if row is None:
+                return
+            deferred = result == LEFT_FOR_FULL_RUN
+            if deferred and row.state == "deferred":
+                return
+            row.state = "deferred" if deferred else "recovered"
+            row.finished_at = None if deferred else datetime.now(UTC)
+            s.add(row)
+            self._record(s, run_id, Event(row.person_id, row.username, "recover", f"interrupted-{row.action}",
+                                          cluster=row.cluster, result=result,
+                                          error=f"run {row.run_id} stopped mid-action"))
+
+    # Events
+
+    def record(self, run_id: str | None, event: Event) -> None:
+        with self.database.session() as s:
+            self._record(s, run_id, event)
+
+    def _record(self, session: Session, run_id: str | None, event: Event) -> None:
+        self.database.lock_chain(session)  # two processes never chain onto the same last event
+        # The chain goes on from its anchored head, not from whatever event is newest: a cut-off tail stays a
+        # break in the chain, however many events follow.
+        head = session.get(HeadRow, 1) or HeadRow(id=1, seq=0, hash=GENESIS)
+        row = EventRow(
+            seq=head.seq + 1, run_id=run_id, at=utc(datetime.now(UTC)),
+            person_id=event.person_id, username=event.username, cluster=event.cluster, action=event.action,
+            reason=event.reason, before=scopes_to_json(event.before), after=scopes_to_json(event.after),
+            result=event.result, error=event.error, fingerprint=event.fingerprint,
+            prev_hash=head.hash, hash="",
+        )
+        row.hash = event_hash(row)
+        head.seq, head.hash = row.seq, row.hash
+        session.add(row)
+        session.add(head)
+
+    def record_holds(self, run_id: str | None, held: Collection[Event]) -> int:
+        """Record held actions that are news: a person and cluster whose latest event already holds the same
+        action for the same reason keep it, however many runs go on holding it. How many were written."""
+        if not held:
+            return 0
+        latest: dict[tuple[str, str | None], tuple[str, str, str]] = {}
+        people = sorted({event.person_id for event in held})
+        with self.database.session() as s:
+            for chunk in (people[i:i + ID_LIST_LIMIT] for i in range(0, len(people), ID_LIST_LIMIT)):
+                last_seqs = (select(func.max(EventRow.seq))
+                             .where(EventRow.person_id.in_(chunk))  # type: ignore[attr-defined]
+                             .group_by(EventRow.person_id, EventRow.cluster))  # type: ignore[arg-type]
+                for row in s.exec(select(EventRow).where(EventRow.seq.in_(last_seqs))):  # type: ignore[union-attr]
+                    latest[(row.person_id, row.cluster)] = (row.action, row.reason, row.result)
+            news = [e for e in held if latest.get((e.person_id, e.cluster)) != (e.action, e.reason, "held")]
+            for event in news:
+                self._record(s, run_id, event)
+        return len(news)
+
+    # Credentials, with the identity and access records behind them
+
+    def record_token(self, source: str, identity: Identity, cluster: str, scopes: frozenset, token: NewCredential,
+                     *, grace: timedelta | None, reason: str) -> None:
+        """A token just issued, recorded before its file is written: the person's active credential is replaced
+        (it retires after `grace`, never past its expiry, or is revoked now when `grace` is None)."""
+        with self.database.session() as s:
+            self._save_identity(s, source, identity)
+            self._save_access(s, identity.id, cluster, scopes, "")
+            now = datetime.now(UTC)
+            for row in s.exec(select(CredentialRow).where(
+                    CredentialRow.person_id == identity.id, CredentialRow.cluster == cluster,
+                    CredentialRow.state == CredentialState.ACTIVE)).all():
+                if grace is None:
+                    self._revoke_row(row, reason, now)
+                else:
+                    row.state = CredentialState.RETIRING
+                    row.retire_at = retire_at(aware(row.expires_at), now, grace)
+                    row.revoke_reason = reason
+                s.add(row)
+            s.add(CredentialRow(person_id=identity.id, cluster=cluster, secret_name=token.secret_name,
+                                fingerprint=token.fingerprint, issued_at=utc(token.issued_at),
+                                expires_at=utc(token.expires_at)))
+
+    def record_delivery(self, run_id: str | None, source: str, identity: Identity, event: Event, kubeconfig: str,
+                        intent_id: int | None) -> None:
+        """An action that grants access, done: the person, their access (`event.after`, delivered to
+        `kubeconfig`), its event and the end of its intent."""
+        with self.database.session() as s:
+            self._save_identity(s, source, identity)
+            self._save_access(s, event.person_id, event.cluster or "", event.after, kubeconfig)
+            self._record(s, run_id, event)
+            self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
+
+    def undo_credential(self, person_id: str, cluster: str, fingerprint: str, *, delivered: str | None) -> None:
+        """A token recorded but never delivered: its credential is revoked (its Secret is then stale, and retired),
+        and the credential it replaced is active again if that is the token delivered (fingerprint `delivered`)."""
+        with self.database.session() as s:
+            now = datetime.now(UTC)
+            for row in self._live(s, person_id, cluster):
+                if row.fingerprint == fingerprint:
+                    self._revoke_row(row, "undelivered", now)
+                elif row.fingerprint == delivered and row.state == CredentialState.RETIRING:
+                    row.state, row.retire_at, row.revoke_reason = CredentialState.ACTIVE, None, None
+                s.add(row)
+
+    def record_revocation(self, run_id: str | None, event: Event, *, remove_access: bool,
+                          secret_names: tuple[str, ...] | None = None, intent_id: int | None = None) -> list[str]:
+        """Revoke the person's live credentials on `event.cluster` (all, or those bound to `secret_names`), forget
+        their access there when `remove_access` (and the person with their last access), and record the event,
+        naming the fingerprints revoked, with the end of its intent. The fingerprints revoked."""
+        person_id, cluster = event.person_id, event.cluster or ""
+        with self.database.session() as s:
+            rows = self._live(s, person_id, cluster, secret_names)
+            now = datetime.now(UTC)
+            for row in rows:
+                self._revoke_row(row, event.reason, now)
+                s.add(row)
+            if remove_access:
+                self._remove_access(s, person_id, cluster)
+            fingerprints = [row.fingerprint for row in rows]
+            self._record(s, run_id, replace(event, fingerprint=",".join(fingerprints) or None))
+            self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
+        return fingerprints
+
+    def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None:
+        with self.database.session() as s:
+            row = s.exec(select(CredentialRow).where(CredentialRow.fingerprint == fingerprint)).first()
+            if row is None:
+                return
+            row.rejected_at = utc(at)
+            s.add(row)
+            person = s.get(PersonRow, row.person_id)
+            self._record(s, run_id, Event(row.person_id, person.username if person else row.person_id,
+                                          "confirm-revocation", "token-rejected", cluster=row.cluster,
+                                          fingerprint=fingerprint))
+
+    @staticmethod
+    def _live(session: Session, person_id: str, cluster: str, secret_names: tuple[str, ...] | None = None
+              ) -> list[CredentialRow]:
+        query = select(CredentialRow).where(CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
+                                            CredentialRow.state.in_(LIVE))  # type: ignore[attr-defined]
+        if secret_names is not None:
+            query = query.where(CredentialRow.secret_name.in_(secret_names))  # type: ignore[attr-defined]
+        return list(session.exec(query).all())
+
+    @staticmethod
+    def _revoke_row(row: CredentialRow, reason: str, now: datetime) -> None:
+        row.state = CredentialState.REVOKED
+        row.revoked_at = now
+        row.revoke_reason = reason
+
+    @staticmethod
+    def _save_identity(session: Session, source: str, identity: Identity) -> None:
+        now = utc(datetime.now(UTC))
+        row = session.get(PersonRow, identity.id)
+        if row is None:
+            row = PersonRow(id=identity.id, source=source, username=identity.username, first_seen=now, last_seen=now)
+        row.username = identity.username
+        row.email = identity.email
+        row.display_name = identity.display_name
+        row.active = identity.active
+        row.groups = json.dumps(sorted(identity.groups))
+        row.attributes = json.dumps(identity.attributes, sort_keys=True)
+        row.last_seen = now
+        row.removed_at = None
+        session.add(row)
+
+    @staticmethod
+    def _save_access(session: Session, person_id: str, cluster: str, scopes: frozenset, kubeconfig: str) -> None:
+        row = session.get(AccessRow, (person_id, cluster)) or AccessRow(
+            person_id=person_id, cluster=cluster, updated_at=utc(datetime.now(UTC))
+        )
+        row.scopes = scopes_to_json(scopes)
+        row.kubeconfig = kubeconfig
+        row.updated_at = utc(datetime.now(UTC))
+        session.add(row)
+
+    @staticmethod
+    def _remove_access(session: Session, person_id: str, cluster: str) -> None:
+        row = session.get(AccessRow, (person_id, cluster))
+        if row is not None:
+            session.delete(row)
+        remaining = session.exec(
+            select(AccessRow).where(AccessRow.person_id == person_id, AccessRow.cluster != cluster)
+        ).first()
+        person = session.get(PersonRow, person_id)
+        if person is not None and remaining is None:
+            person.removed_at = utc(datetime.now(UTC))
+            session.add(person)

@@ -1,0 +1,126 @@
+"""The read model's contract, run against every backend: what the planner, the engine and the CLI read back is
+what the journal wrote."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from syncd.core.model import Identity
+from syncd.ports import Event, NewCredential
+from tests.ledger.conftest import EDIT_A, Ledger, record_events
+
+
+def test_filters_by_person_and_run(ledger: Ledger):
+    record_events(ledger)
+    ledger.journal.record("run2", Event("p1", "user1", "revoke", "leaver", cluster="dev"))
+    assert [e.action for e in ledger.read_model.events(person="user1")] == ["issue", "revoke"]
+    assert [e.person_id for e in ledger.read_model.events(run_id="run2")] == ["p1"]
+
+
+def test_a_sweep_reads_back_the_people_of_one_source_as_last_recorded(ledger: Ledger):
+    alice = Identity("1001", "alice", "alice@example.org", "Alice", frozenset({"developers", "sre"}),
+                     attributes={"department": "platform"})
+    for source, person in (("hr", alice), ("hr", Identity("1002", "bob", active=False)),
+                           ("idp", Identity("u1", "carl"))):
+        granted = Event(person.id, person.username, "issue", "joiner", cluster="dev", after=frozenset({EDIT_A}))
+        ledger.journal.record_delivery(None, source, person, granted, "", None)
+    identities = ledger.read_model.identities
+    assert sorted(identities("hr"), key=lambda i: i.id) == [alice, Identity("1002", "bob", active=False)]
+    assert [i.attributes for i in sorted(ledger.read_model.identities("hr"), key=lambda i: i.id)] == [
+        {"department": "platform"}, {}]  # what the policy matches on, so the sweep can judge everyone
+    # bob's last access: he is gone from the ledger's people
+    bob_left = Event("1002", "bob", "revoke", "disabled", cluster="dev")
+    ledger.journal.record_revocation(None, bob_left, remove_access=True)
+    assert ledger.read_model.identities("hr") == (alice,)
+
+
+def test_a_mark_tells_whether_a_source_changed_anyone_since(ledger: Ledger):
+    assert ledger.read_model.last_seq() == 0
+    hr, idp = ledger.journal.start_run("hr", dry_run=False), ledger.journal.start_run("idp", dry_run=False)
+    ledger.journal.record(hr, Event("p1", "ann", "issue", "joiner", cluster="dev"))
+    mark = ledger.read_model.last_seq()
+    ledger.journal.record(idp, Event("u1", "carl", "revoke", "leaver", cluster="dev"))  # another source
+    ledger.journal.record(hr, Event("p2", "bob", "revoke", "leaver", cluster="dev", result="held"))  # changed nothing
+    ledger.journal.record(hr, Event("p1", "ann", "confirm-revocation", "token-rejected", cluster="dev"))
+    reads = ledger.read_model
+    assert reads.last_seq() == mark + 3 and not reads.source_changed_since("hr", mark)
+    assert ledger.read_model.source_changed_since("idp", mark)
+    ledger.journal.record(hr, Event("p3", "cid", "revoke", "disabled", cluster="dev"))
+    assert reads.source_changed_since("hr", mark) and not reads.source_changed_since("hr", reads.last_seq())
+
+
+def test_the_planner_reads_back_people_access_and_credentials(ledger: Ledger):
+    issued = datetime(2026, 1, 1, tzinfo=UTC)
+    identity = Identity("1001", "alice", groups=frozenset({"developers"}))
+    ledger.journal.record_token("hr", identity, "dev", frozenset({EDIT_A}),
+                                NewCredential("syncd-1001-x", "sha256:aa", issued, issued + timedelta(hours=8)),
+                                grace=None, reason="joiner")
+    issue = Event("1001", "alice", "issue", "joiner", cluster="dev", after=frozenset({EDIT_A}))
+    ledger.journal.record_delivery(None, "hr", identity, issue, "/k/alice/dev.kubeconfig", None)
+    [(person_id, alice)] = ledger.read_model.known_people().items()
+    assert (person_id, alice.username, alice.source) == ("1001", "alice", "hr")
+    access = alice.access["dev"]
+    assert access.scopes == frozenset({EDIT_A})
+    assert (access.credential.fingerprint, access.credential.expires_at) == ("sha256:aa", issued + timedelta(hours=8))
+
+    ledger.journal.record_token("hr", identity, "dev", frozenset({EDIT_A}),
+                                NewCredential("syncd-1001-y", "sha256:bb", issued, issued + timedelta(hours=8)),
+                                grace=timedelta(hours=1), reason="rotation-due")
+    access = ledger.read_model.known_people()["1001"].access["dev"]
+    assert access.credential.fingerprint == "sha256:bb"
+    assert [c.fingerprint for c in access.retiring] == ["sha256:aa"]
+
+    ledger.journal.record_revocation(None, Event("1001", "alice", "revoke", "exposed", cluster="dev"),
+                                     remove_access=True)
+    assert ledger.read_model.known_people() == {}
+    states = sorted((row.fingerprint, row.state) for row, _, _ in ledger.read_model.credentials(include_revoked=True))
+    assert states == [("sha256:aa", "revoked"), ("sha256:bb", "revoked")]
+
+
+def test_a_targeted_read_returns_only_the_named_people_and_counts_every_holder(ledger: Ledger):
+    issued = datetime(2026, 1, 1, tzinfo=UTC)
+    for n, source in enumerate(("hr", "hr", "hr", "contractors")):
+        pid = f"{1001 + n}"
+        ledger.journal.record_token(source, Identity(pid, f"user{n}"), "dev", frozenset({EDIT_A}),
+                                    NewCredential(f"syncd-{pid}-x", f"sha256:{n}", issued, issued + timedelta(hours=8)),
+                                    grace=None, reason="joiner")
+    # 1003's credential is replaced, and the new one never delivered: only the retiring one is left.
+    ledger.journal.record_token("hr", Identity("1003", "user2"), "dev", frozenset({EDIT_A}),
+                                NewCredential("syncd-1003-y", "sha256:new", issued, issued + timedelta(hours=8)),
+                                grace=timedelta(hours=1), reason="rotation-due")
+    ledger.journal.undo_credential("1003", "dev", "sha256:new", delivered=None)
+    assert set(ledger.read_model.known_people(frozenset({"1002", "1004", "nobody"}))) == {"1002", "1004"}
+    assert ledger.read_model.known_people(frozenset()) == {}
+    assert ledger.read_model.known_people(frozenset({"1002"}))["1002"] == ledger.read_model.known_people()["1002"]
+    # A credentials run after a long outage can name everyone: more ids than a database takes in one query.
+    many = frozenset({"1001", "1004", *(f"gone-{n}" for n in range(70_000))})
+    assert set(ledger.read_model.known_people(many)) == {"1001", "1004"}
+    assert ledger.read_model.credential_holders("hr") == 2  # 1003's only credential is retiring
+    assert ledger.read_model.credential_holders("contractors") == 1
+
+
+def test_the_safety_window_counts_holders_revoked_since_a_human_last_approved(ledger: Ledger):
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    before = ledger.journal.start_run("idp", dry_run=False)
+    ledger.journal.record(before, Event("u0", "al", "revoke", "disabled", cluster="dev", fingerprint="sha256:aa"))
+    assert ledger.read_model.recent_revocations("idp", since) == 1
+    approved = ledger.journal.start_run("idp", dry_run=False, approved=True)
+    for n in range(5):  # a held batch a human let through, after seeing what was revoked before it
+        ledger.journal.record(approved, Event(f"m{n}", f"m{n}", "revoke", "leaver", cluster="dev",
+                                              fingerprint="sha256:bb"))
+    after = ledger.journal.start_run("idp", dry_run=False)
+    ledger.journal.record(after, Event("u1", "ann", "revoke", "disabled", cluster="dev", fingerprint="sha256:cc"))
+    ledger.journal.record(after, Event("u2", "bob", "revoke", "disabled", cluster="dev"))  # held no credential
+    ledger.journal.record(after, Event("u3", "cat", "revoke", "disabled", cluster="dev", result="held"))
+    assert ledger.read_model.recent_revocations("idp", since) == 1
+
+
+def test_held_revocations_are_the_people_still_waiting_on_a_hold(ledger: Ledger):
+    pushed, other = ledger.journal.start_run("idp", dry_run=False), ledger.journal.start_run("hr", dry_run=False)
+    for person in ("u1", "u2", "u3"):
+        ledger.journal.record(pushed, Event(person, person, "revoke", "disabled", cluster="dev", result="held"))
+    ledger.journal.record(pushed, Event("u1", "u1", "revoke", "disabled", cluster="dev"))  # applied since
+    ledger.journal.record(pushed, Event("u2", "u2", "revoke", "disabled", cluster="prod"))  # another cluster
+    ledger.journal.record(other, Event("p1", "p1", "revoke", "leaver", cluster="dev", result="held"))
+    assert ledger.read_model.held_revocations("idp") == {"u2", "u3"}
+    assert ledger.read_model.held_revocations("hr") == {"p1"}
