@@ -160,3 +160,15 @@ class ChangesPending(SyncdError):
     """`--check` found work to do."""
 
     exit_code = 1
+
+
+class StaleVersion(PermanentError):
+    """A write expected a version of a stored record that is no longer the stored one (someone wrote it meanwhile)."""
+
+    http_status = 412
+
+
+class ValueTaken(PermanentError):
+    """A write would give a record a value another record already holds where values are unique."""
+
+    http_status = 409

@@ -4,6 +4,7 @@ one bearer token (and one store) per tenant, served at /scim/v2."""
 from __future__ import annotations
 
 import hmac
+import itertools
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -16,13 +17,19 @@ from scim2_models import (
     ChangePassword,
     Error,
     External,
+    PatchOp,
     PayloadTooLargeException,
+    PreconditionFailedException,
     Reference,
+    Resource,
+    ResourceType,
     ResponseParameters,
     ScimProvider,
     UnauthorizedException,
 )
 from scim2_server.applications.asgi import ASGIApplication, Receive, Scope, Send
+from scim2_server.conditions import Conditions
+from scim2_server.handler import AsyncScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
@@ -87,6 +94,58 @@ class SyncdScimService(ScimService):
         return super().error_of(exception)
 
 
+# How often a write without If-Match is applied again after another syncd process wrote the resource first.
+WRITE_ATTEMPTS = 5
+
+
+class RetryingHandler(AsyncScimHandler):
+    """A PATCH, PUT or DELETE without If-Match that lost the race to another process (the storage refuses a write
+    over a version it did not read) is applied again to the current version, as one server would have applied it
+    after the other write. With If-Match, the client asked for that version: 412."""
+
+    @staticmethod
+    def _retry(conditions: Conditions, attempt: int) -> bool:
+        unconditional = conditions.if_match is None and conditions.if_none_match is None
+        if unconditional and attempt < WRITE_ATTEMPTS:
+            log.info("apply a SCIM write again on the version another process wrote", attempt=attempt)
+            return True
+        return False
+
+    async def patch_resource(self, resource_type: ResourceType, resource_id: str, patch_op: PatchOp[Any],
+                             conditions: Conditions) -> Resource[Any]:
+        for attempt in itertools.count(1):
+            try:
+                return await super().patch_resource(resource_type, resource_id, patch_op, conditions)
+            except PreconditionFailedException:
+                if not self._retry(conditions, attempt):
+                    raise
+
+    async def replace_resource(self, resource_type: ResourceType, current: Resource[Any], replacement: Resource[Any],
+                               conditions: Conditions) -> Resource[Any]:
+        for attempt in itertools.count(1):
+            try:
+                return await super().replace_resource(resource_type, current, replacement, conditions)
+            except PreconditionFailedException:
+                if not self._retry(conditions, attempt):
+                    raise
+                current = await self.storage.get(resource_type, str(current.id))
+
+    async def delete_resource(self, resource_type: ResourceType, resource_id: str, conditions: Conditions) -> None:
+        for attempt in itertools.count(1):
+            try:
+                return await super().delete_resource(resource_type, resource_id, conditions)
+            except PreconditionFailedException:
+                if not self._retry(conditions, attempt):
+                    raise
+
+
+def serving(storage: LedgerStorage, provider: ScimProvider, service: ScimService) -> ASGIApplication:
+    """scim2-server's ASGI application over this storage, retrying writes that lost a race (`RetryingHandler`)."""
+    app = ASGIApplication(storage, provider, service)
+    app.handler = RetryingHandler(service, storage)
+    return app
+
+
 @dataclass(frozen=True)
 class Tenant:
     name: str
@@ -114,7 +173,7 @@ class ScimApp:
                               for s in [rt.schema_, *(e.schema_ for e in rt.schema_extensions or [])] if s}
         relevance = Relevance(engine.policy)
         self.tenants = [
-            Tenant(t.name, read_token(t.token_file, t.name), ASGIApplication(
+            Tenant(t.name, read_token(t.token_file, t.name), serving(
                 LedgerStorage(store, t.name, t.source, provider, relevance, reconciler.submit), provider, self.service))
             for t in settings.tenants
         ]

@@ -1,33 +1,58 @@
-"""Pushed users and groups, behind scim2-server's public storage interface (`AsyncScimStorage`): its in-memory
-storage (filters, paging, uniqueness, versions) as a cache in front of the ledger database, written through on every
-change and loaded back at start. Calls run on the event loop without awaiting: a write holds the loop for its commit
-(about 1 ms on SQLite), which measured faster than handing each write to a thread.
+"""Pushed users and groups, behind scim2-server's public storage interface (`AsyncScimStorage`), kept in the ledger
+database and read from it on every call: no process keeps a copy, so every syncd process on the ledger answers as one
+server. A write checks, in its own transaction, that the resource is still at the version it read (the server reads it
+first), so a process never writes back a stale body; ETags are the database's versions; unique values (a userName, a
+group's displayName, per tenant) are a unique index. Calls run on the event loop without awaiting: a write holds the
+loop for its commit, which measured faster than handing each write to a thread.
+
+A search narrows by SQL what an `eq` on id, userName, displayName or externalId (what identity providers send) can
+match, else reads the tenant's resources of the searched types; scim2-server's in-memory storage, built for that one
+call, then filters, sorts and pages them as scim2-server does.
 
 Memberships live on groups. A user's `groups` (read-only, RFC 7643 4.1.2) is never stored: reads fill it from the
 groups listing the user, and deleting a user takes it out of those groups in the same transaction."""
 
 from __future__ import annotations
 
-import itertools
-import re
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
-from scim2_models import Resource, ResourceType, ResponseParameters, ScimProvider, SearchRequest
+from scim2_models import (
+    Meta,
+    NotFoundException,
+    Path,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    ScimFilter,
+    ScimProvider,
+    SearchRequest,
+    UniquenessException,
+)
+from scim2_models.path import CompareOperator, Comparison
+from scim2_server.conditions import opaque_tag
 from scim2_server.memory import InMemoryStorage
-from scim2_server.storage import AsyncScimStorage, SearchPage
+from scim2_server.storage import AsyncScimStorage, SearchPage, search_page
+from scim2_server.utils import parametrize
 
-from syncd.adapters.ledger import ScimResource
+from syncd.adapters.ledger import ScimRecord, ScimResource
 from syncd.adapters.scim_pull import snapshot_of
 from syncd.core.lifecycle import Membership, identity_touches, membership_touches
 from syncd.core.model import Identity
 from syncd.core.policy import Policy
+from syncd.errors import StaleVersion, ValueTaken
 from syncd.scim.store import PushedResources
 
 log = structlog.get_logger("syncd.scim")
 
-_VERSION = re.compile(r'(\d+)"?$')
+# The attribute each type keeps unique in a tenant (a unique index in the database).
+_UNIQUE = {"User": "userName", "Group": "displayName"}
 
 # Called with the resource type and the person ids a change touches.
 OnChange = Callable[[str, frozenset[str]], None]
@@ -63,8 +88,7 @@ class Relevance:
 
 
 class LedgerStorage(AsyncScimStorage):
-    """One tenant's resources. A write reaches the ledger database before it is answered; if it cannot, the
-    cache goes back to what it was and the request fails."""
+    """One tenant's resources, in the ledger database."""
 
     supports_cursors = InMemoryStorage.supports_cursors
 
@@ -72,19 +96,14 @@ class LedgerStorage(AsyncScimStorage):
                  relevance: Relevance, on_change: OnChange) -> None:
         self.store, self.tenant, self.source = store, tenant, source
         self.relevance, self.on_change = relevance, on_change
-        types = {rt.name: rt for rt in provider.resource_types}
-        self.group_type = types["Group"]
-        loaded = [provider.model_for(types[r.resource_type]).model_validate(r.body)
-                  for r in store.tenant_resources(tenant) if r.resource_type in types]
-        self.cache = InMemoryStorage()
-        self.cache.resources = loaded
-        last = max((int(m.group(1)) for r in loaded if r.meta and r.meta.version
-                    and (m := _VERSION.search(r.meta.version))), default=0)
-        self.cache.versions = itertools.count(last + 1)
-        self.lock = self.cache.lock
-        self.member_of: dict[str, set[str]] = {}  # user id -> ids of the groups listing it
-        self.group_names: dict[str, str | None] = {}  # group id -> displayName
-        self._index_groups()
+        self.policy = provider.policy
+        self.models = {rt.name: provider.model_for(rt) for rt in provider.resource_types}
+        # What the database indexes of each type: column -> the attribute's binding.
+        self.indexed = {name: {column: parametrize(Path, model)(attribute).resolve()
+                               for column, attribute in (("id", "id"), ("external_key", "externalId"),
+                                                         ("unique_key", _UNIQUE.get(name)))
+                               if attribute is not None}
+                        for name, model in self.models.items()}
 
     @staticmethod
     def _as_stored(resource: Resource[Any]) -> Resource[Any]:
@@ -95,54 +114,72 @@ class LedgerStorage(AsyncScimStorage):
                 resource = resource.model_copy(update={derived: None})
         return resource
 
-    # The groups' memberships, indexed by user.
-
-    def _index_groups(self) -> None:
-        self.member_of, self.group_names = {}, {}
-        for resource in self.cache.resources:
-            if _type_of(resource) == "Group":
-                self._index(resource)
-
-    def _index(self, group: Resource[Any]) -> None:
-        for member in _members(group):
-            self.member_of.setdefault(member, set()).add(str(group.id))
-        self.group_names[str(group.id)] = getattr(group, "display_name", None)
-
-    def _unindex(self, group: Resource[Any]) -> None:
-        for member in _members(group):
-            self.member_of.get(member, set()).discard(str(group.id))
-        self.group_names.pop(str(group.id), None)
-
-    def _with_groups(self, resource: Resource[Any]) -> Resource[Any]:
-        """A user (a copy) as it is read: its `groups` are the groups whose members list it."""
-        if _type_of(resource) != "User":
-            return resource
-        found = sorted(self.member_of.get(str(resource.id), ()))
-        # Dicts, validated by the provider's own User model (built from the schemas it serves).
-        resource.groups = [{"value": gid, "$ref": f"Groups/{gid}", "display": self.group_names[gid],
-                            "type": "direct"} for gid in found] or None
+    def _served(self, stored: ScimResource) -> Resource[Any]:
+        resource = self.models[stored.resource_type].model_validate(stored.body)
+        assert resource.meta is not None
+        resource.meta.version = f'W/"{stored.version}"'
         return resource
 
-    def _put_back(self, before: dict[tuple[str, str], Resource[Any] | None]) -> None:
-        """After a failed write: the cache as it was before it, `before` holding each resource the write touched
-        (None: it did not exist). Rebuilt in full through the cache's public interface: only failures pay for it."""
-        kept = [r for r in self.cache.resources if (_type_of(r), str(r.id)) not in before]
-        self.cache.resources = kept + [r for r in before.values() if r is not None]
-        self._index_groups()
+    def _record(self, resource: Resource[Any]) -> ScimRecord:
+        """A resource as written: its body (the version is the database's) and the keys the database indexes."""
+        kind = str(_type_of(resource))
+        keys = {}
+        for column, binding in self.indexed[kind].items():
+            if column != "id":
+                try:
+                    keys[column] = binding.comparable(getattr(resource, binding.target_field_name, None), self.policy)
+                except ValueError:  # a string the policy cannot compare equals nothing
+                    keys[column] = None
+        group = kind == "Group"
+        return ScimRecord(kind, str(resource.id), resource.model_dump(), **keys,
+                          display=getattr(resource, "display_name", None) if group else None,
+                          members=frozenset(_members(resource)) if group else frozenset())
+
+    def _with_groups(self, resources: list[Resource[Any]]) -> list[Resource[Any]]:
+        """Users as they are read: their `groups` are the groups whose members list them."""
+        users = [str(r.id) for r in resources if _type_of(r) == "User"]
+        listed = self.store.groups_of(self.tenant, users) if users else {}
+        for resource in resources:
+            if _type_of(resource) == "User":
+                # Dicts, validated by the provider's own User model (built from the schemas it serves).
+                resource.groups = [{"value": gid, "$ref": f"Groups/{gid}", "display": display, "type": "direct"}
+                                   for gid, display in listed.get(str(resource.id), ())] or None
+        return resources
 
     # Reads
 
     async def get(self, resource_type: ResourceType, resource_id: str, *,
                   response_parameters: ResponseParameters[Any] | None = None) -> Resource[Any]:
-        with self.lock:
-            return self._with_groups(self.cache.get(resource_type, resource_id))
+        stored = self.store.get(self.tenant, resource_type.name, resource_id)
+        if stored is None:
+            raise NotFoundException(detail=f"{resource_type.name} {resource_id!r} not found")
+        return self._with_groups([self._served(stored)])[0]
 
     async def search(self, resource_types: list[ResourceType], search_request: SearchRequest[Any], *,
                      position: Any = None) -> SearchPage:
-        with self.lock:
-            page = self.cache.search(resource_types, search_request, position=position)
-            page.resources = [self._with_groups(r) for r in page.resources]
-            return page
+        names = list(dict.fromkeys(rt.name for rt in resource_types))
+        found = self.store.find(self.tenant, names, *self._narrowed(names, search_request.filter))
+        matched = InMemoryStorage()
+        matched.resources = [self._served(r) for r in found]
+        page = search_page(matched, resource_types, search_request, position)
+        page.resources = self._with_groups(page.resources)
+        return page
+
+    def _narrowed(self, names: list[str], scim_filter: ScimFilter[Any] | None) -> tuple[str, str] | tuple[()]:
+        """The indexed column and key an `eq` filter on one type compares, if it is one."""
+        if len(names) != 1 or scim_filter is None or scim_filter.model is None:
+            return ()
+        node = scim_filter.ast
+        if not isinstance(node, Comparison) or node.op != CompareOperator.eq or not isinstance(node.value, str):
+            return ()
+        binding = scim_filter.resolve_comparison(node.attr_path, strict=False)
+        for column, indexed in self.indexed.get(names[0], {}).items():
+            if binding is not None and binding.urn == indexed.urn:
+                try:
+                    return column, indexed.comparable(node.value, self.policy)
+                except ValueError:
+                    return ()
+        return ()
 
     # Writes
 
@@ -155,74 +192,77 @@ class LedgerStorage(AsyncScimStorage):
         if people:
             self.on_change(self.source, people)
 
-    def _persist(self, resource_type: ResourceType, resource: Resource[Any]) -> None:
-        self.store.put(self.tenant, self.source, ScimResource(resource_type.name, str(resource.id),
-                                                              resource.model_dump()))
-
     async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
-        with self.lock:
-            created = self.cache.create(resource_type, self._as_stored(resource))
-            try:
-                self._persist(resource_type, created)
-            except BaseException:
-                self._put_back({(resource_type.name, str(created.id)): None})
-                raise
-            if resource_type.name == "Group":
-                self._index(created)
+        created = self._as_stored(resource).model_copy(deep=True)
+        created.id = uuid.uuid4().hex
+        now = datetime.now(UTC)
+        created.meta = Meta(resource_type=resource_type.name, created=now, last_modified=now)
+        with _refused():
+            stored = self.store.create(self.tenant, self.source, self._record(created))
+        created.meta.version = f'W/"{stored.version}"'
         self._changed(resource_type, None, created, "create")
         return created
 
     async def update(self, resource_type: ResourceType, resource: Resource[Any], *,
                      expected_version: str | None = None) -> Resource[Any]:
-        with self.lock:
-            before = self.cache.get(resource_type, str(resource.id))
-            updated = self.cache.update(resource_type, self._as_stored(resource), expected_version=expected_version)
-            try:
-                self._persist(resource_type, updated)
-            except BaseException:
-                self._put_back({(resource_type.name, str(before.id)): before})
-                raise
-            if resource_type.name == "Group":
-                self._unindex(before)
-                self._index(updated)
-        self._changed(resource_type, before, updated, "update")
-        return self._with_groups(updated)
+        new = self._as_stored(resource)
+
+        def build(stored: ScimResource) -> ScimRecord:
+            meta = self._served(stored).meta
+            assert meta is not None
+            updated = type(new).model_validate(new.model_dump())
+            updated.meta = meta.model_copy(update={"location": None, "last_modified": datetime.now(UTC),
+                                                   "version": None})
+            return self._record(updated)
+
+        with _refused():
+            written = self.store.replace(self.tenant, resource_type.name, str(resource.id), build,
+                                         _version(expected_version))
+        if written is None:
+            raise NotFoundException(detail=f"{resource_type.name} {resource.id!r} not found")
+        before, after = (self._served(r) for r in written)
+        self._changed(resource_type, before, after, "update")
+        return self._with_groups([after])[0]
 
     async def delete(self, resource_type: ResourceType, resource_id: str, *,
                      expected_version: str | None = None) -> None:
-        with self.lock:
-            before = self.cache.get(resource_type, resource_id)
-            self.cache.delete(resource_type, resource_id, expected_version=expected_version)
-            if resource_type.name == "User":
-                self._delete_member(before)
-            else:
-                try:
-                    self.store.delete(self.tenant, resource_type.name, resource_id)
-                except BaseException:
-                    self._put_back({(resource_type.name, resource_id): before})
-                    raise
-                self._unindex(before)
-        self._changed(resource_type, before, None, "delete")
-
-    def _delete_member(self, user: Resource[Any]) -> None:
-        """Delete a user (already gone from the cache) from the ledger database and from every group listing it,
-        in one transaction."""
-        user_id = str(user.id)
-        groups = [self.cache.get(self.group_type, gid) for gid in sorted(self.member_of.get(user_id, ()))]
-        try:
-            left = [self.cache.update(self.group_type, group.model_copy(update={
-                "members": [m for m in group.members or [] if m.value != user_id] or None})) for group in groups]
-            self.store.delete_user(self.tenant, self.source, user_id,
-                                   [ScimResource("Group", str(g.id), g.model_dump()) for g in left])
-        except BaseException:
-            self._put_back({("User", user_id): user} | {("Group", str(g.id)): g for g in groups})
-            raise
-        for group, without in zip(groups, left, strict=True):
-            self._unindex(group)
-            self._index(without)
+        with _refused():
+            deleted = self.store.delete(self.tenant, resource_type.name, resource_id, _version(expected_version),
+                                        leave=partial(self._without_member, resource_id))
+        if deleted is None:
+            raise NotFoundException(detail=f"{resource_type.name} {resource_id!r} not found")
+        before, left = deleted
         if left:
             log.info("remove a deleted SCIM User from its groups", tenant=self.tenant, source=self.source,
-                     id=user_id, groups=[g.id for g in left])
+                     id=resource_id, groups=[g.id for g in left])
+        self._changed(resource_type, self._served(before), None, "delete")
+
+    def _without_member(self, user_id: str, group: ScimResource) -> ScimRecord:
+        served = self._served(group)
+        assert served.meta is not None
+        without = served.model_copy(update={
+            "members": [m for m in getattr(served, "members", None) or [] if m.value != user_id] or None,
+            "meta": served.meta.model_copy(update={"last_modified": datetime.now(UTC), "version": None})})
+        return self._record(without)
+
+
+@contextmanager
+def _refused() -> Iterator[None]:
+    """The database's refusals as SCIM errors: a taken unique value 409, a version written meanwhile 412."""
+    try:
+        yield
+    except ValueTaken as taken:
+        raise UniquenessException(detail=taken.message) from None
+    except StaleVersion:
+        raise PreconditionFailedException from None
+
+
+def _version(etag: str | None) -> int | None:
+    """The database version an ETag names (-1, which no resource has, for one this storage never gave)."""
+    if etag is None:
+        return None
+    tag = opaque_tag(etag)
+    return int(tag) if tag.isdigit() else -1
 
 
 def _type_of(resource: Resource[Any]) -> str | None:

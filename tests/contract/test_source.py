@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from syncd.adapters.file import FileSource
-from syncd.adapters.ledger import Database, ScimResource, ScimStore
+from syncd.adapters.ledger import Database, ScimRecord, ScimStore
 from syncd.config import FileSourceSettings, ScimSourceSettings
 from syncd.core.model import Identity, Snapshot
 from syncd.errors import SourceUnavailable
@@ -134,14 +134,16 @@ class TestScimPushSource(TargetedSourceContract):
         with Database(f"sqlite:///{tmp_path}/ledger.db") as ledger:
             store = ScimStore(ledger)
 
+            def put(record: ScimRecord) -> None:
+                if store.replace("okta", record.resource_type, record.id, lambda _: record) is None:
+                    store.create("okta", "idp", record)
+
             def hold(people: tuple[Identity, ...]) -> None:
                 for p in people:
-                    store.put("okta", "idp", ScimResource("User", p.id, {"id": p.id, "userName": p.username,
-                                                                        "active": p.active}))
+                    put(ScimRecord("User", p.id, {"id": p.id, "userName": p.username, "active": p.active}))
                 for name in sorted({g for p in people for g in p.groups}):
                     members = [{"value": p.id} for p in people if name in p.groups]
-                    store.put("okta", "idp", ScimResource("Group", f"g-{name}", {"id": f"g-{name}",
-                                                                                "displayName": name,
-                                                                                "members": members}))
+                    put(ScimRecord("Group", f"g-{name}", {"id": f"g-{name}", "displayName": name,
+                                                          "members": members}))
 
             yield ScimPushSource(ScimSourceSettings(name="idp", mode="push"), pushed_resources(ledger)), hold

@@ -15,7 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from scim2_models import Group, GroupMember, InvalidSyntaxException, User
 
-from syncd.adapters.ledger import Database, ScimResource, ScimStore
+from syncd.adapters.ledger import Database, ScimRecord, ScimStore
 from syncd.adapters.scim_pull import snapshot_of
 from syncd.config import ConfigError, Settings, load_settings
 from syncd.core.policy import Policy
@@ -213,7 +213,7 @@ def test_source_test_reads_a_push_source_from_the_ledger(tmp_path):
         "clusters": [{"name": "dev", "kubeconfig": "unused", "namespace": "syncd"}],
         "scim": {"tenants": [{"name": "okta", "source": "idp", "token_file": "okta.token"}]}}))
     with Database(f"sqlite:///{tmp_path}/ledger.db") as database:
-        ScimStore(database).put("okta", "idp", ScimResource("User", "u1", {"id": "u1", "userName": "alice"}))
+        ScimStore(database).create("okta", "idp", ScimRecord("User", "u1", {"id": "u1", "userName": "alice"}))
     done = subprocess.run([sys.executable, "-m", "syncd", "source", "test", "--config", str(tmp_path / "syncd.yaml"),
                            "--output", "json"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
