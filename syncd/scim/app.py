@@ -3,8 +3,10 @@ one bearer token (and one store) per tenant, served at /scim/v2."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
+import random
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -94,8 +96,10 @@ class SyncdScimService(ScimService):
         return super().error_of(exception)
 
 
-# How often a write without If-Match is applied again after another syncd process wrote the resource first.
-WRITE_ATTEMPTS = 5
+# How often a write without If-Match is applied again after another syncd process wrote the resource first, after a
+# random pause of up to RETRY_PAUSE seconds times the attempt, so that two busy replicas stop colliding.
+WRITE_ATTEMPTS = 10
+RETRY_PAUSE = 0.01
 
 
 class RetryingHandler(AsyncScimHandler):
@@ -104,10 +108,11 @@ class RetryingHandler(AsyncScimHandler):
     after the other write. With If-Match, the client asked for that version: 412."""
 
     @staticmethod
-    def _retry(conditions: Conditions, attempt: int) -> bool:
+    async def _retry(conditions: Conditions, attempt: int) -> bool:
         unconditional = conditions.if_match is None and conditions.if_none_match is None
         if unconditional and attempt < WRITE_ATTEMPTS:
             log.info("apply a SCIM write again on the version another process wrote", attempt=attempt)
+            await asyncio.sleep(random.uniform(0, RETRY_PAUSE * attempt))  # noqa: S311  (jitter, not a secret)
             return True
         return False
 
@@ -117,7 +122,7 @@ class RetryingHandler(AsyncScimHandler):
             try:
                 return await super().patch_resource(resource_type, resource_id, patch_op, conditions)
             except PreconditionFailedException:
-                if not self._retry(conditions, attempt):
+                if not await self._retry(conditions, attempt):
                     raise
 
     async def replace_resource(self, resource_type: ResourceType, current: Resource[Any], replacement: Resource[Any],
@@ -126,7 +131,7 @@ class RetryingHandler(AsyncScimHandler):
             try:
                 return await super().replace_resource(resource_type, current, replacement, conditions)
             except PreconditionFailedException:
-                if not self._retry(conditions, attempt):
+                if not await self._retry(conditions, attempt):
                     raise
                 current = await self.storage.get(resource_type, str(current.id))
 
@@ -135,7 +140,7 @@ class RetryingHandler(AsyncScimHandler):
             try:
                 return await super().delete_resource(resource_type, resource_id, conditions)
             except PreconditionFailedException:
-                if not self._retry(conditions, attempt):
+                if not await self._retry(conditions, attempt):
                     raise
 
 
