@@ -99,8 +99,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
+@contextmanager
+def started_postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server on loopback (for the `postgres` fixture and the benchmarks)."""
     binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     if not binaries:
         pytest.fail("PostgreSQL is not installed; run the README's test command, which installs it")
@@ -122,6 +123,12 @@ def postgres() -> Iterator[PostgresServer]:
         subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        check=False, capture_output=True, timeout=60)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with started_postgres() as started:
+        yield started
 
 
 def write_yaml(path: Path, data: object) -> Path:

@@ -1,6 +1,6 @@
 """The endpoint's storage keeps scim2-server's storage contract (`AsyncScimStorageContract`), served the way the
-endpoint serves it (syncd's provider and its quirks policy), written through to a SQLite ledger; and what it
-loads back from that ledger at start is what it served."""
+endpoint serves it (syncd's provider and its quirks policy), reading and writing a SQLite ledger; and a new storage
+on that ledger serves what the first one wrote."""
 
 from __future__ import annotations
 
