@@ -1,5 +1,5 @@
 """Pushed SCIM resources on every ledger backend: versioned writes checked in their transaction, unique keys per
-tenant, members as rows, per-tenant, per-source and targeted reads in a stable order, counts, deletes."""
+source, members as rows, per-tenant, per-source and targeted reads in a stable order, counts, deletes."""
 
 from __future__ import annotations
 
@@ -56,12 +56,14 @@ def test_scim_store_creates_replaces_reads_and_deletes(ledger: Ledger):
     assert [r.id for r in store.source_resources("hr")] == ["u9"]
 
 
-def test_a_write_must_find_the_version_it_read_and_unique_keys_hold_per_tenant(ledger: Ledger):
+def test_a_write_must_find_the_version_it_read_and_unique_keys_hold_per_source(ledger: Ledger):
     store = ScimStore(ledger.database)
     store.create("okta", "idp", user("u1", "ann"))
     with pytest.raises(ValueTaken):
         store.create("okta", "idp", user("u2", "ANN"))
-    store.create("entra", "idp", user("u2", "ann"))  # another tenant
+    with pytest.raises(ValueTaken):  # another tenant feeding the same source
+        store.create("entra", "idp", user("u2", "ann"))
+    store.create("other", "hr", user("u2", "ann"))  # another source
     store.create("okta", "idp", group("g1", "devs"))
     with pytest.raises(ValueTaken):
         store.create("okta", "idp", group("g2", "Devs"))
@@ -81,9 +83,9 @@ def test_a_write_must_find_the_version_it_read_and_unique_keys_hold_per_tenant(l
 def test_deleting_a_user_rewrites_its_groups_in_the_same_transaction(ledger: Ledger):
     store = ScimStore(ledger.database)
     store.create("okta", "idp", user("u1", "ann"))
-    store.create("entra", "idp", user("u1", "carl"))
+    store.create("entra", "idp2", user("u1", "carl"))
     store.create("okta", "idp", group("g1", "devs", "u1"))
-    store.create("entra", "idp", group("g1", "devs", "u1"))
+    store.create("entra", "idp2", group("g1", "devs", "u1"))  # a group of that name in another source
     before, left = store.delete("okta", "User", "u1", leave=lambda stored: group("g1", "devs"))
     assert (before.id, [(g.id, g.version) for g in left]) == ("u1", [("g1", 2)])
     assert store.find("okta", ["User", "Group"]) == [

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from syncd.core.model import person_key
+from tests.conftest import write_yaml
 from tests.integration.conftest import World
-from tests.scim.conftest import OTHER_TOKEN, Endpoint
+from tests.scim.conftest import OTHER_TOKEN, Endpoint, configure_scim, start_endpoint
 from tests.scim.test_idp_shapes import GROUP, USER, bindings, patch, send
 
 pytestmark = pytest.mark.kube
@@ -21,10 +22,19 @@ def push_developers(client, *names: str) -> tuple[dict[str, str], str]:
     return ids, group["id"]
 
 
-def test_one_username_from_two_tenants_is_two_people_with_two_folders(world: World, scim: Endpoint):
-    okta_sam = push_developers(scim.client(), "sam")[0]["sam"]
-    entra_sam = push_developers(scim.client(OTHER_TOKEN), "sam")[0]["sam"]
-    scim.settle()
+def test_one_username_from_two_tenants_is_two_people_with_two_folders(world: World):
+    # Two identity providers, each feeding a source of its own (within one source a userName is unique).
+    configure_scim(world)
+    world.settings["sources"].append({"name": "idp2", "type": "scim", "mode": "push"})
+    world.settings["scim"]["tenants"][1]["source"] = "idp2"
+    write_yaml(world.config, world.settings)
+    scim = start_endpoint(world.config)
+    try:
+        okta_sam = push_developers(scim.client(), "sam")[0]["sam"]
+        entra_sam = push_developers(scim.client(OTHER_TOKEN), "sam")[0]["sam"]
+        scim.settle()
+    finally:
+        scim.stop()
     assert world.folder(okta_sam) != world.folder(entra_sam)
     for pid in (okta_sam, entra_sam):
         expected = f"system:serviceaccount:{world.system_namespace}:syncd-{person_key(pid)}"

@@ -32,7 +32,9 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
 
 
 def ledger_storage(ledger: Database, provider: ScimProvider, tenant: str = "okta") -> LedgerStorage:
-    return LedgerStorage(pushed_resources(ledger), tenant, "idp", provider, NO_RULES, lambda source, people: None)
+    # Each tenant feeds a source of its own: uniqueness holds per source.
+    return LedgerStorage(pushed_resources(ledger), tenant, f"idp-{tenant}", provider, NO_RULES,
+                         lambda source, people: None)
 
 
 class TestLedgerStorageContract(AsyncScimStorageContract):

@@ -28,7 +28,7 @@ from syncd.errors import StaleVersion, ValueTaken
 class ScimResourceRow(SQLModel, table=True):
     __tablename__ = "scim_resource"
     __table_args__ = (
-        Index("ux_scim_resource_unique_key", "tenant", "resource_type", "unique_key", unique=True),
+        Index("ux_scim_resource_unique_key", "source", "resource_type", "unique_key", unique=True),
         Index("ix_scim_resource_external_key", "tenant", "resource_type", "external_key"),
     )
 
@@ -40,7 +40,8 @@ class ScimResourceRow(SQLModel, table=True):
     updated_at: datetime
     version: int = Field(default=1, sa_column_kwargs={"server_default": "1"},
                          description="Raised by every write: the resource's ETag.")
-    unique_key: str | None = Field(default=None, description="A User's userName, a Group's displayName, as compared.")
+    unique_key: str | None = Field(default=None, description="A User's userName, a Group's displayName, as compared: "
+                                                              "unique per source, whichever tenant pushed it.")
     external_key: str | None = Field(default=None, description="externalId, as compared.")
     display: str | None = Field(default=None, description="A Group's displayName, for its members' `groups`.")
 
@@ -156,7 +157,7 @@ class ScimStore:
             return connection.execute(select(func.count()).select_from(_R).where(
                 _R.source == source, _R.resource_type == "User")).scalar_one()  # type: ignore[arg-type]
 
-    # Writes. Each raises ValueTaken when a unique key is taken in the tenant, StaleVersion when `expected` is not
+    # Writes. Each raises ValueTaken when a unique key is taken in the source, StaleVersion when `expected` is not
     # the stored version; a resource that does not exist is None.
 
     def create(self, tenant: str, source: str, record: ScimRecord) -> ScimResource:
@@ -206,7 +207,7 @@ def _unique() -> Iterator[None]:
     try:
         yield
     except IntegrityError:
-        raise ValueTaken("a unique value is already taken in this tenant") from None
+        raise ValueTaken("a unique value is already taken in this source (by this or another tenant)") from None
 
 
 def _columns(record: ScimRecord) -> dict[str, Any]:

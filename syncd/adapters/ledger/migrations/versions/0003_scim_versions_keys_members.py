@@ -1,11 +1,11 @@
 """pushed SCIM resources: a version per resource, the keys SCIM compares (unique userName / group displayName per
-tenant, externalId), each group's members as rows
+source, externalId), each group's members as rows
 
 Revision ID: 0003
 Revises: 0002
 
 Existing rows get version 1 and their keys in the form SCIM compares by default (NFC, lowercase but for externalId).
-Where two resources of a tenant already share a key (group displayNames were never unique), the first by id keeps
+Where two resources of a source already share a key (group displayNames were never unique), the first by id keeps
 it and the others get none: their next write (a rename, or a 409) settles it.
 """
 
@@ -27,17 +27,17 @@ def _fold(value: object) -> str | None:
 
 def _fill_keys() -> None:
     connection = op.get_bind()
-    rows = connection.execute(sa.text("SELECT tenant, resource_type, id, body FROM scim_resource "
-                                      "ORDER BY tenant, resource_type, id")).all()
+    rows = connection.execute(sa.text("SELECT tenant, resource_type, id, body, source FROM scim_resource "
+                                      "ORDER BY source, resource_type, tenant, id")).all()
     taken: set[tuple[str, str, str]] = set()
-    for tenant, kind, resource_id, text in rows:
+    for tenant, kind, resource_id, text, source in rows:
         body = json.loads(text)
         name = body.get("userName" if kind == "User" else "displayName")
         unique = _fold(name)
-        if (tenant, kind, unique) in taken:
+        if (source, kind, unique) in taken:
             unique = None
         elif unique is not None:
-            taken.add((tenant, kind, unique))
+            taken.add((source, kind, unique))
         external = body.get("externalId")
         connection.execute(sa.text(
             "UPDATE scim_resource SET unique_key = :unique, external_key = :external, display = :display "
@@ -73,7 +73,7 @@ def upgrade() -> None:
     with op.batch_alter_table('scim_resource', schema=None) as batch_op:
         batch_op.create_index('ix_scim_resource_external_key', ['tenant', 'resource_type', 'external_key'],
                               unique=False)
-        batch_op.create_index('ux_scim_resource_unique_key', ['tenant', 'resource_type', 'unique_key'], unique=True)
+        batch_op.create_index('ux_scim_resource_unique_key', ['source', 'resource_type', 'unique_key'], unique=True)
 
 
 def downgrade() -> None:
