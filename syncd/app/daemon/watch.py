@@ -76,6 +76,8 @@ class SourceWatch:
                 self._watch()
                 continue  # stopped, or no longer the leader
             except SyncdError as error:
+                if self._stop.is_set():
+                    return  # our own close ended the stream
                 if self._opened:  # it was connected: start the backoff over
                     delay, self._opened = initial, False
                 self.state = "reconnecting"
