@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from syncd.adapters.identity import group_name
-from syncd.adapters.ldap import ad
+from syncd.adapters.ldap import ad, syncrepl
 from syncd.adapters.ldap.client import NO_ATTRIBUTES, Entry, LdapClient, escape, first_text
 from syncd.config import LdapSourceSettings
 from syncd.core.model import Identity, Snapshot
@@ -333,6 +333,7 @@ class LdapSource:
         return {"server": self.client.server_url, "bind_dn": self.settings.bind_dn,
                 "people": len(snapshot.identities) + len(snapshot.problems), "groups": len(self.groups.names),
                 "sample": snapshot.identities[0] if snapshot.identities else None,
+                "watch": syncrepl.watch_mode(self.client.supported_controls()),
                 "problems": list(snapshot.problems[:5])}
 
     # Groups.

@@ -20,11 +20,6 @@ log = structlog.get_logger("syncd.sources.ldap")
 KINDS = ("people", "groups")
 
 
-def supported_mode(controls: Collection[str]) -> str:
-    """The watch mode a server's root DSE `supportedControl` allows: syncrepl, or poll."""
-    return "syncrepl" if syncrepl.SYNC_REQUEST in controls else "poll"
-
-
 @dataclass
 class Batch:
     """What the messages read at once ask for: a targeted run of `people` (ids), or a full read; and the cookies to

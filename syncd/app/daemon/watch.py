@@ -11,7 +11,8 @@ from collections.abc import Callable
 import structlog
 
 from syncd.adapters.ldap import LdapSource
-from syncd.adapters.ldap.watch import Batch, Watch, supported_mode
+from syncd.adapters.ldap.syncrepl import watch_mode
+from syncd.adapters.ldap.watch import Batch, Watch
 from syncd.config import LdapSourceSettings
 from syncd.errors import SyncdError
 from syncd.runtime.engine import Engine, RunReport
@@ -57,7 +58,7 @@ class SourceWatch:
     def _mode(self) -> str:
         mode = self.settings.watch.mode
         if mode == "auto":
-            mode = supported_mode(self._source().client.supported_controls())
+            mode = watch_mode(self._source().client.supported_controls())
         return mode
 
     def _run(self) -> None:
