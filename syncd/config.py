@@ -76,6 +76,17 @@ class LdapIncremental(Strict):
         timedelta(hours=1), description="How often the daemon reads everything (deletions show up only then).")
 
 
+class LdapWatch(Strict):
+    """`syncd run` watching the directory for changes as they happen, each applied by a targeted run within
+    seconds. The scheduled full reconcile stays the safety net."""
+
+    mode: Literal["auto", "syncrepl", "poll"] = Field(
+        "poll", description="auto: RFC 4533 content sync when the root DSE offers it (OpenLDAP syncprov), else poll; "
+        "syncrepl: content sync; poll: no watch, only the scheduled polls.")
+    backoff: Duration = Field(timedelta(seconds=1), description="Wait before reconnecting a lost watch; doubles.")
+    max_backoff: Duration = Field(timedelta(seconds=30), description="Longest wait between reconnections.")
+
+
 class LdapSourceSettings(Strict):
     type: Literal["ldap"]
     name: str = Field(description="Name of this source in the ledger and the logs.")
@@ -102,6 +113,7 @@ class LdapSourceSettings(Strict):
     membership: LdapMembership = LdapMembership()
     disabled: LdapDisabled = LdapDisabled()
     incremental: LdapIncremental = LdapIncremental()
+    watch: LdapWatch = LdapWatch()
 
     @model_validator(mode="after")
     def _one_password_source(self) -> LdapSourceSettings:

@@ -8,7 +8,7 @@ broken entries returns `complete=False` with `problems`. Either way the planner 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -227,6 +227,8 @@ class Journal(Protocol):
 
     def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None: ...
 
+    def save_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None: ...
+
 
 class ReadModel(Protocol):
     """The views of the ledger the planner, the engine, the daemon and the CLI read."""
@@ -248,6 +250,8 @@ class ReadModel(Protocol):
     def recent_revocations(self, source: str, since: datetime) -> int: ...
 
     def held_revocations(self, source: str) -> frozenset[str]: ...
+
+    def watch_cursors(self, source: str) -> dict[str, bytes]: ...
 
     def credential_states(self) -> dict[CredentialState, int]: ...
 

@@ -137,6 +137,8 @@ def source_check_text(result: dict[str, Any]) -> str:
     data = source_check_json(result)
     lines = [f"source {data['source']}: ok" + (f" ({data['server']} as {data['bind_dn']})" if "server" in data else "")]
     lines.append(f"  people: {data['people']}" + (f", groups: {data['groups']}" if "groups" in data else ""))
+    if "watch" in data:
+        lines.append(f"  watch: {data['watch']} (what the server supports)")
     sample = data["sample"]
     if sample:
         lines.append(f"  sample: {sample['username']} (id {sample['id']}) <{sample['email']}> "

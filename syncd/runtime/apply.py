@@ -70,6 +70,11 @@ class Applier:
         if self.run_id is not None:
             self.journal.finish_run(self.run_id, result, summary)
 
+    def save_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None:
+        """Where a source's watch stopped: only once the changes before it were applied."""
+        if not self.dry_run:
+            self.journal.save_cursors(source, cookies)
+
     def apply(self, plan: Plan) -> Outcome:
         outcome = Outcome()
         down: set[str] = set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -131,6 +131,10 @@ class Engine:
                 return None
             return self._run(source_name, lambda: snapshot, dry_run, allow_mass_revocation,
                              frozenset(i.id for i in snapshot.identities), None, mark=mark)
+
+    def save_watch_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None:
+        """Where a source's watch stopped (its changes up to there applied): a restart resumes there."""
+        self._applier(dry_run=False).save_cursors(source, cookies)
 
     def revoke(self, target: str, reason: Reason) -> RunReport:
         """Revoke one token (by fingerprint) or a person's access (by id or username) now, through the same lock

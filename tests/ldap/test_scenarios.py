@@ -123,6 +123,7 @@ def test_source_test_command_binds_counts_and_maps_a_sample(ldap_world: World, d
     assert result["sample"]["username"] == "alice" and result["sample"]["groups"] == ["developers"]
     text = ldap_world.syncd("source", "test", "--config", str(ldap_world.config)).stdout
     assert "people: 2, groups: 1" in text and "sample: alice" in text
+    assert result["watch"] == "syncrepl" and "watch: syncrepl" in text  # slapd with syncprov offers content sync
 
 
 def test_poll_reconciles_just_the_changed_people(ldap_world: World, directory: Directory):

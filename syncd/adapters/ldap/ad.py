@@ -19,6 +19,11 @@ def object_guid(raw: bytes) -> str:
     return str(uuid.UUID(bytes_le=raw))
 
 
+def guid_bytes(guid: str) -> bytes:
+    """The GUID string AD tools show -> objectGUID's 16 bytes, to search by it."""
+    return uuid.UUID(guid).bytes_le
+
+
 def account_disabled(user_account_control: bytes | str) -> bool:
     """userAccountControl is a decimal bit field; bit 2 (ACCOUNTDISABLE) marks a disabled account."""
     value = user_account_control.decode() if isinstance(user_account_control, bytes) else user_account_control

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import ssl
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import ldap3
 import structlog
 from ldap3.core import exceptions as lx
+from ldap3.strategy.asynchronous import AsyncStrategy
 from ldap3.strategy.sync import SyncStrategy
 from ldap3.utils.conv import escape_filter_chars
 
@@ -31,19 +33,117 @@ _REJECTED = (lx.LDAPInvalidCredentialsResult, lx.LDAPInsufficientAccessRightsRes
              lx.LDAPStrongerAuthRequiredResult, lx.LDAPConfidentialityRequiredResult)
 
 
-class _RawEntries(SyncStrategy):
-    """ldap3's synchronous strategy, decoding search entries to raw values only. ldap3 also builds a second, decoded
+def _raw_entry(ldap_message) -> dict:
+    """A searchResEntry with raw values only, by lower-case attribute name. ldap3 also builds a second, decoded
     copy of every value (str conversions with per-value config look-ups): a third of a large read's time, for a copy
-    syncd never reads. Everything else is ldap3's own decoding."""
+    syncd never reads."""
+    payload = ldap_message["payload"]
+    raw = {bytes(attribute[3][0][3]).decode("utf-8").lower(): [bytes(value[3]) for value in attribute[3][1][3]]
+           for attribute in payload[1][3]}
+    return {"type": "searchResEntry", "dn": bytes(payload[0][3]).decode("utf-8"), "raw_attributes": raw,
+            "attributes": raw}
+
+
+class _RawEntries(SyncStrategy):
+    """ldap3's synchronous strategy, decoding search entries to raw values only (`_raw_entry`). Everything else is
+    ldap3's own decoding."""
 
     def decode_response_fast(self, ldap_message):
         if ldap_message["protocolOp"] != 4:  # not a searchResEntry
             return super().decode_response_fast(ldap_message)
-        payload = ldap_message["payload"]
-        raw = {bytes(attribute[3][0][3]).decode("utf-8").lower(): [bytes(value[3]) for value in attribute[3][1][3]]
-               for attribute in payload[1][3]}
-        return {"type": "searchResEntry", "dn": bytes(payload[0][3]).decode("utf-8"), "raw_attributes": raw,
-                "attributes": raw}
+        return _raw_entry(ldap_message)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message a long-lived search received. `kind`: entry, reference, intermediate (`name`, `value`) or
+    done (`result`, `description`); `controls` maps each response control's OID to its raw value."""
+
+    search: int
+    kind: str
+    dn: str = ""
+    attributes: dict[str, list[bytes]] = field(default_factory=dict)
+    controls: dict[str, bytes | None] = field(default_factory=dict)
+    name: str = ""
+    value: bytes | None = None
+    result: int = 0
+    description: str = ""
+
+
+_KINDS = {"searchResEntry": "entry", "searchResRef": "reference", "intermediateResponse": "intermediate",
+          "searchResDone": "done"}
+
+
+class _Streaming(AsyncStrategy):
+    """ldap3's asynchronous strategy, handing every message of the searches `watched` to a queue as it arrives
+    (its receiver thread calls `accumulate_stream`); a closed connection queues None."""
+
+    def __init__(self, connection) -> None:
+        super().__init__(connection)
+        self.can_stream = True
+        self.watched: set[int] = set()
+        self.messages: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+
+    def decode_response_fast(self, ldap_message):
+        if ldap_message["protocolOp"] != 4:
+            return super().decode_response_fast(ldap_message)
+        entry = _raw_entry(ldap_message)
+        if ldap_message["controls"]:
+            entry["controls"] = dict(self.decode_control_fast(c[3]) for c in ldap_message["controls"])
+        return entry
+
+    def accumulate_stream(self, message_id, response) -> None:
+        if message_id not in self.watched:
+            return
+        with self.async_lock:
+            self._responses.pop(message_id, None)  # a long-lived search must not pile up its answers
+        controls = {oid: control["value"] for oid, control in (response.get("controls") or {}).items()}
+        self.messages.put(Message(
+            message_id, _KINDS.get(response["type"], response["type"]), response.get("dn", ""),
+            response.get("raw_attributes") or {}, controls, response.get("responseName") or "",
+            response.get("responseValue"), response.get("result", 0),
+            ": ".join(filter(None, (response.get("description"), response.get("message"))))))
+
+    def close(self) -> None:
+        super().close()
+        self.messages.put(None)
+
+
+class Stream:
+    """Long-lived searches (content sync, persistent search) on a connection of their own, and their messages in
+    the order the server sent them."""
+
+    def __init__(self, source: str, connection: ldap3.Connection) -> None:
+        self.source = source
+        self.connection = connection
+        self.strategy: _Streaming = connection.strategy
+
+    def search(self, base: str, filter_: str, attributes: Sequence[str], controls: Sequence[tuple[str, bool, bytes]]
+               ) -> int:
+        try:
+            # ldap3's receiver takes this lock before it hands a message over: none is missed before it is watched.
+            with self.strategy.async_lock:
+                message_id = self.connection.search(base, filter_, search_scope=ldap3.SUBTREE,
+                                                    dereference_aliases=ldap3.DEREF_NEVER,  # content sync needs it
+                                                    attributes=list(attributes), controls=list(controls))
+                self.strategy.watched.add(message_id)
+        except (lx.LDAPException, OSError) as error:
+            raise SourceUnavailable(f"source {self.source}: search under {base} failed: {_describe(error)}") from None
+        return message_id
+
+    def next(self, timeout: float) -> Message | None:
+        """The next message, None when none came within `timeout` seconds. A lost connection raises."""
+        try:
+            message = self.strategy.messages.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if message is None:
+            raise SourceUnavailable(f"source {self.source}: the directory server closed the connection")
+        return message
+
+    def close(self) -> None:
+        with contextlib.suppress(lx.LDAPException, OSError):
+            self.connection.unbind()
 
 
 def escape(value: str) -> str:
@@ -108,14 +208,23 @@ class LdapClient:
         return ldap3.Server(parts.hostname, port=parts.port, use_ssl=use_ssl, tls=tls, get_info=ldap3.NONE,
                             connect_timeout=int(s.connect_timeout.total_seconds()))
 
-    def _open(self, url: str, password: str) -> ldap3.Connection:
+    def _open(self, url: str, password: str, streaming: bool = False) -> ldap3.Connection:
         s = self.settings
+        # A stream waits for changes as long as there are none: no receive timeout (a closed socket ends it).
         connection = ldap3.Connection(
             self._server(url), user=s.bind_dn, password=password, read_only=True, raise_exceptions=True,
             check_names=False, fast_decoder=True, auto_range=False, auto_referrals=False,
-            return_empty_attributes=False, receive_timeout=int(s.timeout.total_seconds()),
+            return_empty_attributes=False, receive_timeout=None if streaming else int(s.timeout.total_seconds()),
+            client_strategy=ldap3.ASYNC if streaming else ldap3.SYNC,
         )
-        connection.strategy = _RawEntries(connection)
+        if streaming:
+            strategy = connection.strategy = _Streaming(connection)
+            connection.send, connection.open, connection.get_response = (strategy.send, strategy.open,
+                                                                          strategy.get_response)
+            connection.post_send_single_response = strategy.post_send_single_response
+            connection.post_send_search = strategy.post_send_search
+        else:
+            connection.strategy = _RawEntries(connection)
         try:
             connection.open()
             if s.tls == "starttls":
@@ -128,8 +237,18 @@ class LdapClient:
 
     def connect(self) -> ldap3.Connection:
         """Bind to the first server that answers; retry all of them with doubling backoff."""
-        if self.connection is not None:
-            return self.connection
+        if self.connection is None:
+            self.connection, self.server_url = self._first_server(streaming=False)
+        return self.connection
+
+    def stream(self) -> Stream:
+        """A connection of its own for long-lived searches, to the first server that answers (with the same
+        failover and backoff as `connect`)."""
+        connection, url = self._first_server(streaming=True)
+        log.info("open a stream to the directory", source=self.settings.name, server=url)
+        return Stream(self.settings.name, connection)
+
+    def _first_server(self, streaming: bool) -> tuple[ldap3.Connection, str]:
         s = self.settings
         password = read_password(s)
         delay = s.backoff.total_seconds()
@@ -141,7 +260,7 @@ class LdapClient:
                 delay *= 2
             for url in s.servers:
                 try:
-                    self.connection = self._open(url, password)
+                    return self._open(url, password, streaming), url
                 except _REJECTED as error:
                     raise SourceRejected(f"source {s.name}: {url} refused the bind as {s.bind_dn}: "
                                          f"{_describe(error)}", hint="check bind_dn and the password") from None
@@ -149,10 +268,13 @@ class LdapClient:
                     failures.append(f"{url}: {_describe(error)}")
                     log.warning("skip a directory server that cannot be reached", source=s.name, server=url,
                                 error=_describe(error))
-                    continue
-                self.server_url = url
-                return self.connection
         raise SourceUnavailable(f"source {s.name}: no directory server could be reached ({'; '.join(failures[-3:])})")
+
+    def supported_controls(self) -> frozenset[str]:
+        """The controls the server's root DSE says it supports."""
+        root = next(self.search("", "(objectClass=*)", ["supportedControl"], scope="base", paged=False), None)
+        return frozenset(v.decode("ascii", "replace") for v in (root.attributes.get("supportedcontrol", [])
+                                                                 if root else []))
 
     def search(self, base: str, filter_: str, attributes: Sequence[str], *, scope: str = "subtree",
                paged: bool = True) -> Iterator[Entry]:

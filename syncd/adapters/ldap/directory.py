@@ -4,14 +4,15 @@ disabled accounts, and the watermark an incremental poll starts from."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
 from syncd.adapters.identity import group_name
-from syncd.adapters.ldap import ad
+from syncd.adapters.ldap import ad, syncrepl
 from syncd.adapters.ldap.client import NO_ATTRIBUTES, Entry, LdapClient, escape, first_text
 from syncd.config import LdapSourceSettings
 from syncd.core.model import Identity, Snapshot
@@ -47,6 +48,7 @@ class Groups:
     names: dict[str, str] = field(default_factory=dict)
     members: dict[str, set[str]] = field(default_factory=dict)
     nested: bool = True
+    uuids: dict[str, str] = field(default_factory=dict)  # entryUUID -> key, for changes that name only the UUID
     _member_of: dict[str, set[str]] | None = None
     _parents: dict[str, set[str]] | None = None
     _closure: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -55,6 +57,19 @@ class Groups:
     def put(self, key: str, name: str, members: set[str]) -> None:
         self.names[key], self.members[key] = name, members
         self._member_of, self._parents, self._closure, self._effective = None, None, {}, {}
+
+    def drop(self, key: str) -> None:
+        self.names.pop(key, None)
+        self.members.pop(key, None)
+        self._member_of, self._parents, self._closure, self._effective = None, None, {}, {}
+
+    def affected(self, before: Mapping[str, set[str]]) -> set[str]:
+        """The member keys whose groups changed when these groups (key -> members before) took their members now:
+        members gained or lost, and everyone under a nested group gained or lost."""
+        affected: set[str] = set()
+        for key, members in before.items():
+            affected |= members ^ self.members.get(key, set())
+        return affected | self.descendants(key for key in affected if key in self.members)
 
     def member_of(self) -> dict[str, set[str]]:
         """Member key -> groups that list it directly."""
@@ -156,7 +171,9 @@ class LdapSource:
         self._names = _AttributeNames.of(settings)
         self.name = settings.name
         self.client = LdapClient(settings)
+        self.lock = threading.RLock()  # reads, polls and a watch's group changes take turns on `groups`
         self.groups: Groups | None = None
+        self.population: int | None = None  # people the last full read found
         self.watermark: str | None = None
         self._disabled_dns: set[str] = set()
 
@@ -195,13 +212,83 @@ class LdapSource:
     # Reads.
 
     def read(self) -> Snapshot:
-        with gc_paused():
+        with self.lock, gc_paused():
             return self._read()
 
     def poll(self) -> Snapshot:
         """People changed since the last read or poll, and the members a changed group gained or lost."""
-        with gc_paused():
+        with self.lock, gc_paused():
             return self._poll()
+
+    def read_people(self, ids: Collection[str]) -> Snapshot:
+        """Only these people (by id), mapped with the groups read last (read now if none were): a watch's
+        targeted run. Someone missing from the answer is gone from the directory."""
+        s = self.settings
+        with self.lock:
+            if self.groups is None:
+                self.groups = self._read_groups(s.group_filter, Groups(nested=s.membership.nested == "client"),
+                                                self._marks())
+            self._disabled_dns = self._read_disabled()
+            wanted = sorted(ids)
+            entries: list[Entry] = []
+            for start in range(0, len(wanted), MEMBER_CHUNK):
+                any_of = "".join(f"({s.attributes.id}={self._id_value(i)})" for i in wanted[start:start + MEMBER_CHUNK])
+                entries += self.client.search(s.people_base, f"(&{s.people_filter}(|{any_of}))",
+                                              self._people_attributes())
+            snapshot = self._snapshot(entries, self._marks())
+            if self.population is None:
+                self.population = sum(1 for _ in self.client.search(s.people_base, s.people_filter, [NO_ATTRIBUTES]))
+            return replace(snapshot, population=self.population)
+
+    def _id_value(self, person_id: str) -> str:
+        """A person id as a filter value: objectGUID is compared as its 16 bytes."""
+        if self._names.id == "objectguid":
+            return "".join(f"\\{byte:02x}" for byte in ad.guid_bytes(person_id))
+        return escape(person_id)
+
+    def people_ids(self, keys: set[str]) -> set[str]:
+        """The ids of the people behind these member keys (DN keys, or usernames for memberUid groups): a targeted
+        read of the members a group change affects."""
+        with self.lock:
+            people = keys - set(self.groups.names) if self.groups else keys
+            ids = set()
+            for entry in self._people_by_key(people).values():
+                try:
+                    ids.add(self.person_id(entry))
+                except ValueError:
+                    continue
+            return ids
+
+    def group_changed(self, entry: Entry) -> set[str] | None:
+        """A group added or changed (a watch saw it): the member keys whose groups this alters; None before the
+        groups were first read (the full read that comes will see it)."""
+        with self.lock:
+            if self.groups is None:
+                return None
+            key = dn_key(entry.dn)
+            before = {key: set(self.groups.members.get(key, ()))}
+            old = self.groups.uuids.get(entry.text("entryuuid"))
+            if old is not None and old != key:  # renamed: its old name is gone
+                before[old] = set(self.groups.members.get(old, ()))
+                self.groups.drop(old)
+            self._put_group(self.groups, entry, self._marks())
+            return self.groups.affected(before)
+
+    def group_deleted(self, entry_uuid: str) -> set[str] | None:
+        """A group deleted (a watch saw its entryUUID): the member keys it alters; None when no group read has that
+        entryUUID (the change cannot be attributed)."""
+        with self.lock:
+            key = self.groups.uuids.pop(entry_uuid, None) if self.groups else None
+            if key is None or self.groups is None:
+                return None
+            before = {key: set(self.groups.members.get(key, ()))}
+            affected = self.groups.descendants([key])
+            self.groups.drop(key)
+            return affected | self.groups.affected(before)
+
+    def is_group(self, entry_uuid: str) -> bool:
+        with self.lock:
+            return self.groups is not None and entry_uuid in self.groups.uuids
 
     def _read(self) -> Snapshot:
         s = self.settings
@@ -210,6 +297,7 @@ class LdapSource:
         self._disabled_dns = self._read_disabled()
         people = self.client.search(s.people_base, s.people_filter, self._people_attributes())
         snapshot = self._snapshot(people, marks)
+        self.population = len(snapshot.identities) + len(snapshot.problems)
         self._advance(marks)
         log.info("read the directory", source=self.name, server=self.client.server_url,
                  people=len(snapshot.identities), groups=len(self.groups.names), problems=len(snapshot.problems))
@@ -224,10 +312,8 @@ class LdapSource:
         changed_groups = set()
         for entry in self.client.search(s.group_base, self._changed_since(s.group_filter), self._group_attributes()):
             changed_groups.add(self._put_group(self.groups, entry, marks))
-        affected: set[str] = set()  # members a changed group gained or lost, and everyone in a group it did
-        for key in changed_groups:
-            affected |= before.get(key, set()) ^ self.groups.members[key]
-        affected |= self.groups.descendants(key for key in affected if key in self.groups.members)
+        # Members a changed group gained or lost, and everyone in a group it did.
+        affected = self.groups.affected({key: before.get(key, set()) for key in changed_groups})
         self._disabled_dns = self._read_disabled()
         entries = {dn_key(e.dn): e for e in self.client.search(
             s.people_base, self._changed_since(s.people_filter), self._people_attributes())}
@@ -247,13 +333,15 @@ class LdapSource:
         return {"server": self.client.server_url, "bind_dn": self.settings.bind_dn,
                 "people": len(snapshot.identities) + len(snapshot.problems), "groups": len(self.groups.names),
                 "sample": snapshot.identities[0] if snapshot.identities else None,
+                "watch": syncrepl.watch_mode(self.client.supported_controls()),
                 "problems": list(snapshot.problems[:5])}
 
     # Groups.
 
     def _group_attributes(self) -> list[str]:
         m = self.settings.membership
-        return list(dict.fromkeys([m.group_name_attribute, m.member_attribute, self.settings.incremental.attribute]))
+        return list(dict.fromkeys([m.group_name_attribute, m.member_attribute, self.settings.incremental.attribute,
+                                   "entryUUID"]))
 
     def _put_group(self, groups: Groups, entry: Entry, marks: Watermark) -> str:
         m = self.settings.membership
@@ -268,6 +356,8 @@ class LdapSource:
             members = {(v.decode("utf-8", "replace").strip().lower() if self._by_uid
                         else dn_key(v.decode("utf-8", "replace"))) for v in values}
         groups.put(key, entry.text(m.group_name_attribute) or group_name(entry.dn), members)
+        if entry.text("entryuuid"):
+            groups.uuids[entry.text("entryuuid")] = key
         mark = entry.text(self.settings.incremental.attribute)
         if mark:
             marks.add(mark)
@@ -335,7 +425,7 @@ class LdapSource:
             raise ValueError(f"no {self.settings.attributes.id}")
         if not username:
             raise ValueError(f"no {self.settings.attributes.username}")
-        person_id = ad.object_guid(raw_id[0]) if a.id == "objectguid" else raw_id[0].decode("utf-8").strip()
+        person_id = self.person_id(entry)
         key = dn_key(entry.dn)
         assert self.groups is not None
         if a.groups_from_member_of:
@@ -352,6 +442,12 @@ class LdapSource:
             attributes={name: first_text(values[lower]) for name, lower in a.extra if lower in values},
             origin=f"dn {entry.dn}",
         )
+
+    def person_id(self, entry: Entry) -> str:
+        raw_id = entry.attributes.get(self._names.id)
+        if not raw_id:
+            raise ValueError(f"no {self.settings.attributes.id}")
+        return ad.object_guid(raw_id[0]) if self._names.id == "objectguid" else raw_id[0].decode("utf-8").strip()
 
     def _disabled(self, entry: Entry, key: str) -> bool:
         d = self.settings.disabled

@@ -4,9 +4,10 @@ plain data."""
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,7 @@ from syncd.adapters.ledger.tables import (
     IntentRow,
     PersonRow,
     RunRow,
+    WatchCursorRow,
     aware,
     event_hash,
     scopes_to_json,
@@ -222,6 +224,19 @@ class Journal:
             self._record(s, run_id, replace(event, fingerprint=",".join(fingerprints) or None))
             self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
         return fingerprints
+
+    def save_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None:
+        """Where a source's watch stopped, per stream; None forgets a stream's cookie."""
+        with self.database.session() as session:
+            for kind, cookie in cookies.items():
+                row = session.get(WatchCursorRow, (source, kind))
+                if cookie is None:
+                    if row is not None:
+                        session.delete(row)
+                    continue
+                row = row or WatchCursorRow(source=source, kind=kind, cookie="", updated_at=datetime.now(UTC))
+                row.cookie, row.updated_at = base64.b64encode(cookie).decode("ascii"), datetime.now(UTC)
+                session.add(row)
 
     def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None:
         with self.database.session() as s:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Collection
 from datetime import datetime
@@ -20,6 +21,7 @@ from syncd.adapters.ledger.tables import (
     IntentRow,
     PersonRow,
     RunRow,
+    WatchCursorRow,
     aware,
     event_hash,
     scopes_from_json,
@@ -114,6 +116,12 @@ class ReadModel:
                      .where(RunRow.source == source, after_mark, EventRow.result != "held",
                             EventRow.action != "confirm-revocation").limit(1))
             return s.exec(query).first() is not None
+
+    def watch_cursors(self, source: str) -> dict[str, bytes]:
+        """Where the source's watch stopped, per stream (see `Journal.save_cursors`)."""
+        with self.database.session() as s:
+            rows = s.exec(select(WatchCursorRow).where(WatchCursorRow.source == source)).all()
+            return {row.kind: base64.b64decode(row.cookie) for row in rows}
 
     def held_revocations(self, source: str) -> frozenset[str]:
         """People of this source with a revocation held on some cluster and nothing recorded for them there since:

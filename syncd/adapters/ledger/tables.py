@@ -119,6 +119,18 @@ class IntentRow(SQLModel, table=True):
     finished_at: datetime | None = None
 
 
+class WatchCursorRow(SQLModel, table=True):
+    """Where a source's watch stopped (an RFC 4533 or DirSync cookie, base64): a restart resumes there instead of
+    reading the directory again. Written only once the changes before it were applied."""
+
+    __tablename__ = "watch_cursor"
+
+    source: str = Field(primary_key=True)
+    kind: str = Field(primary_key=True)  # which stream of the source: people | groups
+    cookie: str
+    updated_at: datetime
+
+
 # How rows encode what they hold.
 
 GENESIS = "0" * 64  # the hash before the first event

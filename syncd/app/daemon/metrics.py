@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from syncd.core.model import CredentialState
 from syncd.runtime.engine import RunReport
+
+WATCH_STATES = ("starting", "connected", "resyncing", "reconnecting", "standby", "polling")
+
+
+class Watched(Protocol):
+    name: str
+    state: str
+
+    @property
+    def last_message_age(self) -> float | None: ...
 
 
 class Metrics:
@@ -13,7 +25,7 @@ class Metrics:
         self.registry = registry = CollectorRegistry()
         self.runs = Counter(
             "syncd_runs",
-            "Runs by job (poll, reconcile, credentials, sweep, scim), source and result (ok, no-op, failed).",
+            "Runs by job (poll, reconcile, credentials, sweep, scim, watch), source and result (ok, no-op, failed).",
             ["job", "source", "result"], registry=registry)
         self.actions = Counter("syncd_actions", "Planned actions by kind, reason and result (ok, failed, held).",
                                ["kind", "reason", "result"], registry=registry)
@@ -33,6 +45,12 @@ class Metrics:
                                  "applied.", ["source"], registry=registry)
         self.scim_requests = Counter("syncd_scim_requests", "SCIM requests by HTTP status.", ["status"],
                                      registry=registry)
+        self.watch_state = Gauge("syncd_watch_state", "1 for the state each source's watch is in (starting, "
+                                 "connected, resyncing, reconnecting, standby, polling).", ["source", "state"],
+                                 registry=registry)
+        self.watch_age = Gauge("syncd_watch_last_message_age_seconds",
+                               "Seconds since the watch last heard from the directory (-1: never).", ["source"],
+                               registry=registry)
         self.reloads = Counter("syncd_reloads", "Configuration reloads by result (ok, rejected).", ["result"],
                                registry=registry)
 
@@ -49,6 +67,13 @@ class Metrics:
             self.actions.labels(str(action.kind), str(action.reason), result).inc()
         for held in plan.held:
             self.actions.labels(str(held.action.kind), str(held.action.reason), "held").inc()
+
+    def watch(self, watch: Watched) -> None:
+        """Export a watch's state and the age of its last message, read at each scrape."""
+        for state in WATCH_STATES:
+            self.watch_state.labels(watch.name, state).set_function(lambda state=state: float(watch.state == state))
+        self.watch_age.labels(watch.name).set_function(
+            lambda: -1.0 if watch.last_message_age is None else watch.last_message_age)
 
     def set_credentials(self, states: dict[CredentialState, int]) -> None:
         for state in CredentialState:

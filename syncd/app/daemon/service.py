@@ -21,6 +21,7 @@ from syncd.app.daemon.http import ASGIApp, HttpApp, counting_statuses
 from syncd.app.daemon.jobs import Backoff, JobSpec, job_specs, run_job
 from syncd.app.daemon.metrics import Metrics
 from syncd.app.daemon.notify import Notifier
+from syncd.app.daemon.watch import SourceWatch, source_watches
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, SyncdError, TemporaryError
 from syncd.runtime.engine import Engine, RunReport
@@ -94,6 +95,7 @@ class Daemon:
         self.engine = Engine.from_settings(self.settings)
         self.specs = job_specs(self.settings, self.engine)
         self.scim = mount_scim(self.engine, self.settings, self._record_scim_run)
+        self.watches = source_watches(self.engine, self._leads, self._record_watch_run)
         self.health: dict[str, str] = {}  # source -> ok | partial: ... | unavailable: ...
         self.quarantined: dict[str, frozenset[tuple[str, str]]] = {}  # job -> (person, cluster) held, last warned of
         self.held: dict[str, int] = {}  # source -> people whose revocation is held in the ledger, not yet applied
@@ -130,7 +132,13 @@ class Daemon:
         sources = {name: self.health.get(name, "pending") for name in self.engine.sources}
         ready = ledger == "ok" and not any(state.startswith("unavailable") for state in sources.values())
         held = {name: self.held.get(name, 0) for name in self.engine.sources}
-        return ready, {"ledger": ledger, "sources": sources, "held_revocations": held}
+        watches = {watch.name: {"state": watch.state, "last_message_age_seconds": watch.last_message_age}
+                   for watch in self.watches}
+        return ready, {"ledger": ledger, "sources": sources, "held_revocations": held, "watches": watches}
+
+    def _leads(self) -> bool:
+        """Whether this process runs the long-lived watches: always, until leader election gates them here."""
+        return True
 
     # Life cycle
 
@@ -140,6 +148,7 @@ class Daemon:
         self._listen()
         self._schedule()
         self.scheduler.start()
+        self._start_watches(self.watches)
         self.metrics.set_credentials(self.engine.read_model.credential_states())
         where = ", ".join(f"{listener.where} ({listener.name})" for listener in self.listeners)
         log.info("start the daemon", config=str(self.config), listen=where, jobs=[s.id for s in self.specs])
@@ -158,6 +167,14 @@ class Daemon:
 
     def _record_scim_run(self, report: RunReport) -> None:
         self._record(self.engine, "scim", "scim", report, None)
+
+    def _record_watch_run(self, report: RunReport, seconds: float) -> None:
+        self._record(self.engine, "watch", f"watch:{report.source}", report, seconds)
+
+    def _start_watches(self, watches: list[SourceWatch]) -> None:
+        for watch in watches:
+            self.metrics.watch(watch)
+            watch.start()
 
     def _listen(self) -> None:
         try:
@@ -222,9 +239,13 @@ class Daemon:
             return
         self.scheduler.pause()
         self._wait_idle(timeout=None)
-        old_engine, old_scim = self.engine, self.scim
+        old_engine, old_scim, old_watches = self.engine, self.scim, self.watches
+        for watch in old_watches:
+            watch.stop()
         self.scheduler.remove_all_jobs()
         self.settings, self.engine, self.specs, self.scim = settings, engine, specs, scim
+        self.watches = source_watches(engine, self._leads, self._record_watch_run)
+        self._start_watches(self.watches)
         self.backoff = Backoff(settings.daemon.backoff)
         self.health = {name: state for name, state in self.health.items() if name in engine.sources}
         self._schedule()
@@ -258,6 +279,8 @@ class Daemon:
             os._exit(0)
         if self.scim is not None:
             self.scim.reconciler.close()  # finishes the running reconcile; queued pushes wait in the ledger
+        for watch in self.watches:
+            watch.stop()  # finishes its running reconcile; its cookie stays where the last one left it
         self.engine.close()
         log.info("stopped: ledger closed")
 
