@@ -62,7 +62,8 @@ class RunReport:
             "failed": len(self.outcome.failed) if self.outcome else 0,
             "writes": self.writes,
             "apply_seconds": round(self.apply_seconds, 3),
-            "actions_per_second": round(len(plan.actions) / self.apply_seconds, 1) if self.apply_seconds else None,
+            "actions_per_second": round(len(plan.actions) / self.apply_seconds, 1)
+            if plan.actions and self.apply_seconds else None,
             "skipped_clusters": list(plan.skipped_clusters),
             "problems": len(self.problems),
         }
