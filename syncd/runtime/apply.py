@@ -257,13 +257,18 @@ class Applier:
         # Stale or edited bindings go first, so no moment grants more than policy allows.
         for binding in action.delete_bindings:
             cluster.delete_binding(binding)
-        account = cluster.ensure_service_account(action.person_id, action.username)
+        # The ServiceAccount is written only when it was not seen, a token is asked of it, or a rename changes the
+        # username on it: a mover whose account stands costs only their bindings.
+        account = None
+        if action.create_service_account or action.new_token or action.previous_username != action.username:
+            account = cluster.ensure_service_account(action.person_id, action.username)
         for scope in action.create_bindings:
             cluster.create_binding(action.person_id, action.username, scope)
 
         assert action.identity is not None
         token: IssuedToken | None = None
         if action.new_token:
+            assert account is not None
             token = cluster.issue_token(account, action.person_id, action.username, action.access.token_ttl)
             # Recorded before its file is written (the intent still pending): a crash after delivery never leaves
             # a working token the ledger does not know; recovery undoes one recorded but not delivered.

@@ -90,8 +90,10 @@ def test_people_are_applied_at_once_each_persons_steps_in_plan_order(tmp_path: P
     rig.source.set(STAYER, *(moved(p, "sre") for p in DEVELOPERS))
     movers = rig.reconcile()
     assert movers.result == "ok", [str(e) for _, e in movers.outcome.failed]
-    # Bindings no longer granted go before anything is created, so no moment grants more than policy allows.
-    assert all(dev.calls[p.id] == [f"unbind {TEAM_A}", "account", f"bind {TEAM_B}"] for p in DEVELOPERS)
+    # Bindings no longer granted go before anything is created, so no moment grants more than policy allows; the
+    # ServiceAccount, seen and asked for no token, is not written.
+    assert all(dev.calls[p.id] == [f"unbind {TEAM_A}", f"bind {TEAM_B}"] for p in DEVELOPERS)
+    assert movers.writes == 2 * len(DEVELOPERS)
     assert all(dev.bindings_of(p.id) == {VIEW_B} for p in DEVELOPERS)
 
     dev.calls.clear()
