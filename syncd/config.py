@@ -162,7 +162,13 @@ class ClusterSettings(Strict):
     server: str | None = Field(None, description="API server URL written to delivered kubeconfigs (default: ours).")
     timeout: Duration = Field(
         timedelta(seconds=15), description="Bound on each request to the API server: to connect, and to each read "
-        "of the answer (no retries).")
+        "of the answer (a request that timed out is not sent again; one answered 429 or 5xx is, a few times).")
+    concurrency: int = Field(
+        16, ge=1, le=256, description="People applied at once on this cluster (each person's steps stay in order, "
+        "on one worker); also the connections kept open to the API server.")
+    qps: float = Field(
+        200, ge=0, description="Requests per second syncd sends this API server at most, on average (0: no limit).")
+    burst: int = Field(400, ge=1, description="Requests sent at once above `qps` after a quiet spell.")
 
 
 class DeliverySettings(Strict):

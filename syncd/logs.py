@@ -18,6 +18,17 @@ def _mask_tokens(_logger, _name, event_dict):  # type: ignore[no-untyped-def]
     return event_dict
 
 
+class _Stderr:
+    """Whatever sys.stderr is when a line is written: a progress bar on the terminal stands in for it while it shows
+    (so log lines print above the bar), and a test's capture while the test runs."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", json: bool | None = None) -> None:
     if json is None:
         json = not sys.stderr.isatty()
@@ -31,6 +42,6 @@ def configure(level: str = "info", json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

@@ -8,10 +8,12 @@ microseconds), and the ledger is the real one over a temporary SQLite file.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
+import threading
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -41,6 +43,18 @@ from syncd.errors import ClusterUnavailable, Conflict, NotFound, SourceUnavailab
 from syncd.ports import IssuedToken, ServiceAccountRef
 
 DEFAULT_CLUSTER_ROLES = frozenset({"cluster-admin", "admin", "edit", "view"})  # what an API server starts with
+
+
+def serialised(method: Callable) -> Callable:
+    """One call at a time, as an API server serialises the writes to one object: the applier calls from many
+    threads."""
+
+    @functools.wraps(method)
+    def call(self: FakeCluster, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return call
 
 
 @dataclass
@@ -93,6 +107,7 @@ class FakeCluster:
         self.bindings: dict[tuple[str | None, str], FakeObject] = {}  # (namespace or None, name)
         self.tokens: dict[str, _Bound] = {}
         self.instance_labels = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: namespace}
+        self.lock = threading.RLock()
 
     # Faults and bookkeeping
 
@@ -129,6 +144,7 @@ class FakeCluster:
         self._call("read the endpoint")
         return Endpoint(f"https://{self.name}.cluster.invalid:6443", None)
 
+    @serialised
     def observe(self, people: Collection[str] | None = None) -> ObservedCluster:
         self._call("list ServiceAccounts")
         wanted = None if people is None else set(people)
@@ -161,6 +177,7 @@ class FakeCluster:
             self.namespace,
         )
 
+    @serialised
     def missing_roles(self, scopes: Iterable[Scope]) -> frozenset[Scope]:
         self._call("list ClusterRoles")
         scopes = list(scopes)
@@ -169,6 +186,7 @@ class FakeCluster:
                          | {s for s in scopes if s.role_kind is RoleKind.ROLE and s.namespace is not None
                             and (s.namespace, s.role_name) not in self.roles})
 
+    @serialised
     def token_authenticates(self, token: str) -> bool:
         self._call("review a token")
         bound = self.tokens.get(token)
@@ -180,12 +198,14 @@ class FakeCluster:
 
     # Writing
 
+    @serialised
     def ensure_namespace(self) -> None:
         self._call("read namespace")
         if self.namespace not in self.namespaces:
             self._call("create namespace", write=True)
             self.namespaces.add(self.namespace)
 
+    @serialised
     def ensure_service_account(self, person_id: str, username: str) -> ServiceAccountRef:
         name = service_account_name(person_id)
         doing = f"create ServiceAccount {name}"
@@ -202,6 +222,7 @@ class FakeCluster:
             account.annotations |= {USERNAME_ANNOTATION: username, PERSON_ID_ANNOTATION: person_id}
         return ServiceAccountRef(account.name, account.uid)
 
+    @serialised
     def issue_token(self, account: ServiceAccountRef, person_id: str, username: str, ttl: timedelta
                     ) -> IssuedToken:
         key = person_key(person_id)
@@ -225,6 +246,7 @@ class FakeCluster:
         self.tokens[token] = _Bound(secret.name, secret.uid, account.name, account.uid, expires_at)
         return IssuedToken(token, secret.name, issued_at, expires_at)
 
+    @serialised
     def create_binding(self, person_id: str, username: str, scope: Scope) -> None:
         name = binding_name(person_id, scope, self.namespace)
         doing = f"bind {scope}"
@@ -241,14 +263,17 @@ class FakeCluster:
                   and existing.role == role):
             raise self._taken(doing)
 
+    @serialised
     def delete_binding(self, binding: ObservedBinding) -> None:
         self._call(f"delete binding {binding.name}", write=True)
         self.bindings.pop((binding.namespace, binding.name), None)
 
+    @serialised
     def delete_token_secret(self, name: str) -> None:
         self._call(f"delete token Secret {name}", write=True)
         self.secrets.pop(name, None)
 
+    @serialised
     def delete_account(self, service_accounts: tuple[str, ...], token_secrets: tuple[str, ...]) -> None:
         for name in token_secrets:
             self.delete_token_secret(name)
@@ -269,6 +294,7 @@ class FakeCluster:
         obj = self.service_accounts[name] = FakeObject(name, self.namespace, dict(labels))
         return obj
 
+    @serialised
     def bindings_of(self, person_id: str) -> set[Scope]:
         """The scopes bound to a person's ServiceAccount right now."""
         subject = ("ServiceAccount", service_account_name(person_id), self.namespace)

@@ -4,18 +4,26 @@ Per person per cluster it keeps a ServiceAccount in syncd's namespace, RoleBindi
 allowed) for each scope, and one Opaque Secret per token, to which the token is bound through TokenRequest, so that
 deleting that Secret revokes that token alone. Client exceptions become `ClusterUnavailable` (unreachable, 429,
 5xx) or the `ClusterRejected` subclass saying what the API server refused (`cluster_error`).
+
+It spares the API server: at most `qps` requests a second on average (`burst` at once), a 429 pauses every request to
+that cluster for its `Retry-After`, and a 429 or 5xx answer is sent again a few times, backing off; a request that
+timed out is never sent again.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TypeVar
 
+import structlog
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -58,7 +66,12 @@ from syncd.ports import IssuedToken, ServiceAccountRef
 TOKEN_LABEL = "syncd.io/token"  # noqa: S105 (a label name)
 RBAC_GROUP = "rbac.authorization.k8s.io"
 SELECTOR_BATCH = 50  # people per label selector: 50 keys of up to 63 characters stay well within a URL
+ATTEMPTS = 6  # a request answered 429 or 5xx is sent at most this many times in all
+BACKOFF = 0.5  # seconds before sending again after a 5xx (or a 429 without Retry-After); doubles each time
+LONGEST_WAIT = 60.0  # the longest wait one answer's Retry-After may impose
 T = TypeVar("T")
+
+log = structlog.get_logger("syncd.kube")
 
 
 def _status_message(error: ApiException) -> str:
@@ -71,6 +84,52 @@ def _status_message(error: ApiException) -> str:
 REJECTIONS: dict[int, type[ClusterRejected]] = {
     401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid,
 }
+
+
+def retry_after(error: ApiException, now: datetime | None = None) -> float | None:
+    """The answer's `Retry-After` in seconds (a number or an HTTP date), capped at LONGEST_WAIT; None if absent."""
+    value = (error.headers or {}).get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - (now or datetime.now(UTC))).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), LONGEST_WAIT)
+
+
+class Throttle:
+    """One cluster's client-side rate limit, shared by the threads applying to it: a token bucket (`qps` a second,
+    `burst` at once; qps 0 is no limit), and a pause every request waits out after a 429's Retry-After."""
+
+    def __init__(self, qps: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = 1 / qps if qps > 0 else 0.0
+        self.burst = burst
+        self.clock, self.sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._next = 0.0  # when the bucket is next empty: the theoretical arrival time of the next request
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+    def acquire(self) -> None:
+        """Wait until a request may be sent."""
+        with self._lock:
+            now = self.clock()
+            start = max(now, self._paused_until)
+            send_at = start
+            if self.interval:
+                due = max(self._next, start)
+                send_at = max(start, due - (self.burst - 1) * self.interval)
+                self._next = due + self.interval
+        if send_at > now:
+            self.sleep(send_at - now)
 
 
 def cluster_error(error: ApiException, message: str) -> SyncdError:
@@ -90,18 +149,22 @@ class KubernetesCluster:
         self.instance_labels = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: self.namespace}
         self.ours = ",".join(f"{key}={value}" for key, value in self.instance_labels.items())
         self.writes = 0
+        self._writes_lock = threading.Lock()
+        self.throttle = Throttle(settings.qps, settings.burst)
+        configuration = k8s.Configuration()
         try:
-            self.api = k8s_config.new_client_from_config(
-                config_file=str(settings.kubeconfig), context=settings.context
-            )
+            k8s_config.load_kube_config(config_file=str(settings.kubeconfig), context=settings.context,
+                                        client_configuration=configuration)
         except (ConfigException, OSError, ValueError) as error:
             raise ConfigError(
                 f"cluster {self.name}: cannot load kubeconfig {settings.kubeconfig}: {error}",
                 hint="check clusters[].kubeconfig and clusters[].context",
             ) from None
         # Every call is bounded by the timeout, to connect and to each read: no retry may add a second wait.
-        self.api.configuration.retries = False
-        self.api.rest_client.pool_manager.connection_pool_kw["retries"] = False
+        configuration.retries = False
+        # One kept-alive connection per worker, and a few for confirmations and reads beside them.
+        configuration.connection_pool_maxsize = settings.concurrency + 4
+        self.api = k8s.ApiClient(configuration)
         seconds = settings.timeout.total_seconds()
         self.timeout = (seconds, seconds)
         self.core = k8s.CoreV1Api(self.api)
@@ -126,24 +189,48 @@ class KubernetesCluster:
                 hint=f"is {self.api.configuration.host} reachable?",
             ) from None
 
-    def _call(self, doing: str, call: Callable[..., T], *args, write: bool = False, **kwargs) -> T:
-        with self._errors(doing):
+    def _send(self, doing: str, request: Callable[[], T], *, write: bool = False, idempotent: bool = True) -> T:
+        """Send a request within the rate limit. A 429 pauses the cluster's requests for its Retry-After (or a
+        backoff) and sends again; a 5xx waits a backoff and sends again, unless the request is not `idempotent` (a
+        second create under a generated name would make a second object). Each attempt counts as a call; after
+        ATTEMPTS the error stands."""
+        attempt = 0
+        while True:
+            attempt += 1
+            self.throttle.acquire()
             if write:
-                self.writes += 1
-            return call(*args, _request_timeout=self.timeout, **kwargs)
+                with self._writes_lock:
+                    self.writes += 1
+            with self._errors(doing):
+                try:
+                    return request()
+                except ApiException as error:
+                    status = error.status or 0
+                    if attempt == ATTEMPTS or not (status == 429 or (status >= 500 and idempotent)):
+                        raise
+                    wait = retry_after(error)
+            wait = BACKOFF * 2 ** (attempt - 1) if wait is None else wait
+            log.warning("send again: the API server is busy or failing", cluster=self.name, doing=doing,
+                        status=status, wait_s=wait, attempt=attempt)
+            if status == 429:
+                self.throttle.pause(wait)  # every request to this cluster waits it out
+            else:
+                time.sleep(wait)
+
+    def _call(self, doing: str, call: Callable[..., T], *args, write: bool = False, idempotent: bool = True,
+              **kwargs) -> T:
+        return self._send(doing, lambda: call(*args, _request_timeout=self.timeout, **kwargs), write=write,
+                          idempotent=idempotent)
 
     def _create_or_get(self, doing: str, create: Callable[[], T], read: Callable[[], T],
                        ours: Callable[[T], bool] | None = None) -> tuple[T, bool]:
         """Create; on 409 (it exists) read what is there, which must pass `ours` (a name squatted by someone else
         never counts as made). Returns the object and whether we created it."""
         try:
-            with self._errors(doing):
-                self.writes += 1
-                return create(), True
+            return self._send(doing, create, write=True), True
         except Conflict:
             pass  # it exists: read it
-        with self._errors(doing):
-            existing = read()
+        existing = self._send(doing, read)
         if ours is not None and not ours(existing):
             raise Conflict(
                 f"cluster {self.name}: {doing}: the name is taken by an object that is not this syncd's "
@@ -294,7 +381,7 @@ class KubernetesCluster:
             k8s.V1Secret(type="Opaque", metadata=self._meta(
                 person_id, username, generate_name=f"syncd-{key}-", owner_references=[owner],
                 labels={TOKEN_LABEL: "true"})),
-            write=True,
+            write=True, idempotent=False,
         )
         request = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(
             audiences=[],

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
@@ -30,8 +30,12 @@ from syncd.errors import (
     UnsafePlan,
 )
 from syncd.ports import Source
+from syncd.runtime.apply import Progress
 from syncd.runtime.engine import Engine, RunReport
 from syncd.runtime.wiring import open_source, pushed_resources, reads_ledger
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 app = typer.Typer(help="Keep Kubernetes credentials in step with the people in your directory.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -76,7 +80,8 @@ def reconcile(
     output: OutputOption = Output.text,
 ) -> None:
     """Bring clusters, delivered kubeconfigs and the ledger in line with the sources and the policy."""
-    with Engine.from_settings(load_settings(config)) as engine:
+    with Engine.from_settings(load_settings(config)) as engine, _progress(output) as progress:
+        engine.progress = progress
         if sweep:
             reports = engine.sweep(source, dry_run=dry_run or check)
         else:
@@ -93,6 +98,28 @@ def reconcile(
     unsafe = [held for r in reports if r.plan is not None for held in r.plan.held if held.unsafe]
     if unsafe and not dry_run:
         raise UnsafePlan(f"{len(unsafe)} revocation(s) held: {unsafe[0].why}")
+
+
+@contextlib.contextmanager
+def _progress(output: Output) -> Iterator[Progress | None]:
+    """A progress bar per run on a terminal (stderr), where log lines print above it; nothing otherwise."""
+    if output is Output.json or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as Bar
+
+    tasks: dict[str, TaskID] = {}
+    with Bar(TextColumn("apply {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+             console=Console(stderr=True), transient=True, redirect_stdout=False) as bar:
+
+        def advance(source: str, done: int, total: int) -> None:
+            if source not in tasks:
+                tasks[source] = bar.add_task(source, total=total)
+            bar.update(tasks[source], completed=done, total=total)
+
+        yield advance
 
 
 @app.command()

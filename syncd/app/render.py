@@ -47,6 +47,9 @@ def plan_text(report: RunReport) -> str:
         lines.append(f"  run {report.run_id}: {report.result}, {report.writes} write call(s)"
                      + (f", {report.confirmed_rejections} revoked token(s) confirmed rejected"
                         if report.confirmed_rejections else ""))
+        if plan.actions and report.apply_seconds:
+            lines.append(f"  applied {len(plan.actions)} action(s) in {report.apply_seconds:.1f} s "
+                         f"({len(plan.actions) / report.apply_seconds:.1f} actions/s)")
     return "\n".join(lines)
 
 

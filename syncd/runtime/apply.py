@@ -3,12 +3,19 @@
 Each action is one log event and one ledger event. A dry run walks the same path and logs "would ..." instead.
 An action that fails is recorded as failed and the others go on; a cluster that becomes unreachable stops only
 its own remaining actions.
+
+Actions run concurrently: each cluster has a pool of `concurrency` workers, and the actions of one person on one
+cluster (a lane) run in plan order on one worker, so each person's steps keep their order. Interrupted (Ctrl-C), a
+run finishes the actions in flight and begins no other.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +32,7 @@ from syncd.ports import Cluster, Delivery, Event, Intent, IssuedToken, Journal, 
 log = structlog.get_logger("syncd.apply")
 
 TOKEN_KINDS = frozenset({str(Kind.ISSUE), str(Kind.REPAIR), str(Kind.REFRESH), str(Kind.ROTATE)})
+Progress = Callable[[str, int, int], None]  # (source, actions done, actions planned), after each action
 
 
 @dataclass(frozen=True)
@@ -44,12 +52,34 @@ class Outcome:
     pending_rejections: list[PendingRejection] = field(default_factory=list)
 
 
+@dataclass
+class _Run:
+    """What the workers applying one plan share; every change to it under `lock`."""
+
+    source: str
+    outcome: Outcome
+    total: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    down: set[str] = field(default_factory=set)  # clusters found unreachable: their remaining actions wait
+    stopping: threading.Event = field(default_factory=threading.Event)  # interrupted: begin no other action
+    done: int = 0
+
+
+def lanes(actions: Iterable[Action]) -> list[list[Action]]:
+    """The actions grouped by person and cluster, each group in plan order, groups in order of first action."""
+    grouped: dict[tuple[str, str], list[Action]] = {}
+    for action in actions:
+        grouped.setdefault((action.cluster, action.person_id), []).append(action)
+    return list(grouped.values())
+
+
 class Applier:
     """Every write of a run: to the clusters, the delivered files and (through the journal alone) the ledger."""
 
     def __init__(self, journal: Journal, read_model: ReadModel, clusters: Mapping[str, Cluster],
                  delivery: Delivery, *, run_id: str | None = None, dry_run: bool, lifecycle: Lifecycle,
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None, concurrency: Mapping[str, int] | None = None,
+                 progress: Progress | None = None) -> None:
         self.lifecycle = lifecycle
         self.deadline = deadline  # time.monotonic() after which the remaining actions wait for the next run
         self.journal = journal
@@ -58,8 +88,10 @@ class Applier:
         self.delivery = delivery
         self.run_id = run_id
         self.dry_run = dry_run
+        self.concurrency = concurrency or {}  # workers per cluster; 1 where not given
+        self.progress = progress
         self._namespace_ready: set[str] = set()
-        self._intent: int | None = None
+        self._namespace_locks = {name: threading.Lock() for name in clusters}
 
     def begin_run(self, source: str, *, approved: bool = False) -> str:
         """Start the run in the ledger (`approved`: a human allowed its revocations); its actions record under it."""
@@ -77,45 +109,80 @@ class Applier:
 
     def apply(self, plan: Plan) -> Outcome:
         outcome = Outcome()
-        down: set[str] = set()
-        for action in plan.actions:
-            fields = dict(person=action.username, person_id=action.person_id, cluster=action.cluster,
-                          reason=str(action.reason), kind=str(action.kind))
-            if self.dry_run:
-                log.info(f"would {action.message}", **fields)
+        if self.dry_run:
+            for action in plan.actions:
+                log.info(f"would {action.message}", **self._fields(action))
                 outcome.applied.append(action)
-                continue
-            if action.cluster in down:
-                error = ClusterUnavailable(f"cluster {action.cluster} is unreachable; action postponed")
-                self._fail(plan.source, action, error, outcome, fields)
-                continue
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                self._fail(plan.source, action, TemporaryError("the run's deadline passed; action postponed",
-                                                               hint="raise run_deadline if runs need longer"),
-                           outcome, fields)
-                continue
-            self._intent = self.journal.begin_intent(self.run_id, self._event(action))
+            return outcome
+        run = _Run(plan.source, outcome, len(plan.actions))
+        grouped = lanes(plan.actions)
+        with self._pools(lane[0].cluster for lane in grouped) as pools:
+            futures = [pools[lane[0].cluster].submit(self._apply_lane, run, lane) for lane in grouped]
             try:
-                recorded_failure = self._apply_one(plan.source, action, outcome)
-            except Exception as raised:  # noqa: BLE001 - whatever breaks one action fails that action only
-                error = raised if isinstance(raised, SyncdError) else ActionError.of(raised)
-                if isinstance(error, ClusterUnavailable):
-                    down.add(action.cluster)
-                self.journal.end_intent(self._intent, "failed")
-                self._fail(plan.source, action, error, outcome, fields)
-                continue
-            if recorded_failure is not None:
-                log.error(action.message, result="failed", error=str(recorded_failure),
-                          retryable=recorded_failure.retryable, **fields)
-                outcome.failed.append((action, recorded_failure))
-                continue
-            log.info(action.message, result="ok", **fields)
-            outcome.applied.append(action)
-        if not self.dry_run:
-            # Held actions wait for a human: visible and auditable in the ledger, once per hold, not applied.
-            self.journal.record_holds(self.run_id, [self._event(h.action, result="held", error=h.why)
-                                                   for h in plan.held])
+                for future in futures:
+                    future.result()
+            except BaseException:
+                run.stopping.set()  # Ctrl-C: the actions in flight finish (the pools wait for them), no other begins
+                raise
+        # Held actions wait for a human: visible and auditable in the ledger, once per hold, not applied.
+        self.journal.record_holds(self.run_id, [self._event(h.action, result="held", error=h.why)
+                                               for h in plan.held])
         return outcome
+
+    @contextmanager
+    def _pools(self, clusters: Iterable[str]) -> Iterator[dict[str, ThreadPoolExecutor]]:
+        """A pool of workers per cluster, `concurrency` strong. On leaving, queued work is dropped and the work
+        in flight is waited for."""
+        pools = {name: ThreadPoolExecutor(self.concurrency.get(name, 1), thread_name_prefix=f"apply-{name}")
+                 for name in sorted(set(clusters))}
+        try:
+            yield pools
+        finally:
+            for pool in pools.values():
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _apply_lane(self, run: _Run, actions: list[Action]) -> None:
+        """One person's actions on one cluster, in plan order."""
+        for action in actions:
+            if run.stopping.is_set():
+                return
+            self._apply_action(run, action)
+            with run.lock:
+                run.done += 1
+                if self.progress is not None:
+                    self.progress(run.source, run.done, run.total)
+
+    def _apply_action(self, run: _Run, action: Action) -> None:
+        """Apply one action: its intent, its writes, its ledger event; a failure fails this action only."""
+        fields = self._fields(action)
+        if action.cluster in run.down:
+            error = ClusterUnavailable(f"cluster {action.cluster} is unreachable; action postponed")
+            self._fail(run, action, error, fields)
+            return
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self._fail(run, action, TemporaryError("the run's deadline passed; action postponed",
+                                                   hint="raise run_deadline if runs need longer"), fields)
+            return
+        intent = self.journal.begin_intent(self.run_id, self._event(action))
+        try:
+            recorded_failure = self._apply_one(run.source, action, run.outcome, intent)
+        except Exception as raised:  # noqa: BLE001 - whatever breaks one action fails that action only
+            error = raised if isinstance(raised, SyncdError) else ActionError.of(raised)
+            if isinstance(error, ClusterUnavailable):
+                with run.lock:
+                    run.down.add(action.cluster)
+            self.journal.end_intent(intent, "failed")
+            self._fail(run, action, error, fields)
+            return
+        if recorded_failure is not None:
+            log.error(action.message, result="failed", error=str(recorded_failure),
+                      retryable=recorded_failure.retryable, **fields)
+            with run.lock:
+                run.outcome.failed.append((action, recorded_failure))
+            return
+        log.info(action.message, result="ok", **fields)
+        with run.lock:
+            run.outcome.applied.append(action)
 
     def interrupt_dead_runs(self) -> list[RunRef]:
         """Mark every other run still `running` interrupted (see `Journal.interrupt_dead_runs`); under the apply
@@ -163,38 +230,50 @@ class Applier:
                           cluster=intent.cluster, error=str(error))
         return "finished"
 
-    def _fail(self, source: str, action: Action, error: SyncdError, outcome: Outcome, fields: dict) -> None:
+    def _fail(self, run: _Run, action: Action, error: SyncdError, fields: dict) -> None:
         log.error(action.message, result="failed", error=str(error), retryable=error.retryable, **fields)
-        outcome.failed.append((action, error))
+        with run.lock:
+            run.outcome.failed.append((action, error))
         self.journal.record(self.run_id, self._event(action, result="failed", error=str(error)))
+
+    @staticmethod
+    def _fields(action: Action) -> dict:
+        return dict(person=action.username, person_id=action.person_id, cluster=action.cluster,
+                    reason=str(action.reason), kind=str(action.kind))
 
     @staticmethod
     def _event(action: Action, **extra) -> Event:
         return Event(action.person_id, action.username, str(action.kind), str(action.reason), cluster=action.cluster,
                      before=action.before, after=action.after, **extra)
 
-    def _apply_one(self, source: str, action: Action, outcome: Outcome) -> SyncdError | None:
-        """Apply one action. Returns the failure it already recorded in the ledger, if any."""
+    def _apply_one(self, source: str, action: Action, outcome: Outcome, intent: int) -> SyncdError | None:
+        """Apply one action under its intent. Returns the failure it already recorded in the ledger, if any."""
         cluster = self.clusters[action.cluster]
         if action.kind in (Kind.REVOKE, Kind.ORPHAN):
-            return self._remove(cluster, action, outcome)
+            return self._remove(cluster, action, outcome, intent)
         if action.kind is Kind.RETIRE:
-            self._retire(cluster, action, outcome)
+            self._retire(cluster, action, outcome, intent)
             return None
-        if action.cluster not in self._namespace_ready:
-            cluster.ensure_namespace()
-            self._namespace_ready.add(action.cluster)
+        with self._namespace_locks[action.cluster]:
+            if action.cluster not in self._namespace_ready:
+                cluster.ensure_namespace()
+                self._namespace_ready.add(action.cluster)
 
         # Stale or edited bindings go first, so no moment grants more than policy allows.
         for binding in action.delete_bindings:
             cluster.delete_binding(binding)
-        account = cluster.ensure_service_account(action.person_id, action.username)
+        # The ServiceAccount is written only when it was not seen, a token is asked of it, or a rename changes the
+        # username on it: a mover whose account stands costs only their bindings.
+        account = None
+        if action.create_service_account or action.new_token or action.previous_username != action.username:
+            account = cluster.ensure_service_account(action.person_id, action.username)
         for scope in action.create_bindings:
             cluster.create_binding(action.person_id, action.username, scope)
 
         assert action.identity is not None
         token: IssuedToken | None = None
         if action.new_token:
+            assert account is not None
             token = cluster.issue_token(account, action.person_id, action.username, action.access.token_ttl)
             # Recorded before its file is written (the intent still pending): a crash after delivery never leaves
             # a working token the ledger does not know; recovery undoes one recorded but not delivered.
@@ -211,7 +290,7 @@ class Applier:
 
         self.journal.record_delivery(self.run_id, source, action.identity,
                                      self._event(action, fingerprint=token.fingerprint if token else None),
-                                     str(kubeconfig or ""), self._intent)
+                                     str(kubeconfig or ""), intent)
         if action.old_kubeconfig and token is not None:
             # Delivered under the old layout (DIRECTORY/USERNAME/): those files go only if they hold this person's
             # token; another person with that username may have been delivered there.
@@ -244,7 +323,7 @@ class Applier:
             return self.delivery.deliver(*who, token_text, namespace)
         return path
 
-    def _remove(self, cluster: Cluster, action: Action, outcome: Outcome) -> SyncdError | None:
+    def _remove(self, cluster: Cluster, action: Action, outcome: Outcome, intent: int) -> SyncdError | None:
         """Permissions first (instant), then the token Secrets and the ServiceAccount, then the delivered files.
         The cluster side and the ledger record complete even when the files cannot be removed; that failure is
         returned, recorded as the action's."""
@@ -256,10 +335,9 @@ class Applier:
                                                                                       action.cluster))
         failed = dict(result="failed", error=str(error)) if error is not None else {}
         self.journal.record_revocation(self.run_id, self._event(action, **failed),
-                                       remove_access=action.kind is Kind.REVOKE, intent_id=self._intent)
-        for token in removed:
-            outcome.pending_rejections.append(
-                PendingRejection(action.cluster, action.person_id, fingerprint(token), token))
+                                       remove_access=action.kind is Kind.REVOKE, intent_id=intent)
+        outcome.pending_rejections.extend(
+            [PendingRejection(action.cluster, action.person_id, fingerprint(token), token) for token in removed])
         return error
 
     def _remove_files(self, action: Action, retired: set[str]) -> tuple[list[str], SyncdError | None]:
@@ -281,12 +359,12 @@ class Applier:
             return removed, raised if isinstance(raised, SyncdError) else ActionError.of(raised)
         return removed, None
 
-    def _retire(self, cluster: Cluster, action: Action, outcome: Outcome) -> None:
+    def _retire(self, cluster: Cluster, action: Action, outcome: Outcome, intent: int) -> None:
         """Delete old token Secrets: each deletion kills exactly the token bound to it."""
         for name in action.token_secrets:
             cluster.delete_token_secret(name)
         retired = self.journal.record_revocation(self.run_id, self._event(action), remove_access=False,
-                                                 secret_names=action.token_secrets, intent_id=self._intent)
+                                                 secret_names=action.token_secrets, intent_id=intent)
         try:
             delivered = self.delivery.read_token(self.delivery.kubeconfig_path(action.key, action.cluster))
         except SyncdError as error:
@@ -299,31 +377,37 @@ class Applier:
                 PendingRejection(action.cluster, action.person_id, fingerprint(delivered), delivered))
 
     def confirm_rejections(self, pending: list[PendingRejection], timeout: float, interval: float = 1.0) -> int:
-        """Poll TokenReview until each revoked token is rejected or `timeout` passes. Returns how many are dead."""
+        """Poll TokenReview until each revoked token is rejected or `timeout` passes, the tokens of each cluster
+        asked concurrently (its `concurrency`). Returns how many are dead."""
         deadline = time.monotonic() + timeout
         remaining = list(pending)
         confirmed = 0
-        while remaining:
-            still = []
-            for item in remaining:
-                try:
-                    alive = self.clusters[item.cluster].token_authenticates(item.token)
-                except SyncdError as error:
-                    log.warning("check a revoked token", cluster=item.cluster, error=str(error))
-                    alive = True
-                if alive:
-                    still.append(item)
-                    continue
-                confirmed += 1
-                self.journal.confirm_rejected(self.run_id, item.fingerprint, datetime.now(UTC))
-                log.info("confirm a revoked token is rejected", cluster=item.cluster, person_id=item.person_id,
-                         fingerprint=item.fingerprint)
-            remaining = still
-            if remaining and time.monotonic() + interval > deadline:
-                for item in remaining:
-                    log.warning("revoked token still authenticates at the deadline", cluster=item.cluster,
-                                person_id=item.person_id, fingerprint=item.fingerprint, timeout_s=timeout)
-                break
-            if remaining:
-                time.sleep(interval)
+        with self._pools(item.cluster for item in pending) as pools:
+            while remaining:
+                answers = [(item, pools[item.cluster].submit(self._authenticates, item)) for item in remaining]
+                still = []
+                for item, answer in answers:
+                    if answer.result():
+                        still.append(item)
+                        continue
+                    confirmed += 1
+                    self.journal.confirm_rejected(self.run_id, item.fingerprint, datetime.now(UTC))
+                    log.info("confirm a revoked token is rejected", cluster=item.cluster, person_id=item.person_id,
+                             fingerprint=item.fingerprint)
+                remaining = still
+                if remaining and time.monotonic() + interval > deadline:
+                    for item in remaining:
+                        log.warning("revoked token still authenticates at the deadline", cluster=item.cluster,
+                                    person_id=item.person_id, fingerprint=item.fingerprint, timeout_s=timeout)
+                    break
+                if remaining:
+                    time.sleep(interval)
         return confirmed
+
+    def _authenticates(self, item: PendingRejection) -> bool:
+        """Whether a revoked token still logs in; a cluster that cannot say counts as yes (ask again)."""
+        try:
+            return self.clusters[item.cluster].token_authenticates(item.token)
+        except SyncdError as error:
+            log.warning("check a revoked token", cluster=item.cluster, error=str(error))
+            return True

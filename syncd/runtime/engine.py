@@ -27,7 +27,7 @@ from syncd.core.plan import (
 from syncd.core.policy import Policy
 from syncd.errors import ConfigError, InputError, SyncdError, TemporaryError
 from syncd.ports import IncrementalSource, Source, TargetedSource
-from syncd.runtime.apply import Applier, Outcome
+from syncd.runtime.apply import Applier, Outcome, Progress
 from syncd.runtime.wiring import Parts, build
 
 log = structlog.get_logger("syncd.engine")
@@ -42,6 +42,7 @@ class RunReport:
     outcome: Outcome | None = None
     problems: tuple[str, ...] = ()
     writes: int = 0
+    apply_seconds: float = 0.0  # from the first action begun to the last one done
     confirmed_rejections: int = 0
     error: SyncdError | None = None
     cluster_errors: dict[str, str] = field(default_factory=dict)
@@ -60,6 +61,9 @@ class RunReport:
             "refused": sum(1 for held in plan.held if held.refused),
             "failed": len(self.outcome.failed) if self.outcome else 0,
             "writes": self.writes,
+            "apply_seconds": round(self.apply_seconds, 3),
+            "actions_per_second": round(len(plan.actions) / self.apply_seconds, 1)
+            if plan.actions and self.apply_seconds else None,
             "skipped_clusters": list(plan.skipped_clusters),
             "problems": len(self.problems),
         }
@@ -85,6 +89,7 @@ class Engine:
         # One run per source at a time from its read to its apply, so that an older read never lands after a
         # newer one (a full read still in flight must not re-issue what a push revoked meanwhile).
         self._source_locks = {name: threading.RLock() for name in self.sources}
+        self.progress: Progress | None = None  # told of each action applied (the CLI draws a bar on a terminal)
 
     @classmethod
     def from_settings(cls, settings: Settings, policy: Policy | None = None) -> Engine:
@@ -149,11 +154,16 @@ class Engine:
             applier = self._applier(dry_run=False)
             report.run_id = applier.begin_run("manual")
             self._recover(applier, settles=lambda _person_id: False)
-            writes_before = self._writes()
-            report.outcome = applier.apply(plan)
-            report.writes = self._writes() - writes_before
+            self._apply(report, applier, plan)
             self._finish(report, applier)
         return self._confirm(report, applier)
+
+    def _apply(self, report: RunReport, applier: Applier, plan: Plan) -> None:
+        """Apply the plan, counting its write calls and its time."""
+        writes_before, started = self._writes(), time.monotonic()
+        report.outcome = applier.apply(plan)
+        report.writes = self._writes() - writes_before
+        report.apply_seconds = time.monotonic() - started
 
     def _writes(self) -> int:
         """Write calls made so far to every cluster; a run reports the difference."""
@@ -177,7 +187,8 @@ class Engine:
 
     def _applier(self, *, dry_run: bool, deadline: float | None = None) -> Applier:
         return Applier(self._journal, self.read_model, self.clusters, self.delivery, dry_run=dry_run,
-                       lifecycle=Lifecycle(self.settings.tokens), deadline=deadline)
+                       lifecycle=Lifecycle(self.settings.tokens), deadline=deadline,
+                       concurrency={c.name: c.concurrency for c in self.settings.clusters}, progress=self.progress)
 
     def _recover(self, applier: Applier, settles: Callable[[str], bool]) -> set[tuple[str, str]]:
         """Mark dead runs interrupted and settle the intents they left (see `Applier.recover`), under the apply lock
@@ -277,7 +288,6 @@ class Engine:
     def _plan_and_apply(self, report: RunReport, snapshot: Snapshot, allow_mass_revocation: bool,
                         only: frozenset[str] | None, now: datetime | None, sweep_only: bool,
                         deadline: float | None = None) -> Applier:
-        writes_before = self._writes()
         left: set[tuple[str, str]] = set()
         applier = self._applier(dry_run=report.dry_run, deadline=deadline)
         if not report.dry_run:
@@ -302,6 +312,5 @@ class Engine:
             log.warning(f"hold: {held.action.message}", why=held.why, person=held.action.username,
                         cluster=held.action.cluster)
 
-        report.outcome = applier.apply(plan)
-        report.writes = self._writes() - writes_before
+        self._apply(report, applier, plan)
         return applier

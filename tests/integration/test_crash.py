@@ -1,5 +1,5 @@
-"""Crash safety: a run killed (SIGKILL) in the middle of an external write leaves an intent behind; the next run
-reports it, finishes the work and leaves no stray token behind."""
+"""Crash safety: a run killed (SIGKILL) in the middle of external writes, however many actions are in flight, leaves
+their intents behind; the next run reports each, finishes the work and leaves no stray token behind."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def pending_intents(ledger: Path) -> list[tuple]:
     return query(ledger, "SELECT run_id, username, action FROM intent WHERE state = 'pending'")
 
 
-def kill_in_the_middle_of_an_action(world: World, ledger: Path) -> list[tuple]:
-    """Start a reconcile and SIGKILL it as soon as an action has begun but not finished."""
+def kill_in_the_middle_of_an_action(world: World, ledger: Path, in_flight: int = 1) -> list[tuple]:
+    """Start a reconcile and SIGKILL it as soon as an action is done and `in_flight` others have begun but not
+    finished."""
     run = subprocess.Popen([sys.executable, "-m", "syncd", "reconcile", "--config", str(world.config)],
                            env=world.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done_before = len(query(ledger, "SELECT id FROM intent WHERE state = 'done'"))
@@ -38,7 +39,7 @@ def kill_in_the_middle_of_an_action(world: World, ledger: Path) -> list[tuple]:
     try:
         while run.poll() is None and time.monotonic() < deadline:
             done = len(query(ledger, "SELECT id FROM intent WHERE state = 'done'"))
-            if done > done_before and pending_intents(ledger):
+            if done > done_before and len(pending_intents(ledger)) >= in_flight:
                 os.kill(run.pid, signal.SIGKILL)
                 break
             time.sleep(0.002)
@@ -58,24 +59,54 @@ def test_a_run_killed_mid_apply_is_finished_by_the_next_run(world: World):
         if interrupted:
             break
     assert interrupted, "could not kill a run in the middle of an action"
-    [(killed_run, username, action)] = interrupted
-    assert action == "issue"
+    [killed_run] = {run_id for run_id, _, _ in interrupted}
+    assert {action for _, _, action in interrupted} == {"issue"}
 
     run = world.reconcile()
     recovered = query(ledger, "SELECT username, reason FROM event WHERE action = 'recover'")
-    assert recovered == [("", "interrupted-run"), (username, "interrupted-issue")]
+    assert sorted(recovered) == sorted([("", "interrupted-run")]
+                                       + [(username, "interrupted-issue") for _, username, _ in interrupted])
     assert query(ledger, "SELECT result FROM run WHERE id = ?", killed_run) == [("interrupted",)]
     assert not pending_intents(ledger)
     assert {a["kind"] for a in run["actions"]} <= {"issue", "retire", "repair"}
+    assert_converged(world, ledger, PEOPLE, [username for _, username, _ in interrupted])
 
-    # Converged: everyone holds exactly one working token, the one the ledger knows, and nothing is left to do.
+
+def assert_converged(world: World, ledger: Path, people: list[dict], interrupted: list[str]) -> None:
+    """Everyone holds exactly one working token, the one the ledger knows; no object in the cluster is one the
+    ledger does not account for; the hash chain holds; nothing is left to do."""
     secrets = Counter(s["metadata"]["labels"]["syncd.io/person"] for s in world.ours("secrets"))
-    assert secrets == Counter({person["id"]: 1 for person in PEOPLE})
-    assert world.can(username, "create", "deployments", world.ns("team-a")) == "yes"
-    assert all(world.token_authenticates(world.token(person["username"])) for person in PEOPLE)
+    assert secrets == Counter({person["id"]: 1 for person in people})
+    known = set(query(ledger, "SELECT person_id, secret_name FROM credential WHERE state = 'active'"))
+    assert {(s["metadata"]["labels"]["syncd.io/person"], s["metadata"]["name"]) for s in world.ours("secrets")} \
+        == known, "a token Secret the ledger does not know"
+    assert {sa["metadata"]["labels"]["syncd.io/person"] for sa in world.ours("serviceaccounts")} \
+        == {person["id"] for person in people}
+    assert Counter(b["metadata"]["labels"]["syncd.io/person"] for b in world.ours("rolebindings")) == Counter(
+        {person["id"]: 1 for person in people})
+    assert world.can(interrupted[0], "create", "deployments", world.ns("team-a")) == "yes"
+    assert all(world.token_authenticates(world.token(username)) for username in interrupted)
     again = world.reconcile()
     assert again["actions"] == [] and again["writes"] == 0
     assert world.syncd("ledger", "verify", "--config", str(world.config)).returncode == 0
+
+
+MANY = [{"id": f"{4000 + i}", "username": f"many{i:03d}", "groups": "developers"} for i in range(80)]
+
+
+def test_a_run_killed_with_dozens_of_actions_in_flight_converges_on_the_next_run(world: World):
+    ledger = world.directory / "ledger.db"
+    world.configure(clusters=[cluster | {"concurrency": 32} for cluster in world.settings["clusters"]])
+    world.write_people(*MANY)
+    interrupted = kill_in_the_middle_of_an_action(world, ledger, in_flight=24)
+    assert len(interrupted) >= 24, f"killed with {len(interrupted)} actions in flight"
+
+    world.reconcile()
+    recovered = recoveries(ledger)
+    assert sorted(username for username, _, _ in recovered) == sorted(username for _, username, _ in interrupted)
+    assert {result for _, _, result in recovered} <= {"finished", "rolled-back", "replanned"}
+    assert not pending_intents(ledger)
+    assert_converged(world, ledger, MANY, [username for _, username, _ in interrupted])
 
 
 # Deterministic crash points: the syncd process stops itself (SIGSTOP) at a chosen moment; the test kills it there.
@@ -100,16 +131,22 @@ def stop_then_write(path, content):
     write(path, content)
 delivery.write_secret_file = stop_then_write
 """,
-    # Between two actions: the first one recorded and its intent done, the second not begun.
+    # Between two actions: the first one recorded and its intent done, the second not begun (concurrent workers:
+    # the second waits for the first to end).
     "between-actions": """
+import threading
 from syncd.adapters.ledger import Journal
-begin, begun = Journal.begin_intent, []
+begin, deliver, begun, first_done = Journal.begin_intent, Journal.record_delivery, [], threading.Event()
+def deliver_and_tell(self, *args, **kwargs):
+    deliver(self, *args, **kwargs)
+    first_done.set()
 def stop_before_the_second(self, *args, **kwargs):
     begun.append(1)
     if len(begun) == 2:
+        first_done.wait(60)
         stop()
     return begin(self, *args, **kwargs)
-Journal.begin_intent = stop_before_the_second
+Journal.begin_intent, Journal.record_delivery = stop_before_the_second, deliver_and_tell
 """,
 }
 RUN_WITH_A_STOP = """

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import Connection, make_url
@@ -63,7 +64,11 @@ class Database:
                 # Connecting would create it.
                 raise LedgerMissing(f"there is no ledger at {self._safe_url()} yet", hint=schema.MISSING_HINT)
             self.engine = create_engine(url, connect_args=self._connect_args(url))
+            # SQLite has one writer at a time: this process's threads queue here rather than in SQLite's busy
+            # handler, which sleeps up to 100 ms a try.
+            self._one_at_a_time: AbstractContextManager = nullcontext()
             if url.startswith("sqlite"):
+                self._one_at_a_time = threading.RLock()
                 self._serialise_sqlite_writers()
             with self.engine.begin() as connection:
                 if self.engine.dialect.name == "postgresql":
@@ -113,7 +118,7 @@ class Database:
     def session(self) -> Iterator[Session]:
         """One ORM transaction, committed at the end. For the ledger's adapters only: no session leaves them."""
         try:
-            with Session(self.engine, expire_on_commit=False) as session:
+            with self._one_at_a_time, Session(self.engine, expire_on_commit=False) as session:
                 yield session
                 session.commit()
         except SQLAlchemyError as error:
@@ -123,7 +128,7 @@ class Database:
     def connection(self) -> Iterator[Connection]:
         """One transaction without the ORM: cheaper for a statement or two on a hot path."""
         try:
-            with self.engine.begin() as connection:
+            with self._one_at_a_time, self.engine.begin() as connection:
                 yield connection
         except SQLAlchemyError as error:
             raise _write_failed(error) from None

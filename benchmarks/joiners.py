@@ -1,0 +1,238 @@
+"""Onboarding benchmark on a fresh control plane, side by side in one run.
+
+1. The floor: the raw `kubernetes` client doing what a careful client must per joiner (ServiceAccount, token Secret,
+   TokenRequest bound to it, one RoleBinding), one person after another, then with --threads threads.
+2. syncd (`Engine.reconcile`, SQLite ledger, file delivery, logging at info to /dev/null), clusters[].concurrency
+   = --threads: the first run of --people joiners, a no-op rerun, every joiner moved (one binding replaced), and
+   every one a leaver with revocation confirmed by TokenReview.
+
+Each phase runs in its own child process, which reports its peak RSS. For syncd it reports the apply time, API write
+calls per person, the share of the apply time the ledger was busy (its SQLite write lock held: ledger work is
+serialised, so this is its wall-clock occupancy) over the whole run, and the share of the workers' apply time spent
+writing and removing delivered files.
+
+    .venv/bin/python benchmarks/joiners.py [--people 1000] [--threads 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TEAM_A, TEAM_B = "bench-team-a", "bench-team-b"
+
+
+# Children
+
+
+def raw(kubeconfig: Path, people: int, threads: int) -> dict:
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    configuration = k8s.Configuration()
+    k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = threads + 4
+    api = k8s.ApiClient(configuration)
+    core, rbac = k8s.CoreV1Api(api), k8s.RbacAuthorizationV1Api(api)
+    namespace = f"raw-{threads}"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
+
+    def joiner(n: int) -> None:
+        name = f"raw-{n}"
+        account = core.create_namespaced_service_account(namespace, k8s.V1ServiceAccount(
+            metadata=k8s.V1ObjectMeta(name=name), automount_service_account_token=False))
+        owner = k8s.V1OwnerReference(api_version="v1", kind="ServiceAccount", name=name, uid=account.metadata.uid)
+        secret = core.create_namespaced_secret(namespace, k8s.V1Secret(type="Opaque", metadata=k8s.V1ObjectMeta(
+            generate_name=f"{name}-", owner_references=[owner])))
+        bound = k8s.V1BoundObjectReference(api_version="v1", kind="Secret", name=secret.metadata.name,
+                                           uid=secret.metadata.uid)
+        core.create_namespaced_service_account_token(name, namespace, k8s.AuthenticationV1TokenRequest(
+            spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=3600, bound_object_ref=bound)))
+        rbac.create_namespaced_role_binding(TEAM_A, k8s.V1RoleBinding(
+            metadata=k8s.V1ObjectMeta(name=f"{namespace}-{name}"),
+            role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="edit"),
+            subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)]))
+
+    started = time.monotonic()
+    if threads == 1:
+        for n in range(people):
+            joiner(n)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(joiner, range(people)))
+    return {"seconds": time.monotonic() - started, "writes_per_person": 4.0}
+
+
+class TimedLock:
+    """The ledger's write lock, timing how long it is held."""
+
+    def __init__(self, lock) -> None:  # type: ignore[no-untyped-def]
+        self.lock, self.held, self.depth, self.since = lock, 0.0, 0, 0.0
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        self.depth += 1
+        if self.depth == 1:
+            self.since = time.perf_counter()
+
+    def __exit__(self, *_: object) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            self.held += time.perf_counter() - self.since
+        self.lock.release()
+
+
+def syncd(config: Path, people: int, allow: bool) -> dict:
+    from syncd import logs
+    from syncd.config import load_settings
+    from syncd.runtime.engine import Engine
+
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the log, at info as in production, goes nowhere
+    logs.configure("info", json=True)
+    delivering = {"seconds": 0.0}
+    counting = threading.Lock()
+
+    @contextmanager
+    def timed():  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            with counting:
+                delivering["seconds"] += time.perf_counter() - started
+
+    settings = load_settings(config)
+    with Engine.from_settings(settings) as engine:
+        ledger = engine.database._one_at_a_time = TimedLock(engine.database._one_at_a_time)  # noqa: SLF001
+        for method in ("deliver", "replace_token", "remove"):
+            original = getattr(engine.delivery, method)
+
+            def wrapped(*args, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+                with timed():
+                    return _original(*args, **kwargs)
+
+            setattr(engine.delivery, method, wrapped)
+        started = time.monotonic()
+        (report,) = engine.reconcile("hr", allow_mass_revocation=allow)
+        seconds = time.monotonic() - started
+        ledger_held = ledger.held
+    workers = settings.clusters[0].concurrency
+    apply_seconds = report.apply_seconds or 1e-9
+    return {"seconds": seconds, "apply_seconds": report.apply_seconds, "actions": len(report.plan.actions),
+            "failed": len(report.outcome.failed) if report.outcome else 0, "result": report.result,
+            "writes_per_person": report.writes / people, "confirmed": report.confirmed_rejections,
+            "ledger_share": min(ledger_held / seconds, 1.0),
+            "delivery_share": delivering["seconds"] / (apply_seconds * workers)}
+
+
+# Parent
+
+
+def child(*args: str) -> dict:
+    """Run a phase in a child process; its figures with its peak RSS."""
+    process = subprocess.Popen([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"phase {args} failed (exit {process.returncode})")
+    return json.loads(out.strip().splitlines()[-1]) | {"rss_mb": usage.ru_maxrss / 1024}
+
+
+def write_people(path: Path, people: int, group: str, leave: bool = False) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "username", "email", "groups", "active"])
+        writer.writerow(["stayer", "stayer", "stayer@example.org", "sre", "true"])  # a source never empty
+        for n in range([people, 0][leave]):
+            writer.writerow([f"p{n}", f"person{n}", f"person{n}@example.org", group, "true"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--people", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--child", nargs="+")
+    args = parser.parse_args()
+    if args.child:
+        mode, *rest = args.child
+        figures = raw(Path(rest[0]), int(rest[1]), int(rest[2])) if mode == "raw" else \
+            syncd(Path(rest[0]), int(rest[1]), rest[2] == "allow")
+        print(json.dumps(figures))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="syncd-joiners-bench-") as temp:
+        directory = Path(temp)
+        plane = directory / "kube"
+        plane.mkdir()
+        started = subprocess.run([str(ROOT / "scripts" / "kube-control-plane"), "start", str(plane)],
+                                 capture_output=True, text=True, check=True, timeout=1800)
+        kubeconfig = Path(started.stdout.strip().splitlines()[-1])
+        try:
+            for namespace in (TEAM_A, TEAM_B):
+                subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "create", "namespace", namespace],
+                               check=True, capture_output=True)
+            (directory / "policy.yaml").write_text(yaml.safe_dump({"defaults": {"token_ttl": "1h"}, "rules": [
+                {"name": "developers", "match": {"groups": ["developers"]},
+                 "grant": [{"cluster": "dev", "namespaces": [TEAM_A], "role": "edit"}]},
+                {"name": "sre", "match": {"groups": ["sre"]},
+                 "grant": [{"cluster": "dev", "namespaces": [TEAM_B], "role": "view"}]}]}))
+            config = directory / "syncd.yaml"
+            config.write_text(yaml.safe_dump({
+                "policy": "policy.yaml", "ledger": {"url": "sqlite:///ledger.db"},
+                "sources": [{"name": "hr", "type": "file", "path": "people.csv"}],
+                "clusters": [{"name": "dev", "kubeconfig": str(kubeconfig), "namespace": "syncd-bench",
+                              "concurrency": args.threads}],
+                "delivery": {"directory": "kubeconfigs"},
+                "tokens": {"confirm_revocation_timeout": "120s"},
+                "safety": {"max_revocations": args.people + 1, "max_revocation_percent": 100}}))
+            people = directory / "people.csv"
+            rows = []
+            floor = {}
+            for threads in (1, args.threads):
+                floor[threads] = child("raw", str(kubeconfig), str(args.people), str(threads))
+                rows.append((f"raw client, {threads} thread(s)", floor[threads]))
+            phases = [("joiners", "developers", False), ("no-op rerun", "developers", False),
+                      ("movers", "sre", False), ("leavers (confirmed)", "sre", True)]
+            results = {}
+            for name, group, leave in phases:
+                write_people(people, args.people, group, leave)
+                results[name] = child("syncd", str(config), str(args.people), "allow" if leave else "no")
+                rows.append((f"syncd {name}", results[name]))
+        finally:
+            subprocess.run([str(ROOT / "scripts" / "kube-control-plane"), "stop", str(plane)], timeout=120)
+
+    print(f"{args.people} people, {args.threads} threads / clusters[].concurrency, one run each, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'phase':<32}{'seconds':>9}{'apply s':>9}{'writes/p':>10}{'ledger':>8}{'files':>7}{'RSS MB':>8}  notes")
+    for name, row in rows:
+        extra = f"{row['actions']} actions, {row['failed']} failed, {row.get('confirmed', 0)} confirmed" \
+            if "actions" in row else ""
+        print(f"{name:<32}{row['seconds']:>9.1f}{row.get('apply_seconds', row['seconds']):>9.1f}"
+              f"{row['writes_per_person']:>10.2f}"
+              f"{row.get('ledger_share', 0) * 100:>7.0f}%{row.get('delivery_share', 0) * 100:>6.0f}%"
+              f"{row['rss_mb']:>8.0f}  {extra}")
+    joiners = results["joiners"]["seconds"]
+    print(f"joiners / raw client with {args.threads} threads: {joiners / floor[args.threads]['seconds']:.2f}x "
+          f"(goal 1.3x); / raw sequential: {joiners / floor[1]['seconds']:.2f}x")
+    print(f"no-op rerun / joiners: {results['no-op rerun']['seconds'] / joiners:.1%} (goal < 10%)")
+    print(f"leavers / joiners: {results['leavers (confirmed)']['seconds'] / joiners:.2f}x (goal 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
