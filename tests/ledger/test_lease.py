@@ -36,7 +36,7 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = 30) -> obj
 def lock_holder(ledger: Ledger) -> int | None:
     """The backend pid holding the apply lock, if any."""
     with ledger.database.engine.connect() as connection:
-        return connection.execute(text(f"SELECT pid FROM pg_locks WHERE {APPLY_LOCK_ROW} AND granted")).scalar()
+        return connection.execute(text(f"SELECT pid FROM pg_locks WHERE {APPLY_LOCK_ROW} AND granted")).scalar()  # noqa: S608
 
 
 def terminate(ledger: Ledger, pid: int) -> None:

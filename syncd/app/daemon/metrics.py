@@ -33,6 +33,8 @@ class Metrics:
                                  "applied.", ["source"], registry=registry)
         self.scim_requests = Counter("syncd_scim_requests", "SCIM requests by HTTP status.", ["status"],
                                      registry=registry)
+        self.leader = Gauge("syncd_leader", "1 while this replica leads (runs the scheduled jobs), else 0; by "
+                            "election backend (ledger, kubernetes).", ["backend"], registry=registry)
         self.reloads = Counter("syncd_reloads", "Configuration reloads by result (ok, rejected).", ["result"],
                                registry=registry)
 
