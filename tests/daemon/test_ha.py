@@ -119,3 +119,12 @@ def test_one_leader_runs_the_schedules_and_a_follower_takes_over_when_it_dies(wo
     assert b.stop() == 0
     verify = world.syncd("ledger", "verify", "--config", str(world.config))
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_config_check_says_how_the_ledger_may_be_shared(world: World, postgres: PostgresServer):
+    alone = world.syncd("config", "check", "--config", str(world.config))
+    assert alone.returncode == 0 and "SQLite: one syncd process per ledger is the supported shape" in alone.stdout
+    world.configure(ledger={"url": postgres.new_database()}, daemon={"leader": {"lease": "10s"}})
+    shared = world.syncd("config", "check", "--config", str(world.config))
+    assert shared.returncode == 0 and "shared by every replica: a fenced apply lock; the scheduled jobs run on one " \
+        "leader (ledger lease, 10s)" in shared.stdout
