@@ -32,7 +32,7 @@ def ledger(world: World, postgres: PostgresServer) -> Iterator[Engine]:
     """The world's ledger on a fresh PostgreSQL database, and a connection pool to look into it."""
     url = postgres.new_database()
     world.configure(ledger={"url": url})
-    engine = create_engine(url)
+    engine = create_engine(url, pool_pre_ping=True)  # it outlives a restart of PostgreSQL
     yield engine
     engine.dispose()
 
@@ -128,3 +128,35 @@ def test_config_check_says_how_the_ledger_may_be_shared(world: World, postgres: 
     shared = world.syncd("config", "check", "--config", str(world.config))
     assert shared.returncode == 0 and "shared by every replica: a fenced apply lock; the scheduled jobs run on one " \
         "leader (ledger lease, 10s)" in shared.stdout
+
+
+def test_both_replicas_recover_unaided_when_postgresql_restarts_mid_run(world: World, ledger: Engine,
+                                                                       postgres: PostgresServer, start_daemon):
+    people = PEOPLE[:20]
+    world.write_people(*people)
+    settings = {"jobs": {"reconcile": {"every": "1h"}, "sweep": {"every": "1s"}}, "leader": {"lease": "3s"}}
+    a = start_daemon(**settings)
+    b = start_daemon(**settings)
+    wait_for(lambda: query(ledger, "SELECT count(*) FROM event WHERE action = 'issue'")[0][0] >= 2,
+             "the leader's first reconcile is under way")
+    postgres.stop()
+    try:
+        for daemon in (a, b):
+            daemon.wait_until(lambda d=daemon: d.get_json("/readyz")[1]["ledger"].startswith("unreachable"),
+                              "readyz reports the ledger down")
+    finally:
+        postgres.start()
+    for daemon in (a, b):
+        daemon.wait_until(lambda d=daemon: d.get("/readyz")[0] == 200, "readyz recovers with the ledger")
+    # The interrupted reconcile is retried with backoff and finishes the work; one replica leads again.
+    a.wait_until(lambda: query(ledger, "SELECT count(*) FROM credential WHERE state = 'active'")[0][0] == len(people),
+                 "everyone is issued")
+    roles = sorted(d.get_json("/readyz")[1]["leader"]["role"] for d in (a, b))
+    assert roles == ["follower", "leader"]
+    issued = Counter(person for (person,) in query(
+        ledger, "SELECT person_id FROM event WHERE (action = 'issue' AND result = 'ok') "
+                "OR (action = 'recover' AND result = 'finished')"))
+    assert issued == Counter({p["id"]: 1 for p in people})
+    verify = world.syncd("ledger", "verify", "--config", str(world.config))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert a.stop() == 0 and b.stop() == 0
