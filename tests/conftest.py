@@ -111,6 +111,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
+    with started_postgres() as server:
+        yield server
+
+
+@contextmanager
+def started_postgres() -> Iterator[PostgresServer]:
     binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     if not binaries:
         pytest.fail("PostgreSQL is not installed; run the README's test command, which installs it")

@@ -1,5 +1,5 @@
-"""Which replica runs the scheduled jobs: a thread takes part in the leader election every third of the lease;
-`leads()` is what every scheduled job asks before it runs."""
+"""Which replica runs the scheduled jobs: a thread takes part in the leader election (the leader renews every third
+of the lease, a follower looks every sixth); `leads()` is what every scheduled job asks before it runs."""
 
 from __future__ import annotations
 
@@ -64,11 +64,15 @@ class Leadership:
             if now:
                 log.info("lead the scheduled jobs", id=self.me, backend=self.lease.backend)
                 self.on_lead()
+            elif self.holder == self.me:
+                log.warning("stop leading: the lease could not be renewed in time", id=self.me)
             else:
                 log.warning("follow: another replica runs the scheduled jobs", id=self.me, leader=self.holder or None)
 
     def _elect(self) -> None:
-        while not self._stop.wait(self.ttl.total_seconds() / 3):
+        # The leader renews every third of the lease; a follower looks twice as often, so that it takes over
+        # at most a sixth of the lease after the lease expires.
+        while not self._stop.wait(self.ttl.total_seconds() / (3 if self.leads() else 6)):
             self.step()
 
     def stop(self) -> None:
