@@ -50,25 +50,36 @@ def wait_for(check, what: str, timeout: float = 60):  # type: ignore[no-untyped-
     return result
 
 
-def test_a_holder_that_lost_the_apply_lock_stops_and_nobody_is_issued_twice(world: World, ledger: Engine,
-                                                                            start_daemon):
-    world.write_people(*PEOPLE)
-    a = start_daemon(jobs={"reconcile": {"every": "1h"}})  # its first reconcile issues everyone
-    wait_for(lambda: query(ledger, "SELECT count(*) FROM event WHERE action = 'issue'")[0][0] >= 2,
-             "a's run is under way")
-    a.send(signal.SIGSTOP)  # a knows nothing of what follows until it resumes
+def reconcile(world: World) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "syncd", "reconcile", "--config", str(world.config), "--output",
+                             "json"], env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def take_over(world: World, ledger: Engine, a: subprocess.Popen) -> tuple[str, subprocess.Popen]:
+    """With process `a` mid-run, frozen meanwhile: a `syncd reconcile` b queues for the apply lock, a's lock
+    connection is terminated, b takes the lock, and a resumes knowing nothing of it. a's run id, and b."""
+    a.send_signal(signal.SIGSTOP)
     try:
         [(a_run,)] = query(ledger, "SELECT id FROM run WHERE result = 'running'")
         [(holder,)] = query(ledger, f"SELECT pid FROM pg_locks WHERE {APPLY_LOCK_ROW} AND granted")
-        b = subprocess.Popen([sys.executable, "-m", "syncd", "reconcile", "--config", str(world.config), "--output",
-                              "json"], env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        b = reconcile(world)
         wait_for(lambda: query(ledger, f"SELECT pid FROM pg_locks WHERE {APPLY_LOCK_ROW} AND NOT granted"),
                  "b queues for the apply lock")
         query(ledger, f"SELECT pg_terminate_backend({holder})")
         wait_for(lambda: query(ledger, f"SELECT pid FROM pg_locks WHERE {APPLY_LOCK_ROW} AND granted "
                                        f"AND pid <> {holder}"), "b takes the apply lock")
     finally:
-        a.send(signal.SIGCONT)
+        a.send_signal(signal.SIGCONT)
+    return a_run, b
+
+
+def test_a_holder_that_lost_the_apply_lock_stops_and_nobody_is_issued_twice(world: World, ledger: Engine,
+                                                                            start_daemon):
+    world.write_people(*PEOPLE)
+    a = start_daemon(jobs={"reconcile": {"every": "1h"}})  # its first reconcile issues everyone
+    wait_for(lambda: query(ledger, "SELECT count(*) FROM event WHERE action = 'issue'")[0][0] >= 2,
+             "a's run is under way")
+    a_run, b = take_over(world, ledger, a.process)
     stdout, stderr = b.communicate(timeout=300)
     assert b.returncode == 0, stderr[-3000:]
     assert json.loads(stdout)["runs"][0]["result"] in ("ok", "no-op")
@@ -160,3 +171,26 @@ def test_both_replicas_recover_unaided_when_postgresql_restarts_mid_run(world: W
     verify = world.syncd("ledger", "verify", "--config", str(world.config))
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_a_holder_that_lost_the_apply_lock_revokes_nobody_twice(world: World, ledger: Engine):
+    world.configure(safety={"max_revocations": 100, "max_revocation_percent": 100})
+    world.write_people(*PEOPLE)
+    world.reconcile()
+    stayers, leavers = PEOPLE[:5], PEOPLE[5:]
+    world.write_people(*stayers)
+    a = reconcile(world)
+    wait_for(lambda: query(ledger, "SELECT count(*) FROM event WHERE action = 'revoke'")[0][0] >= 2,
+             "a's revocations are under way")
+    a_run, b = take_over(world, ledger, a)
+    _, a_stderr = a.communicate(timeout=300)
+    _, b_stderr = b.communicate(timeout=300)
+    assert a.returncode == 75 and "lost the apply lock" in a_stderr, a_stderr[-3000:]
+    assert b.returncode == 0, b_stderr[-3000:]
+    assert query(ledger, f"SELECT result FROM run WHERE id = '{a_run}'")[0][0] == "lost-lease"
+    revoked = Counter(person for (person,) in query(
+        ledger, "SELECT person_id FROM event WHERE action = 'revoke' AND result = 'ok'"))
+    assert revoked == Counter({p["id"]: 1 for p in leavers})
+    assert query(ledger, "SELECT count(*) FROM credential WHERE state = 'active'")[0][0] == len(stayers)
+    verify = world.syncd("ledger", "verify", "--config", str(world.config))
+    assert verify.returncode == 0 and "hash chain intact" in verify.stdout, verify.stdout + verify.stderr
