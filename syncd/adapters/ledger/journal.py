@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -41,19 +42,27 @@ class Journal:
     def __init__(self, database: Database) -> None:
         self.database = database
 
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One write transaction, fenced: it fails with `LeaseLost`, writing nothing, once this process lost the
+        apply lock it holds (`Database.fence`)."""
+        with self.database.session() as session:
+            self.database.fence(session)
+            yield session
+
     # Runs
 
     def start_run(self, source: str, *, dry_run: bool, approved: bool = False) -> str:
         """`approved`: a human allowed the run's revocations (--allow-mass-revocation); the targeted safety window
         does not count them again."""
         run_id = uuid.uuid4().hex[:12]
-        with self.database.session() as s:
+        with self._write() as s:
             s.add(RunRow(id=run_id, source=source, started_at=utc(datetime.now(UTC)), dry_run=dry_run,
                          approved=approved))
         return run_id
 
     def finish_run(self, run_id: str, result: str, summary: dict) -> None:
-        with self.database.session() as s:
+        with self._write() as s:
             run = s.get(RunRow, run_id)
             if run is not None:
                 run.finished_at = utc(datetime.now(UTC))
@@ -64,11 +73,21 @@ class Journal:
                     run.head_seq, run.head_hash = head.seq, head.hash
                 s.add(run)
 
+    def lose_lease(self, run_id: str) -> None:
+        """Record that the run stopped because it lost the apply lock (`lost-lease`). Unfenced, as it must be: it
+        changes only the run's own row (another holder may have marked it interrupted meanwhile), no event."""
+        with self.database.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is not None and run.result in ("running", "interrupted"):
+                run.result = "lost-lease"
+                run.finished_at = run.finished_at or utc(datetime.now(UTC))
+                s.add(run)
+
     def interrupt_dead_runs(self, run_id: str) -> list[RunRef]:
         """Mark every run still `running` but this one `interrupted`, each with a `recover` event. A run is
         `running` only while it holds the apply lock, so call this only while holding `exclusive()`: any other
         running run then belongs to a process that died or was killed."""
-        with self.database.session() as s:
+        with self._write() as s:
             dead = list(s.exec(select(RunRow).where(RunRow.result == "running", RunRow.id != run_id)).all())
             for run in dead:
                 run.result, run.finished_at = "interrupted", utc(datetime.now(UTC))
@@ -80,7 +99,7 @@ class Journal:
     # Intents: crash safety around external writes
 
     def begin_intent(self, run_id: str | None, event: Event) -> int:
-        with self.database.session() as s:
+        with self._write() as s:
             row = IntentRow(run_id=run_id, person_id=event.person_id, username=event.username,
                             cluster=event.cluster or "", action=event.action, reason=event.reason,
                             started_at=datetime.now(UTC))
@@ -89,7 +108,7 @@ class Journal:
             return row.id  # type: ignore[return-value]
 
     def end_intent(self, intent_id: int, state: str) -> None:
-        with self.database.session() as s:
+        with self._write() as s:
             self._end_intent(s, intent_id, state)
 
     @staticmethod
@@ -104,7 +123,7 @@ class Journal:
         """Close an interrupted intent with a `recover` event saying what became of its work (finished,
         rolled-back, replanned); `left-for-full-run` keeps it open as `deferred`, with one event however many
         sweeps leave it."""
-        with self.database.session() as s:
+        with self._write() as s:
             row = s.get(IntentRow, intent.id)
             if row is None:
                 return
@@ -121,7 +140,7 @@ class Journal:
     # Events
 
     def record(self, run_id: str | None, event: Event) -> None:
-        with self.database.session() as s:
+        with self._write() as s:
             self._record(s, run_id, event)
 
     def _record(self, session: Session, run_id: str | None, event: Event) -> None:
@@ -148,7 +167,7 @@ class Journal:
             return 0
         latest: dict[tuple[str, str | None], tuple[str, str, str]] = {}
         people = sorted({event.person_id for event in held})
-        with self.database.session() as s:
+        with self._write() as s:
             for chunk in (people[i:i + ID_LIST_LIMIT] for i in range(0, len(people), ID_LIST_LIMIT)):
                 last_seqs = (select(func.max(EventRow.seq))
                              .where(EventRow.person_id.in_(chunk))  # type: ignore[attr-defined]
@@ -166,7 +185,7 @@ class Journal:
                      *, grace: timedelta | None, reason: str) -> None:
         """A token just issued, recorded before its file is written: the person's active credential is replaced
         (it retires after `grace`, never past its expiry, or is revoked now when `grace` is None)."""
-        with self.database.session() as s:
+        with self._write() as s:
             self._save_identity(s, source, identity)
             self._save_access(s, identity.id, cluster, scopes, "")
             now = datetime.now(UTC)
@@ -188,7 +207,7 @@ class Journal:
                         intent_id: int | None) -> None:
         """An action that grants access, done: the person, their access (`event.after`, delivered to
         `kubeconfig`), its event and the end of its intent."""
-        with self.database.session() as s:
+        with self._write() as s:
             self._save_identity(s, source, identity)
             self._save_access(s, event.person_id, event.cluster or "", event.after, kubeconfig)
             self._record(s, run_id, event)
@@ -197,7 +216,7 @@ class Journal:
     def undo_credential(self, person_id: str, cluster: str, fingerprint: str, *, delivered: str | None) -> None:
         """A token recorded but never delivered: its credential is revoked (its Secret is then stale, and retired),
         and the credential it replaced is active again if that is the token delivered (fingerprint `delivered`)."""
-        with self.database.session() as s:
+        with self._write() as s:
             now = datetime.now(UTC)
             for row in self._live(s, person_id, cluster):
                 if row.fingerprint == fingerprint:
@@ -212,7 +231,7 @@ class Journal:
         their access there when `remove_access` (and the person with their last access), and record the event,
         naming the fingerprints revoked, with the end of its intent. The fingerprints revoked."""
         person_id, cluster = event.person_id, event.cluster or ""
-        with self.database.session() as s:
+        with self._write() as s:
             rows = self._live(s, person_id, cluster, secret_names)
             now = datetime.now(UTC)
             for row in rows:
@@ -227,7 +246,7 @@ class Journal:
 
     def save_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None:
         """Where a source's watch stopped, per stream; None forgets a stream's cookie."""
-        with self.database.session() as session:
+        with self._write() as session:
             for kind, cookie in cookies.items():
                 row = session.get(WatchCursorRow, (source, kind))
                 if cookie is None:
@@ -239,7 +258,7 @@ class Journal:
                 session.add(row)
 
     def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None:
-        with self.database.session() as s:
+        with self._write() as s:
             row = s.exec(select(CredentialRow).where(CredentialRow.fingerprint == fingerprint)).first()
             if row is None:
                 return
