@@ -218,6 +218,35 @@ class ScimSettings(Strict):
         return self
 
 
+class AuditSenderSettings(Strict):
+    cluster: str = Field(description="The cluster whose API server sends its audit events with this token.")
+    token_file: Path = Field(
+        description="File holding the bearer token this API server sends (the `token` of the user in its "
+        "--audit-webhook-config-file; relative to the config file). Read at start.")
+
+
+class AuditSettings(Strict):
+    """The audit webhook receiver: kube-apiserver's `--audit-webhook-config-file` points here (`syncd audit serve`,
+    or its own listener in `syncd run`); every request a syncd credential makes is kept per day in the ledger."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8444, ge=1, le=65535, description="Port to listen on.")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain); with tls_key, serve HTTPS.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    senders: list[AuditSenderSettings] = Field(min_length=1, description="One entry per API server that sends.")
+    max_body_bytes: int = Field(8_388_608, ge=1024, description="Larger request bodies are refused with 413.")
+    queue_batches: int = Field(
+        1000, ge=1, description="Batches accepted but not yet aggregated at most; beyond, batches are dropped and "
+        "counted (syncd_audit_events_total{result=\"dropped\"}), so the API server never waits.")
+    flush_interval: Duration = Field(timedelta(seconds=5), description="How often use is written to the ledger.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> AuditSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        return self
+
+
 class JobSchedule(Strict):
     """When a daemon job runs: every fixed interval, or on a crontab line (UTC). Exactly one of the two."""
 
@@ -321,6 +350,7 @@ class Settings(Strict):
     sweep: SweepSettings = SweepSettings()
     daemon: DaemonSettings = DaemonSettings()
     scim: ScimSettings | None = None
+    audit: AuditSettings | None = None
     run_deadline: Duration = Field(
         timedelta(minutes=30), description="A run's longest life from its read: clusters not yet read are skipped "
         "and actions not yet begun are postponed to the next run (failed, retryable).")
@@ -344,6 +374,12 @@ class Settings(Strict):
             raise ValueError(f"daemon.leader.kubernetes.cluster {lease.cluster!r} names no cluster")
         if self.scim and self.scim.port == self.daemon.port:
             raise ValueError("daemon.port and scim.port must differ: `syncd run` serves both")
+        if self.audit:
+            unknown = sorted({s.cluster for s in self.audit.senders} - {c.name for c in self.clusters})
+            if unknown:
+                raise ValueError(f"audit.senders name no cluster: {', '.join(unknown)}")
+            if self.audit.port in (self.daemon.port, self.scim and self.scim.port):
+                raise ValueError("audit.port must differ from daemon.port and scim.port: `syncd run` serves all")
         return self
 
     def cluster(self, name: str) -> ClusterSettings:
@@ -441,6 +477,12 @@ def load_settings(path: Path) -> Settings:
                 "tls_key": settings.scim.tls_key and _resolve(base, settings.scim.tls_key),
                 "tenants": [t.model_copy(update={"token_file": _resolve(base, t.token_file)})
                             for t in settings.scim.tenants],
+            }),
+            "audit": settings.audit and settings.audit.model_copy(update={
+                "tls_cert": settings.audit.tls_cert and _resolve(base, settings.audit.tls_cert),
+                "tls_key": settings.audit.tls_key and _resolve(base, settings.audit.tls_key),
+                "senders": [s.model_copy(update={"token_file": _resolve(base, s.token_file)})
+                            for s in settings.audit.senders],
             }),
         }
     )

@@ -26,6 +26,7 @@ from syncd.core.model import (
     Snapshot,
     fingerprint,
 )
+from syncd.core.usage import DayUsage, UsageKey
 
 
 class Source(Protocol):
@@ -233,6 +234,10 @@ class Journal(Protocol):
     def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None: ...
 
     def save_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None: ...
+
+    def record_usage(self, days: Mapping[UsageKey, DayUsage]) -> None:
+        """Fold per-day use (from audit events) into the ledger's, in one transaction."""
+        ...
 
 
 class ReadModel(Protocol):

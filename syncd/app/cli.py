@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,12 +20,14 @@ from syncd.adapters.kube import KubernetesCluster
 from syncd.adapters.ledger import Database, ReadModel
 from syncd.app import render
 from syncd.config import DeliverySettings, Settings, load_policy, load_settings
+from syncd.core.model import person_key
 from syncd.core.plan import Reason, missing_role_notes
 from syncd.errors import (
     ApplyFailed,
     ChangesPending,
     ClusterRejected,
     ClusterUnavailable,
+    InputError,
     LedgerTampered,
     SyncdError,
     UnsafePlan,
@@ -43,10 +46,13 @@ config_app = typer.Typer(help="Check configuration and policy.", no_args_is_help
 ledger_app = typer.Typer(help="Read, check and upgrade the ledger.", no_args_is_help=True)
 token_app = typer.Typer(help="List and revoke credentials.", no_args_is_help=True)
 source_app = typer.Typer(help="Check the identity sources.", no_args_is_help=True)
+audit_app = typer.Typer(help="Receive the API servers' audit events: the use of every credential.",
+                        no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(token_app, name="token")
 app.add_typer(source_app, name="source")
+app.add_typer(audit_app, name="audit")
 
 
 class Output(StrEnum):
@@ -308,13 +314,14 @@ def token_list(
     all_states: Annotated[bool, typer.Option("--all", help="Include revoked credentials.")] = False,
     output: OutputOption = Output.text,
 ) -> None:
-    """Every credential: owner, cluster, state, fingerprint, issued (last rotation), expiry, scopes."""
+    """Every credential: owner, cluster, state, fingerprint, issued (last rotation), expiry, last use, scopes."""
     with _read_only(config) as ledger:
         rows = ledger.credentials(include_revoked=all_states)
+        last_used = ledger.last_used()
     if output is Output.json:
-        typer.echo(json.dumps([render.credential_json(*row) for row in rows], indent=2))
+        typer.echo(json.dumps([render.credential_json(*row, last_used) for row in rows], indent=2))
     else:
-        typer.echo(render.credentials_text(rows))
+        typer.echo(render.credentials_text(rows, last_used))
 
 
 @token_app.command("revoke")
@@ -333,6 +340,37 @@ def token_revoke(
     else:
         typer.echo(render.plan_text(report))
     _raise_for_failures([report])
+
+
+@app.command()
+def usage(
+    person: Annotated[str, typer.Argument(help="A person id or username (leavers too).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    cluster: Annotated[str | None, typer.Option(help="This cluster only.")] = None,
+    days: Annotated[int, typer.Option(min=1, help="The last N days (today included).")] = 30,
+    output: OutputOption = Output.text,
+) -> None:
+    """A person's use of their credentials per day, from the API servers' audit events: requests, denied (403),
+    source IPs, user agents, top verbs, resources and namespaces, first and last use."""
+    since = datetime.now(UTC).date() - timedelta(days=days - 1)
+    with _read_only(config) as ledger:
+        people = ledger.people_named(person)
+        if not people:
+            raise InputError(f"no person with id or username {person!r} in the ledger")
+        found = [(pid, name, ledger.usage(person_key(pid), cluster=cluster, since=since)) for pid, name in people]
+    if output is Output.json:
+        typer.echo(json.dumps([render.usage_json(*one) for one in found], indent=2))
+    else:
+        typer.echo("\n\n".join(render.usage_text(*one) for one in found))
+
+
+@audit_app.command("serve")
+def audit_serve(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Serve the audit webhook (the `audit:` section) alone; use is written to the ledger every flush_interval
+    and on SIGTERM."""
+    from syncd.app.daemon import audit  # the service's libraries stay out of the short-lived commands
+
+    audit.serve(load_settings(config))
 
 
 @app.command()

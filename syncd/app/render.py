@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from syncd.adapters.ledger.tables import CredentialRow, EventRow
-from syncd.core.model import Scope
+from syncd.adapters.ledger.tables import CredentialRow, EventRow, aware
+from syncd.core.model import Scope, person_key
 from syncd.core.plan import Action, Kind, Plan
+from syncd.core.usage import DayUsage, UsageKey, credential_last_used, top
 from syncd.runtime.engine import RunReport
 
 _MARK = {Kind.ISSUE: "+", Kind.RESCOPE: "~", Kind.REFRESH: "~", Kind.ROTATE: "~", Kind.RETIRE: "-", Kind.REPAIR: "~",
@@ -87,27 +90,68 @@ def report_json(report: RunReport) -> dict[str, Any]:
     }
 
 
-def credential_json(row: CredentialRow, username: str, scopes: frozenset[Scope]) -> dict[str, Any]:
-    def when(moment):  # type: ignore[no-untyped-def]
-        return moment.isoformat() if moment else None
+LastUsed = Mapping[tuple[str, str], datetime]  # (person key, cluster) -> last use, `ReadModel.last_used()`
 
+
+def _when(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _last_used(row: CredentialRow, last_used: LastUsed) -> datetime | None:
+    return credential_last_used(last_used.get((person_key(row.person_id), row.cluster)), aware(row.issued_at),
+                                aware(row.revoked_at))
+
+
+def credential_json(row: CredentialRow, username: str, scopes: frozenset[Scope],
+                    last_used: LastUsed | None = None) -> dict[str, Any]:
+    when = _when  # short, for the many times below
     return {
         "owner": username, "person_id": row.person_id, "cluster": row.cluster, "state": row.state,
         "fingerprint": row.fingerprint, "secret": row.secret_name, "scopes": sorted(str(s) for s in scopes),
         "issued_at": when(row.issued_at), "expires_at": when(row.expires_at), "retire_at": when(row.retire_at),
         "revoked_at": when(row.revoked_at), "revoke_reason": row.revoke_reason, "rejected_at": when(row.rejected_at),
+        "last_used": when(_last_used(row, last_used or {})),
     }
 
 
-def credentials_text(rows: list[tuple[CredentialRow, str, frozenset[Scope]]]) -> str:
+def credentials_text(rows: list[tuple[CredentialRow, str, frozenset[Scope]]],
+                     last_used: LastUsed | None = None) -> str:
     header = f"{'OWNER':<16} {'CLUSTER':<10} {'STATE':<9} {'FINGERPRINT':<24} {'ISSUED (LAST ROTATION)':<20} " \
-             f"{'EXPIRES':<20} SCOPES"
+             f"{'EXPIRES':<20} {'LAST USED':<20} SCOPES"
     lines = [header]
     for row, username, scopes in rows:
         state = row.state + (f" ({row.revoke_reason})" if row.state != "active" and row.revoke_reason else "")
+        used = _last_used(row, last_used or {})
         lines.append(f"{username:<16} {row.cluster:<10} {state:<9} {row.fingerprint[:24]:<24} "
                      f"{row.issued_at:%Y-%m-%d %H:%M:%S}  {row.expires_at:%Y-%m-%d %H:%M:%S}  "
+                     f"{f'{used:%Y-%m-%d %H:%M:%S}' if used else 'never':<20} "
                      f"{', '.join(sorted(str(s) for s in scopes)) or '-'}")
+    return "\n".join(lines)
+
+
+def usage_json(person_id: str, username: str, days: list[tuple[UsageKey, DayUsage]]) -> dict[str, Any]:
+    return {"person_id": person_id, "username": username, "days": [
+        {"day": on.isoformat(), "cluster": cluster, "credential_id": credential_id or None,
+         "requests": day.requests, "denied": day.denied, "first_use": _when(day.first), "last_use": _when(day.last),
+         "source_ips": day.source_ips, "user_agents": day.user_agents, "verbs": day.verbs,
+         "resources": day.resources, "namespaces": day.namespaces}
+        for (_, cluster, on, credential_id), day in days]}
+
+
+def usage_text(person_id: str, username: str, days: list[tuple[UsageKey, DayUsage]]) -> str:
+    if not days:
+        return f"{username} (id {person_id}): no use recorded"
+    first, last = min(day.first for _, day in days), max(day.last for _, day in days)
+    lines = [f"{username} (id {person_id}): {sum(d.requests for _, d in days)} request(s), "
+             f"{sum(d.denied for _, d in days)} denied; first use {first:%Y-%m-%d %H:%M:%S}, last use "
+             f"{last:%Y-%m-%d %H:%M:%S}",
+             f"{'DAY':<10}  {'CLUSTER':<10} {'REQUESTS':>8} {'DENIED':>6}  {'LAST USE':<8}  {'SOURCE IPS':<20} "
+             f"TOP VERBS / RESOURCES / NAMESPACES"]
+    for (_, cluster, on, _), day in days:
+        tops = " / ".join(", ".join(f"{name} {count}" for name, count in top(counter, 3)) or "-"
+                          for counter in (day.verbs, day.resources, day.namespaces))
+        lines.append(f"{on.isoformat():<10}  {cluster:<10} {day.requests:>8} {day.denied:>6}  {day.last:%H:%M:%S}  "
+                     f"{', '.join(day.source_ips) or '-':<20} {tops}")
     return "\n".join(lines)
 
 

@@ -24,14 +24,18 @@ from syncd.adapters.ledger.tables import (
     IntentRow,
     PersonRow,
     RunRow,
+    UsageDayRow,
     WatchCursorRow,
     aware,
     event_hash,
     scopes_to_json,
+    usage_from_row,
+    usage_row,
     utc,
 )
 from syncd.core.lifecycle import retire_at
 from syncd.core.model import CredentialState, Identity
+from syncd.core.usage import DayUsage, UsageKey
 from syncd.ports import Event, Intent, NewCredential, RunRef
 
 LEFT_FOR_FULL_RUN = "left-for-full-run"  # what recovery does with work only a run that reads the source can settle
@@ -256,6 +260,18 @@ class Journal:
                 row = row or WatchCursorRow(source=source, kind=kind, cookie="", updated_at=datetime.now(UTC))
                 row.cookie, row.updated_at = base64.b64encode(cookie).decode("ascii"), datetime.now(UTC)
                 session.add(row)
+
+    def record_usage(self, days: Mapping[UsageKey, DayUsage]) -> None:
+        """Fold per-day use, aggregated from audit events, into what the ledger holds, in one transaction.
+        Unfenced: use is what the API server saw, not a change syncd makes, so it is kept whoever holds the lock."""
+        with self.database.session() as session:
+            for key, day in days.items():
+                row = session.get(UsageDayRow, key)
+                if row is not None:
+                    merged = usage_from_row(row)[1]
+                    merged.merge(day)
+                    day = merged
+                session.merge(usage_row(key, day))
 
     def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None:
         with self._write() as s:

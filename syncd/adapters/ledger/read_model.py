@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Collection
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy.orm import aliased
 from sqlmodel import exists, func, select
@@ -21,13 +21,16 @@ from syncd.adapters.ledger.tables import (
     IntentRow,
     PersonRow,
     RunRow,
+    UsageDayRow,
     WatchCursorRow,
     aware,
     event_hash,
     scopes_from_json,
+    usage_from_row,
     utc,
 )
 from syncd.core.model import CredentialState, Identity, KnownAccess, KnownCredential, KnownPerson, Scope
+from syncd.core.usage import DayUsage, UsageKey
 from syncd.ports import Intent
 
 
@@ -198,6 +201,32 @@ class ReadModel:
         with self.database.session() as s:
             rows = s.exec(select(CredentialRow.state, func.count()).group_by(CredentialRow.state)).all()
         return {CredentialState(state): count for state, count in rows}
+
+    def people_named(self, target: str) -> list[tuple[str, str]]:
+        """(id, username) of everyone, leavers included, whose id or username is `target`."""
+        with self.database.session() as s:
+            rows = s.exec(select(PersonRow.id, PersonRow.username)
+                          .where((PersonRow.id == target) | (PersonRow.username == target))).all()
+        return [(person_id, username) for person_id, username in rows]
+
+    def usage(self, person_key: str, *, cluster: str | None = None, since: date | None = None
+              ) -> list[tuple[UsageKey, DayUsage]]:
+        """A person's use per cluster, day and credential (by their key), oldest day first."""
+        query = select(UsageDayRow).where(UsageDayRow.person_key == person_key)
+        if cluster is not None:
+            query = query.where(UsageDayRow.cluster == cluster)
+        if since is not None:
+            query = query.where(UsageDayRow.day >= since)
+        with self.database.session() as s:
+            rows = s.exec(query.order_by(UsageDayRow.day, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
+        return [usage_from_row(row) for row in rows]
+
+    def last_used(self) -> dict[tuple[str, str], datetime]:
+        """When each person (by key) last used a credential on each cluster, as the audit events told."""
+        with self.database.session() as s:
+            rows = s.exec(select(UsageDayRow.person_key, UsageDayRow.cluster, func.max(UsageDayRow.last_use))
+                          .group_by(UsageDayRow.person_key, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
+        return {(key, cluster): aware(last) for key, cluster, last in rows}  # type: ignore[misc]
 
     def verify(self, anchor: tuple[int, str] | None = None) -> str | None:
         """What is wrong with the event chain, or None when it holds: every link and hash, the chain's end at its

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlmodel import Field, SQLModel
 
 from syncd.core.model import CredentialState, RoleKind, Scope
+from syncd.core.usage import DayUsage, UsageKey
 
 
 class PersonRow(SQLModel, table=True):
@@ -131,6 +132,27 @@ class WatchCursorRow(SQLModel, table=True):
     updated_at: datetime
 
 
+class UsageDayRow(SQLModel, table=True):
+    """What one credential did on one day, from the API server's audit events (`syncd.core.usage.DayUsage`): the
+    person by key (their ServiceAccount's name), the token by its jti where the API server names it, else ""."""
+
+    __tablename__ = "usage_day"
+
+    person_key: str = Field(primary_key=True)
+    cluster: str = Field(primary_key=True)
+    day: date = Field(primary_key=True)
+    credential_id: str = Field(default="", primary_key=True)
+    first_use: datetime
+    last_use: datetime
+    requests: int = 0
+    denied: int = 0
+    source_ips: str = "[]"  # JSON list, bounded
+    user_agents: str = "[]"  # JSON list, bounded
+    verbs: str = "{}"  # JSON object name -> count, bounded
+    resources: str = "{}"
+    namespaces: str = "{}"
+
+
 class LeaseRow(SQLModel, table=True):
     """A lease every syncd process on a PostgreSQL ledger shares. `apply`: the fenced apply lock, whose epoch each
     holder increments on acquiring it (its journal writes check the epoch is still theirs). `leader`: the replica
@@ -174,3 +196,20 @@ def event_hash(row: EventRow) -> str:
         "fingerprint": row.fingerprint, "prev_hash": row.prev_hash,
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def usage_row(key: UsageKey, day: DayUsage) -> UsageDayRow:
+    person_key, cluster, on, credential_id = key
+    return UsageDayRow(person_key=person_key, cluster=cluster, day=on, credential_id=credential_id,
+                       first_use=utc(day.first), last_use=utc(day.last), requests=day.requests, denied=day.denied,
+                       source_ips=json.dumps(day.source_ips), user_agents=json.dumps(day.user_agents),
+                       verbs=json.dumps(day.verbs), resources=json.dumps(day.resources),
+                       namespaces=json.dumps(day.namespaces))
+
+
+def usage_from_row(row: UsageDayRow) -> tuple[UsageKey, DayUsage]:
+    day = DayUsage(first=aware(row.first_use), last=aware(row.last_use),  # type: ignore[arg-type]
+                   requests=row.requests, denied=row.denied, source_ips=json.loads(row.source_ips),
+                   user_agents=json.loads(row.user_agents), verbs=json.loads(row.verbs),
+                   resources=json.loads(row.resources), namespaces=json.loads(row.namespaces))
+    return (row.person_key, row.cluster, row.day, row.credential_id), day

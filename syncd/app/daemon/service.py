@@ -17,6 +17,7 @@ import uvicorn
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from syncd.app.daemon.audit import AuditApp
 from syncd.app.daemon.http import ASGIApp, HttpApp, counting_statuses
 from syncd.app.daemon.jobs import Backoff, JobSpec, job_specs, run_job
 from syncd.app.daemon.leader import Leadership
@@ -24,8 +25,10 @@ from syncd.app.daemon.metrics import Metrics
 from syncd.app.daemon.notify import Notifier
 from syncd.app.daemon.watch import SourceWatch, source_watches
 from syncd.config import Settings, load_settings
+from syncd.core.usage import DayUsage, UsageKey
 from syncd.errors import ConfigError, SyncdError, TemporaryError
 from syncd.runtime.engine import Engine, RunReport
+from syncd.runtime.usage import UsageRecorder
 from syncd.runtime.wiring import leader_lease, pushed_resources
 from syncd.scim import create_app
 from syncd.scim.app import ScimApp
@@ -56,7 +59,7 @@ def listen_addresses(settings: Settings) -> tuple:
     """Where a daemon with these settings listens; a reload cannot change it."""
     scim = settings.scim
     return ((settings.daemon.listen, settings.daemon.port),
-            scim and (scim.host, scim.port, scim.tls_cert, scim.tls_key))
+            scim and (scim.host, scim.port, scim.tls_cert, scim.tls_key), settings.audit)
 
 
 class Listener:
@@ -125,12 +128,24 @@ class Daemon:
         if scim is not None:
             self.listeners.append(Listener("scim", counting_statuses(self._scim_app, self.metrics), scim.host,
                                            scim.port, scim.tls_cert, scim.tls_key))
+        audit = self.settings.audit
+        self.recorder: UsageRecorder | None = None
+        if audit is not None:
+            self.recorder = UsageRecorder(self, flush_interval=audit.flush_interval.total_seconds(),
+                                          queue_batches=audit.queue_batches)
+            self.listeners.append(Listener("audit", AuditApp.from_settings(self.settings, self.recorder,
+                                                                           self.metrics),
+                                           audit.host, audit.port, audit.tls_cert, audit.tls_key))
 
     # What the HTTP endpoints ask
 
     def _scim_app(self) -> ASGIApp:
         assert self.scim is not None  # the SCIM listener exists only with a SCIM app, and a reload keeps both
         return self.scim
+
+    def record_usage(self, days: dict[UsageKey, DayUsage]) -> None:
+        """The audit receiver's flushes go to the current engine's journal (a reload replaces it)."""
+        self.engine.parts.journal.record_usage(days)
 
     def readiness(self) -> tuple[bool, dict]:
         try:
@@ -243,8 +258,9 @@ class Daemon:
         try:
             settings = load_settings(self.config)
             if listen_addresses(settings) != listen_addresses(self.settings):
-                raise ConfigError("it changes where syncd listens (daemon.listen/port or the scim: section's "
-                                  "host, port, TLS or presence)", hint="restart syncd to apply it")
+                raise ConfigError("it changes where syncd listens (daemon.listen/port, the scim: section's "
+                                  "host, port, TLS or presence, or the audit: section)",
+                                  hint="restart syncd to apply it")
             if election(settings) != election(self.settings):
                 raise ConfigError("it changes the leader election (daemon.leader or ledger.url)",
                                   hint="restart syncd to apply it")
@@ -295,6 +311,8 @@ class Daemon:
     def _close(self, idle: bool) -> None:
         for listener in self.listeners:
             listener.stop()
+        if self.recorder is not None:
+            self.recorder.close()  # writes every use the webhook accepted, even when jobs are abandoned below
         self.leadership.stop()  # a follower takes over at once
         if not idle:
             # Their intents stay pending in the ledger; the next run recovers that work.

@@ -1,0 +1,147 @@
+"""The audit webhook receiver, plain ASGI: kube-apiserver POSTs `audit.k8s.io/v1` EventLists with a bearer token
+that names the cluster it is; the events of syncd's ServiceAccounts are queued for aggregation (`UsageRecorder`) and
+the API server is answered at once. It never waits on the ledger: a full queue drops the batch and counts it."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Mapping
+
+import uvicorn
+
+from syncd.adapters.ledger import Database, Journal
+from syncd.app.daemon.http import Receive, Scope, Send, send_json
+from syncd.app.daemon.metrics import Metrics
+from syncd.config import AuditSettings, Settings, read_secret
+from syncd.core.usage import Use, attribute, user_prefix
+from syncd.errors import ConfigError
+from syncd.runtime.usage import UsageRecorder
+
+PATH = "/audit"  # any path is served; this is the one the example webhook config names
+
+
+def sender_tokens(settings: Settings) -> dict[bytes, str]:
+    """Each sender's bearer token -> its cluster (read now: a missing or empty file is a ConfigError)."""
+    audit = settings.audit
+    assert audit is not None
+    return {read_secret(s.token_file, f"audit sender {s.cluster}").encode(): s.cluster for s in audit.senders}
+
+
+class AuditApp:
+    def __init__(self, audit: AuditSettings, tokens: Mapping[bytes, str], prefixes: Mapping[str, str],
+                 recorder: UsageRecorder, metrics: Metrics) -> None:
+        """`tokens`: bearer token -> cluster; `prefixes`: cluster -> the username prefix of syncd's
+        ServiceAccounts there (`user_prefix` of its namespace)."""
+        self.max_body = audit.max_body_bytes
+        self.tokens = list(tokens.items())
+        self.prefixes = dict(prefixes)
+        self.recorder = recorder
+        self.events = {result: metrics.audit_events.labels(result)
+                       for result in ("received", "accepted", "ignored", "dropped", "malformed")}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, recorder: UsageRecorder, metrics: Metrics) -> AuditApp:
+        assert settings.audit is not None
+        return cls(settings.audit, sender_tokens(settings),
+                   {c.name: user_prefix(c.namespace) for c in settings.clusters}, recorder, metrics)
+
+    def sender(self, headers: list[tuple[bytes, bytes]]) -> str | None | bool:
+        """The sending cluster; None without credentials, False with a wrong token. Every known token is compared,
+        each in constant time, so the time taken tells nothing of which came closest."""
+        authorization = next((value for name, value in headers if name == b"authorization"), None)
+        if authorization is None or not authorization.startswith(b"Bearer "):
+            return None
+        given = authorization[len(b"Bearer "):].strip()
+        found: str | bool = False
+        for token, cluster in self.tokens:
+            if hmac.compare_digest(given, token):
+                found = cluster
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["method"] != "POST":
+            await send_json(send, 405, {"status": "send audit events with POST"})
+            return
+        cluster = self.sender(scope["headers"])
+        if cluster is None:
+            await send_json(send, 401, {"status": "a bearer token is required"})
+            return
+        if cluster is False:
+            await send_json(send, 403, {"status": "this token is no audit sender's"})
+            return
+        body = await self._body(scope, receive)
+        if body is None:
+            self.events["malformed"].inc()
+            await send_json(send, 413, {"status": f"bodies are at most {self.max_body} bytes"})
+            return
+        items = _event_list(body)
+        if items is None:
+            self.events["malformed"].inc()
+            await send_json(send, 400, {"status": "expected an audit.k8s.io/v1 EventList"})
+            return
+        assert isinstance(cluster, str)
+        prefix = self.prefixes[cluster]
+        uses = [use for use in (attribute(item, cluster, prefix) if isinstance(item, dict) else None
+                                for item in items) if use is not None]
+        self._count(len(items), uses)
+        await send_json(send, 200, {"status": "ok"})
+
+    def _count(self, received: int, uses: list[Use]) -> None:
+        self.events["received"].inc(received)
+        self.events["ignored"].inc(received - len(uses))
+        if not uses:
+            return
+        if self.recorder.offer(uses):
+            self.events["accepted"].inc(len(uses))
+        else:
+            self.events["dropped"].inc(len(uses))
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The request body, or None when it is larger than allowed (by its Content-Length or as it arrives)."""
+        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return None
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+def _event_list(body: bytes) -> list | None:
+    """The events of an EventList body, or None when it is none."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict) or document.get("kind") != "EventList":
+        return None
+    items = document.get("items")
+    return items if isinstance(items, list) else [] if items is None else None
+
+
+def serve(settings: Settings) -> None:
+    """`syncd audit serve`: the receiver alone, on the `audit:` section's listener, until SIGTERM; then every use
+    accepted is written to the ledger."""
+    audit = settings.audit
+    if audit is None:
+        raise ConfigError("no audit: section in the configuration", hint="see configs/syncd.example.yaml")
+    with Database(settings.ledger.url) as database:
+        recorder = UsageRecorder(Journal(database), flush_interval=audit.flush_interval.total_seconds(),
+                                 queue_batches=audit.queue_batches)
+        try:
+            app = AuditApp.from_settings(settings, recorder, Metrics())
+            uvicorn.run(app, host=audit.host, port=audit.port, log_level="warning", access_log=False,
+                        lifespan="off", timeout_graceful_shutdown=5,
+                        ssl_certfile=str(audit.tls_cert) if audit.tls_cert else None,
+                        ssl_keyfile=str(audit.tls_key) if audit.tls_key else None)
+        finally:
+            recorder.close()
