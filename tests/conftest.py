@@ -53,11 +53,13 @@ class ControlPlane:
 
 
 @contextmanager
-def started_control_plane(directory: Path) -> Iterator[ControlPlane]:
+def started_control_plane(directory: Path, *apiserver_flags: str) -> Iterator[ControlPlane]:
+    """`apiserver_flags` go to kube-apiserver as they are (auditing, say)."""
     if shutil.which("kubectl") is None:
         pytest.fail("kubectl is not installed; run the README's test command, which installs it")
     script = ROOT / "scripts" / "kube-control-plane"
-    started = subprocess.run([str(script), "start", str(directory)], capture_output=True, text=True, timeout=1800)
+    started = subprocess.run([str(script), "start", str(directory), *apiserver_flags], capture_output=True, text=True,
+                             timeout=1800)
     if started.returncode != 0:
         pytest.fail(f"the control plane did not start:\n{started.stderr[-4000:]}")
     try:

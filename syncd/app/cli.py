@@ -368,9 +368,9 @@ def usage(
 def audit_serve(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Serve the audit webhook (the `audit:` section) alone; use is written to the ledger every flush_interval
     and on SIGTERM."""
-    from syncd.app.daemon import audit  # the service's libraries stay out of the short-lived commands
+    from syncd.app import daemon  # the service's libraries stay out of the short-lived commands
 
-    audit.serve(load_settings(config))
+    daemon.serve_audit(load_settings(config))
 
 
 @app.command()

@@ -8,14 +8,10 @@ import hmac
 import json
 from collections.abc import Mapping
 
-import uvicorn
-
-from syncd.adapters.ledger import Database, Journal
 from syncd.app.daemon.http import Receive, Scope, Send, send_json
 from syncd.app.daemon.metrics import Metrics
 from syncd.config import AuditSettings, Settings, read_secret
 from syncd.core.usage import Use, attribute, user_prefix
-from syncd.errors import ConfigError
 from syncd.runtime.usage import UsageRecorder
 
 PATH = "/audit"  # any path is served; this is the one the example webhook config names
@@ -127,21 +123,3 @@ def _event_list(body: bytes) -> list | None:
     items = document.get("items")
     return items if isinstance(items, list) else [] if items is None else None
 
-
-def serve(settings: Settings) -> None:
-    """`syncd audit serve`: the receiver alone, on the `audit:` section's listener, until SIGTERM; then every use
-    accepted is written to the ledger."""
-    audit = settings.audit
-    if audit is None:
-        raise ConfigError("no audit: section in the configuration", hint="see configs/syncd.example.yaml")
-    with Database(settings.ledger.url) as database:
-        recorder = UsageRecorder(Journal(database), flush_interval=audit.flush_interval.total_seconds(),
-                                 queue_batches=audit.queue_batches)
-        try:
-            app = AuditApp.from_settings(settings, recorder, Metrics())
-            uvicorn.run(app, host=audit.host, port=audit.port, log_level="warning", access_log=False,
-                        lifespan="off", timeout_graceful_shutdown=5,
-                        ssl_certfile=str(audit.tls_cert) if audit.tls_cert else None,
-                        ssl_keyfile=str(audit.tls_key) if audit.tls_key else None)
-        finally:
-            recorder.close()

@@ -17,6 +17,7 @@ import uvicorn
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from syncd.adapters.ledger import Database, Journal
 from syncd.app.daemon.audit import AuditApp
 from syncd.app.daemon.http import ASGIApp, HttpApp, counting_statuses
 from syncd.app.daemon.jobs import Backoff, JobSpec, job_specs, run_job
@@ -410,3 +411,29 @@ class Daemon:
 def run(config: Path) -> None:
     """`syncd run`: serve until SIGTERM."""
     Daemon(config).run()
+
+
+def serve_audit(settings: Settings) -> None:
+    """`syncd audit serve`: the audit webhook receiver alone, on the `audit:` section's listener, until SIGTERM or
+    SIGINT; then every use it accepted is written to the ledger."""
+    audit = settings.audit
+    if audit is None:
+        raise ConfigError("no audit: section in the configuration", hint="see configs/syncd.example.yaml")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _number, _frame: stop.set())
+    with Database(settings.ledger.url) as database:
+        recorder = UsageRecorder(Journal(database), flush_interval=audit.flush_interval.total_seconds(),
+                                 queue_batches=audit.queue_batches)
+        try:
+            listener = Listener("audit", AuditApp.from_settings(settings, recorder, Metrics()), audit.host,
+                                audit.port, audit.tls_cert, audit.tls_key)
+            listener.start()
+            log.info("serve the audit webhook", listen=listener.where)
+            while not stop.wait(TICK):
+                if not listener.healthy:
+                    raise TemporaryError(f"the audit listener on {listener.where} stopped")
+            listener.stop()
+        finally:
+            recorder.close()
+    log.info("stopped: use written to the ledger")

@@ -1,0 +1,166 @@
+"""Use, end to end on a real control plane of its own that audits to a syncd the test starts: a person's requests with
+their delivered kubeconfig and real kubectl show up in `syncd usage` within seconds, denied ones as denied."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ControlPlane, free_port, self_signed_certificate, started_control_plane, write_yaml
+from tests.integration.conftest import World
+
+AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+                # every test's syncd has a namespace of its own: audit every ServiceAccount, syncd keeps its own
+                "rules": [{"level": "Metadata", "userGroups": ["system:serviceaccounts"]}, {"level": "None"}]}
+
+
+class AuditReceiver:
+    """Where this module's API server sends its audit events: a port, a TLS certificate and a sender token, fixed
+    before the API server starts; each test runs its own `syncd audit serve` there."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.cert, self.key = self_signed_certificate(directory, "audit")
+        self.token = secrets.token_hex(24)
+        self.token_file = directory / "audit-sender.token"
+        self.token_file.write_text(self.token)
+        self.webhook_config = directory / "audit-webhook.kubeconfig"
+        write_yaml(self.webhook_config, {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "syncd", "cluster": {"server": f"https://127.0.0.1:{self.port}/audit",
+                                                       "certificate-authority": str(self.cert)}}],
+            "users": [{"name": "kube-apiserver", "user": {"token": self.token}}],
+            "contexts": [{"name": "default", "context": {"cluster": "syncd", "user": "kube-apiserver"}}],
+            "current-context": "default"})
+        self.policy = directory / "audit-policy.yaml"
+        write_yaml(self.policy, AUDIT_POLICY)
+
+    def post(self, body: bytes, token: str | None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.post(f"https://127.0.0.1:{self.port}/audit", content=body, headers=headers,
+                          verify=ssl.create_default_context(cafile=str(self.cert)), timeout=10).status_code
+
+
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory: pytest.TempPathFactory) -> AuditReceiver:
+    return AuditReceiver(tmp_path_factory.mktemp("audit"))
+
+
+@pytest.fixture(scope="module")
+def control_plane(tmp_path_factory: pytest.TempPathFactory, receiver: AuditReceiver) -> Iterator[ControlPlane]:
+    """A control plane of this module's own (the session's shared one does not audit)."""
+    with started_control_plane(tmp_path_factory.mktemp("kube-audit"), f"--audit-policy-file={receiver.policy}",
+                               f"--audit-webhook-config-file={receiver.webhook_config}",
+                               "--audit-webhook-batch-max-wait=1s") as started:
+        yield started
+
+
+def start_audit_serve(world: World, receiver: AuditReceiver, flush_interval: str) -> subprocess.Popen:
+    world.configure(audit={"port": receiver.port, "tls_cert": str(receiver.cert), "tls_key": str(receiver.key),
+                           "flush_interval": flush_interval, "senders": [{"cluster": "dev",
+                                                                          "token_file": str(receiver.token_file)}]})
+    process = subprocess.Popen([sys.executable, "-m", "syncd", "audit", "serve", "--config", str(world.config)],
+                               env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, f"syncd audit serve exited:\n{process.communicate()[1]}"
+        try:
+            socket.create_connection(("127.0.0.1", receiver.port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "syncd audit serve does not listen after 60 s"
+            time.sleep(0.1)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+
+
+@pytest.fixture
+def audit_serve(world: World, receiver: AuditReceiver) -> Iterator[subprocess.Popen]:
+    process = start_audit_serve(world, receiver, "1s")
+    yield process
+    stop(process)
+
+
+def usage(world: World, who: str) -> list[dict]:
+    done = world.syncd("usage", who, "--config", str(world.config), "--output", "json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)[0]["days"]
+
+
+def wait_for_usage(world: World, who: str, enough, timeout: float = 60) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        days = usage(world, who)
+        if enough(days):
+            return days
+        assert time.monotonic() < deadline, f"usage after {timeout} s: {days}"
+        time.sleep(0.5)
+
+
+def test_a_persons_requests_and_denied_requests_show_in_syncd_usage(world: World, audit_serve: subprocess.Popen):
+    world.write_people({"id": "u-1", "username": "alice", "groups": "developers"})
+    world.reconcile()
+    kubeconfig = world.kubeconfig("alice")
+    for _ in range(3):
+        world.control_plane.kubectl("get", "pods", "-n", world.ns("team-a"), kubeconfig=kubeconfig)
+    denied = world.control_plane.kubectl("get", "pods", "-n", world.ns("team-b"), kubeconfig=kubeconfig, check=False)
+    assert "forbidden" in denied.stderr.lower()
+
+    days = wait_for_usage(world, "alice", lambda days: days and days[0]["namespaces"].get(world.ns("team-b")))
+    [day] = days
+    assert day["cluster"] == "dev" and day["requests"] >= 4
+    assert day["denied"] == 1
+    assert day["namespaces"][world.ns("team-a")] == 3 and day["verbs"]["list"] == 4
+    assert day["resources"]["pods"] == 4 and day["source_ips"] == ["127.0.0.1"]
+    assert any(agent.startswith("kubectl/") for agent in day["user_agents"])
+
+    listed = world.syncd("token", "list", "--config", str(world.config), "--output", "json")
+    [credential] = json.loads(listed.stdout)
+    assert credential["last_used"] == day["last_use"]
+
+
+def test_a_sender_without_the_right_token_is_rejected_and_changes_nothing(world: World, receiver: AuditReceiver,
+                                                                           audit_serve: subprocess.Popen):
+    world.write_people({"id": "u-2", "username": "bob", "groups": "developers"})
+    world.reconcile()
+    forged = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [{
+        "stage": "ResponseComplete", "verb": "delete", "user": {"username": f"system:serviceaccount:"
+                                                                             f"{world.system_namespace}:syncd-u-2"},
+        "responseStatus": {"code": 200}, "stageTimestamp": "2026-01-01T00:00:00Z"}]}).encode()
+    assert receiver.post(forged, None) == 401
+    assert receiver.post(forged, "not-" + receiver.token) == 403
+    assert receiver.post(b"{not json", receiver.token) == 400
+    world.control_plane.kubectl("get", "pods", "-n", world.ns("team-a"), kubeconfig=world.kubeconfig("bob"))
+    days = wait_for_usage(world, "bob", lambda days: days)
+    assert all(day["day"] != "2026-01-01" and "delete" not in day["verbs"] for day in days)
+
+
+def test_use_accepted_before_sigterm_is_written_to_the_ledger(world: World, receiver: AuditReceiver):
+    world.write_people({"id": "u-3", "username": "carol", "groups": "developers"})
+    world.reconcile()
+    process = start_audit_serve(world, receiver, "1h")  # no flush but the one at stop
+    event = {"stage": "ResponseComplete", "verb": "watch", "responseStatus": {"code": 200},
+             "user": {"username": f"system:serviceaccount:{world.system_namespace}:syncd-u-3"},
+             "stageTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [event, event]}).encode()
+    assert receiver.post(body, receiver.token) == 200
+    assert usage(world, "carol") == []
+    stop(process)
+    [day] = usage(world, "carol")
+    assert day["verbs"]["watch"] == 2
