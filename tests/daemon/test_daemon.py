@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from syncd.core.model import person_key
+from tests.conftest import free_port
 from tests.integration.conftest import World
 
 pytestmark = pytest.mark.kube
@@ -214,3 +217,29 @@ def test_sigterm_abandons_a_job_stuck_past_the_stop_timeout(world: World, start_
     world.reconcile()
     assert world.can("bob", "list", "pods", world.ns("team-b")) == "yes"
     assert world.syncd("ledger", "verify", "--config", str(world.config)).returncode == 0
+
+
+def test_the_audit_webhook_listens_beside_the_jobs_counts_events_and_flushes_on_sigterm(world: World, start_daemon):
+    world.write_people({"id": "u-1", "username": "alice", "groups": "developers"})
+    token_file = world.directory / "audit-dev.token"
+    token_file.write_text("audit-sender-token-dev")
+    port = free_port()
+    world.configure(audit={"port": port, "flush_interval": "1h", "senders": [{"cluster": "dev",
+                                                                             "token_file": str(token_file)}]})
+    daemon = start_daemon()
+    daemon.wait_notification(lambda m: m == "READY=1")
+    ours = {"stage": "ResponseComplete", "verb": "get", "responseStatus": {"code": 403},
+            "user": {"username": f"system:serviceaccount:{world.system_namespace}:syncd-u-1"},
+            "stageTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    foreign = ours | {"user": {"username": "admin"}}
+    body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [ours, foreign]}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/audit", data=body,
+                                     headers={"Authorization": "Bearer audit-sender-token-dev"})
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (http on loopback)
+        assert answer.status == 200
+    assert daemon.metric("syncd_audit_events_total", result="accepted") == 1
+    assert daemon.metric("syncd_audit_events_total", result="ignored") == 1
+    assert daemon.stop() == 0
+    done = world.syncd("usage", "alice", "--config", str(world.config), "--output", "json")
+    [day] = json.loads(done.stdout)[0]["days"]
+    assert (day["requests"], day["denied"]) == (1, 1)
