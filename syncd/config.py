@@ -267,6 +267,34 @@ class BackoffSettings(Strict):
     max: Duration = Field(timedelta(minutes=15), description="The wait doubles on each failure in a row up to this.")
 
 
+class KubernetesLeaseSettings(Strict):
+    cluster: str = Field(description="The cluster (by name, under `clusters`) that keeps the Lease.")
+    namespace: str = Field(description="Namespace of the Lease; syncd's credentials there need get, create and update "
+                           "on leases.coordination.k8s.io.")
+    name: str = Field("syncd-leader", description="Name of the Lease.")
+
+
+class LeaderSettings(Strict):
+    """Which replica runs the scheduled jobs; every replica serves SCIM, /healthz, /readyz and /metrics."""
+
+    backend: Literal["ledger", "kubernetes"] = Field(
+        "ledger", description="ledger: a lease row in the ledger database (PostgreSQL; on SQLite the one process "
+        "leads). kubernetes: a coordination.k8s.io/v1 Lease, for replicas running inside a cluster.")
+    lease: Duration = Field(
+        timedelta(seconds=15), description="How long the leader's lease lasts unless renewed (every third of it): "
+        "when the leader dies, a follower takes over at most this long after its last renewal.")
+    id: str | None = Field(None, description="This replica's name as a lease holder (default: HOSTNAME:PID).")
+    kubernetes: KubernetesLeaseSettings | None = Field(None, description="The Lease, with backend: kubernetes.")
+
+    @model_validator(mode="after")
+    def _lease(self) -> LeaderSettings:
+        if self.lease.total_seconds() < 2:
+            raise ValueError("lease must be at least 2s")
+        if (self.backend == "kubernetes") != (self.kubernetes is not None):
+            raise ValueError("set kubernetes: (cluster, namespace) exactly when backend is kubernetes")
+        return self
+
+
 class DaemonSettings(Strict):
     """`syncd run`: scheduled jobs, /healthz, /readyz and /metrics here, and the `scim:` endpoint on its own port."""
 
@@ -277,6 +305,7 @@ class DaemonSettings(Strict):
     backoff: BackoffSettings = BackoffSettings()
     stop_timeout: Duration = Field(
         timedelta(seconds=60), description="On SIGTERM, how long to wait for running jobs before leaving them.")
+    leader: LeaderSettings = LeaderSettings()
 
 
 class Settings(Strict):
@@ -310,6 +339,9 @@ class Settings(Strict):
             if tenant.source not in push:
                 raise ValueError(f"scim tenant {tenant.name!r} feeds {tenant.source!r}, which is no scim source "
                                  "with mode: push")
+        lease = self.daemon.leader.kubernetes
+        if lease is not None and lease.cluster not in {c.name for c in self.clusters}:
+            raise ValueError(f"daemon.leader.kubernetes.cluster {lease.cluster!r} names no cluster")
         if self.scim and self.scim.port == self.daemon.port:
             raise ValueError("daemon.port and scim.port must differ: `syncd run` serves both")
         return self

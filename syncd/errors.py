@@ -106,6 +106,11 @@ class LedgerError(TemporaryError):
     """The ledger database could not be read or written."""
 
 
+class LeaseLost(TemporaryError):
+    """This process no longer holds the apply lock (its lock connection died, or another process took the lease
+    over): the run stops before its next write, its unfinished work left for the next holder to recover."""
+
+
 class LedgerSchemaUnknown(PermanentError):
     """The ledger's schema was migrated by a newer syncd."""
 

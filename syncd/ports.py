@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from syncd.core.leadership import LeaseRecord
 from syncd.core.model import (
     CredentialState,
     Endpoint,
@@ -202,6 +203,10 @@ class Journal(Protocol):
 
     def finish_run(self, run_id: str, result: str, summary: dict) -> None: ...
 
+    def lose_lease(self, run_id: str) -> None:
+        """The run stopped because this process lost the apply lock: it is recorded `lost-lease`."""
+        ...
+
     def interrupt_dead_runs(self, run_id: str) -> list[RunRef]: ...
 
     def begin_intent(self, run_id: str | None, event: Event) -> int: ...
@@ -256,3 +261,19 @@ class ReadModel(Protocol):
     def credential_states(self) -> dict[CredentialState, int]: ...
 
     def ping(self) -> None: ...
+
+
+class LeaderLease(Protocol):
+    """Where replicas elect the one that runs the scheduled jobs (`syncd.core.leadership` decides each step)."""
+
+    backend: str  # ledger | kubernetes
+
+    def step(self, me: str, ttl: timedelta) -> LeaseRecord:
+        """Acquire, renew or take over the lease for `ttl`, or follow its holder; the lease as it then stands."""
+        ...
+
+    def release(self, me: str) -> None:
+        """Let the lease expire now if `me` holds it, so that a follower takes over at once."""
+        ...
+
+    def close(self) -> None: ...

@@ -84,6 +84,16 @@ class PostgresServer:
     """A real PostgreSQL server started for this test session, trusting local connections."""
 
     port: int
+    pg_ctl: tuple[str, ...] = ()  # pg_ctl as its owner, on its data directory
+    options: str = ""
+
+    def stop(self) -> None:
+        """Stop it at once, as a crash would: every connection drops."""
+        subprocess.run([*self.pg_ctl, "-m", "immediate", "stop"], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        subprocess.run([*self.pg_ctl, "-o", self.options, "-w", "start"], check=True, capture_output=True,
+                       timeout=120)
 
     def new_database(self) -> str:
         """A fresh, empty database; returns its SQLAlchemy URL."""
@@ -115,13 +125,13 @@ def started_postgres() -> Iterator[PostgresServer]:
     subprocess.run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                     "--no-sync"], check=True, capture_output=True, timeout=120)
     options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(directory / "log"), "-o", options,
-                    "-w", "start"], check=True, capture_output=True, timeout=120)
+    server = PostgresServer(port, (*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(directory / "log")),
+                            options)
+    server.start()
     try:
-        yield PostgresServer(port)
+        yield server
     finally:
-        subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       check=False, capture_output=True, timeout=60)
+        subprocess.run([*server.pg_ctl, "-m", "immediate", "stop"], check=False, capture_output=True, timeout=60)
         shutil.rmtree(directory, ignore_errors=True)
 
 

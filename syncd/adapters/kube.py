@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from syncd.config import ClusterSettings
+from syncd.core.leadership import LeaseRecord, after, decide, released
 from syncd.core.model import (
     INSTANCE_LABEL,
     MANAGED_BY,
@@ -453,3 +454,73 @@ class KubernetesCluster:
         for name in service_accounts:
             self._delete(f"delete ServiceAccount {name}", self.core.delete_namespaced_service_account, name,
                          self.namespace)
+
+
+class KubernetesLease:
+    """The leader lease as a coordination.k8s.io/v1 Lease, for replicas inside a cluster. Every write carries the
+    Lease's resourceVersion: of two replicas stepping at once, one is refused (409) and follows. Expiry is
+    renewTime + leaseDurationSeconds, read by each replica's own clock, as Kubernetes' own controllers do."""
+
+    backend = "kubernetes"
+
+    def __init__(self, settings: ClusterSettings, namespace: str, name: str) -> None:
+        self.cluster = KubernetesCluster(settings)
+        self.api = k8s.CoordinationV1Api(self.cluster.api)
+        self.namespace, self.name = namespace, name
+
+    def step(self, me: str, ttl: timedelta) -> LeaseRecord:
+        lease = self._read()
+        current = self._record(lease)
+        now = datetime.now(UTC)
+        record = after(current, decide(current, me, now), me, now, ttl)
+        if record is None or record == current:
+            return current or LeaseRecord("", None)
+        try:
+            self._write(lease, record, ttl)
+        except Conflict:  # another replica wrote it first: follow it until the next step
+            return self._record(self._read()) or LeaseRecord("", None)
+        return record
+
+    def release(self, me: str) -> None:
+        lease = self._read()
+        current = self._record(lease)
+        if current is None or lease is None:
+            return
+        record = released(current, me, datetime.now(UTC))
+        if record != current:
+            with suppress(ClusterRejected, ClusterUnavailable):  # it expires on its own
+                self._write(lease, record, timedelta(seconds=lease.spec.lease_duration_seconds or 0))
+
+    def close(self) -> None:
+        self.cluster.close()
+
+    def _read(self) -> k8s.V1Lease | None:
+        try:
+            return self.cluster._call("read the leader Lease", self.api.read_namespaced_lease, self.name,
+                                      self.namespace)
+        except NotFound:
+            return None
+
+    @staticmethod
+    def _record(lease: k8s.V1Lease | None) -> LeaseRecord | None:
+        if lease is None or lease.spec is None:
+            return None
+        spec = lease.spec
+        expires = (spec.renew_time + timedelta(seconds=spec.lease_duration_seconds or 0)
+                   if spec.renew_time is not None else None)
+        return LeaseRecord(spec.holder_identity or "", expires, spec.lease_transitions or 0)
+
+    def _write(self, lease: k8s.V1Lease | None, record: LeaseRecord, ttl: timedelta) -> None:
+        assert record.expires_at is not None
+        spec = k8s.V1LeaseSpec(holder_identity=record.holder, lease_duration_seconds=int(ttl.total_seconds()),
+                               renew_time=record.expires_at - ttl, lease_transitions=record.transitions)
+        if lease is None:
+            spec.acquire_time = spec.renew_time
+            body = k8s.V1Lease(metadata=k8s.V1ObjectMeta(name=self.name, namespace=self.namespace), spec=spec)
+            self.cluster._call("create the leader Lease", self.api.create_namespaced_lease, self.namespace, body)
+            return
+        changed_hands = (lease.spec.holder_identity or "") != record.holder
+        spec.acquire_time = spec.renew_time if changed_hands else lease.spec.acquire_time
+        lease.spec = spec  # the metadata keeps its resourceVersion: a write over someone else's is refused
+        self.cluster._call("renew the leader Lease", self.api.replace_namespaced_lease, self.name, self.namespace,
+                           lease)

@@ -18,7 +18,7 @@ from syncd.adapters.delivery import Delivery, exec_credential
 from syncd.adapters.kube import KubernetesCluster
 from syncd.adapters.ledger import Database, ReadModel
 from syncd.app import render
-from syncd.config import DeliverySettings, load_policy, load_settings
+from syncd.config import DeliverySettings, Settings, load_policy, load_settings
 from syncd.core.plan import Reason, missing_role_notes
 from syncd.errors import (
     ApplyFailed,
@@ -160,6 +160,7 @@ def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
     policy = load_policy(settings)
     typer.echo(f"{config}: ok ({len(settings.sources)} source(s), {len(settings.clusters)} cluster(s), "
                f"{len(policy.rules)} policy rule(s))")
+    typer.echo(f"  ledger: {ledger_sharing(settings)}")
     for cluster_settings in settings.clusters:
         cluster = KubernetesCluster(cluster_settings)
         try:
@@ -173,6 +174,16 @@ def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
         typer.echo(f"  cluster {cluster.name}: " + (f"{len(notes)} warning(s)" if notes else "granted roles exist"))
         for note in notes:
             typer.echo(f"  warning: {note}")
+
+
+def ledger_sharing(settings: Settings) -> str:
+    """How processes may share the configured ledger."""
+    if settings.ledger.url.startswith("sqlite"):
+        return ("SQLite: one syncd process per ledger is the supported shape (one `syncd run`, and on-demand "
+                "commands on its host); for several replicas use PostgreSQL")
+    leader = settings.daemon.leader
+    return (f"shared by every replica: a fenced apply lock; the scheduled jobs run on one leader ({leader.backend} "
+            f"lease, {leader.lease.total_seconds():g}s)")
 
 
 @source_app.command("test")

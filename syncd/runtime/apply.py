@@ -26,7 +26,7 @@ from syncd.adapters.ledger.journal import LEFT_FOR_FULL_RUN
 from syncd.core.lifecycle import Lifecycle, TokenDelivery
 from syncd.core.model import UNOWNED, KnownAccess, fingerprint, person_key
 from syncd.core.plan import Action, Kind, Plan
-from syncd.errors import ActionError, ClusterUnavailable, SyncdError, TemporaryError
+from syncd.errors import ActionError, ClusterUnavailable, LeaseLost, SyncdError, TemporaryError
 from syncd.ports import Cluster, Delivery, Event, Intent, IssuedToken, Journal, NewCredential, ReadModel, RunRef
 
 log = structlog.get_logger("syncd.apply")
@@ -107,6 +107,11 @@ class Applier:
         if not self.dry_run:
             self.journal.save_cursors(source, cookies)
 
+    def lose_lease(self) -> None:
+        """The run stopped on `LeaseLost`: recorded `lost-lease`, its intents left open for recovery."""
+        if self.run_id is not None:
+            self.journal.lose_lease(self.run_id)
+
     def apply(self, plan: Plan) -> Outcome:
         outcome = Outcome()
         if self.dry_run:
@@ -163,9 +168,14 @@ class Applier:
             self._fail(run, action, TemporaryError("the run's deadline passed; action postponed",
                                                    hint="raise run_deadline if runs need longer"), fields)
             return
+        # The fencing check before the action's first external write: once another process holds the apply lock,
+        # this write fails (LeaseLost) and the run stops here.
         intent = self.journal.begin_intent(self.run_id, self._event(action))
         try:
             recorded_failure = self._apply_one(run.source, action, run.outcome, intent)
+        except LeaseLost:
+            run.stopping.set()  # not this action's failure: the run stops, its intents left for the new holder
+            raise
         except Exception as raised:  # noqa: BLE001 - whatever breaks one action fails that action only
             error = raised if isinstance(raised, SyncdError) else ActionError.of(raised)
             if isinstance(error, ClusterUnavailable):

@@ -25,7 +25,7 @@ from syncd.core.plan import (
     plan_manual_revocation,
 )
 from syncd.core.policy import Policy
-from syncd.errors import ConfigError, InputError, SyncdError, TemporaryError
+from syncd.errors import ConfigError, InputError, LeaseLost, SyncdError, TemporaryError
 from syncd.ports import IncrementalSource, Source, TargetedSource
 from syncd.runtime.apply import Applier, Outcome, Progress
 from syncd.runtime.wiring import Parts, build
@@ -49,6 +49,8 @@ class RunReport:
 
     @property
     def result(self) -> str:
+        if isinstance(self.error, LeaseLost):
+            return "lost-lease"
         if self.error is not None or (self.outcome and self.outcome.failed) or self.cluster_errors:
             return "failed"
         return "ok" if self.plan else "no-op"
@@ -152,10 +154,13 @@ class Engine:
                 raise InputError(f"no live credential or person matches {target!r}",
                                  hint="see `syncd token list`; fingerprints start with sha256:")
             applier = self._applier(dry_run=False)
-            report.run_id = applier.begin_run("manual")
-            self._recover(applier, settles=lambda _person_id: False)
-            self._apply(report, applier, plan)
-            self._finish(report, applier)
+            try:
+                report.run_id = applier.begin_run("manual")
+                self._recover(applier, settles=lambda _person_id: False)
+                self._apply(report, applier, plan)
+                self._finish(report, applier)
+            except LeaseLost as error:
+                return self._lose_lease(report, error)
         return self._confirm(report, applier)
 
     def _apply(self, report: RunReport, applier: Applier, plan: Plan) -> None:
@@ -185,8 +190,8 @@ class Engine:
                             cluster=name, role_kind=str(role.role_kind), role=role.role_name, namespace=role.namespace)
         return missing
 
-    def _applier(self, *, dry_run: bool, deadline: float | None = None) -> Applier:
-        return Applier(self._journal, self.read_model, self.clusters, self.delivery, dry_run=dry_run,
+    def _applier(self, *, dry_run: bool, deadline: float | None = None, run_id: str | None = None) -> Applier:
+        return Applier(self._journal, self.read_model, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
                        lifecycle=Lifecycle(self.settings.tokens), deadline=deadline,
                        concurrency={c.name: c.concurrency for c in self.settings.clusters}, progress=self.progress)
 
@@ -250,10 +255,22 @@ class Engine:
                     snapshot = self._read(report, self._reader(source_name, only))
                     if snapshot is None:
                         return report
-                applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now, sweep_only,
-                                               deadline)
-                self._finish(report, applier)
+                try:
+                    applier = self._plan_and_apply(report, snapshot, allow_mass_revocation, only, now, sweep_only,
+                                                   deadline)
+                    self._finish(report, applier)
+                except LeaseLost as error:
+                    return self._lose_lease(report, error)
         return self._confirm(report, applier)
+
+    def _lose_lease(self, report: RunReport, error: LeaseLost) -> RunReport:
+        """Another process holds the apply lock now: the run stops where it is, recorded `lost-lease`; the actions it
+        had not begun are not, and the new holder recovers the intents it left."""
+        report.error = error
+        self._applier(dry_run=False, run_id=report.run_id).lose_lease()
+        log.error("stop a run that lost the apply lock", source=report.source, run_id=report.run_id,
+                  error=str(error))
+        return report
 
     @staticmethod
     def _read(report: RunReport, read: Callable[[], Snapshot]) -> Snapshot | None:

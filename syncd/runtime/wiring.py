@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from syncd.adapters.delivery import Delivery as FileDelivery
-from syncd.adapters.kube import KubernetesCluster
-from syncd.adapters.ledger import Database, Journal, ReadModel, ScimStore
+from syncd.adapters.kube import KubernetesCluster, KubernetesLease
+from syncd.adapters.ledger import Database, Journal, LedgerLeaderLease, ReadModel, ScimStore
 from syncd.config import (
     FileSourceSettings,
     LdapSourceSettings,
@@ -17,7 +17,7 @@ from syncd.config import (
 )
 from syncd.core.policy import Policy
 from syncd.errors import ConfigError
-from syncd.ports import Cluster, Delivery, Source
+from syncd.ports import Cluster, Delivery, LeaderLease, Source
 
 
 @dataclass
@@ -48,6 +48,15 @@ def build(settings: Settings, policy: Policy | None = None) -> Parts:
     clusters: dict[str, Cluster] = {c.name: KubernetesCluster(c) for c in settings.clusters}
     return Parts(policy, database, Journal(database), ReadModel(database), clusters, FileDelivery(settings.delivery),
                  {s.name: open_source(s, database) for s in settings.sources})
+
+
+def leader_lease(settings: Settings) -> LeaderLease:
+    """Where this replica takes part in the leader election: the ledger database (its own connections, which
+    outlive reloads) or a Kubernetes Lease."""
+    lease = settings.daemon.leader.kubernetes
+    if lease is not None:
+        return KubernetesLease(settings.cluster(lease.cluster), lease.namespace, lease.name)
+    return LedgerLeaderLease(Database(settings.ledger.url))
 
 
 def reads_ledger(settings: SourceSettings) -> bool:

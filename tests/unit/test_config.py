@@ -159,3 +159,16 @@ def test_secret_files_lose_only_their_line_break_and_errors_name_the_file(tmp_pa
         read_secret(secret, "source dir: password_file")
     with pytest.raises(ConfigError, match="scim tenant okta: token_file: cannot read .*missing: No such file"):
         read_secret(tmp_path / "missing", "scim tenant okta: token_file")
+
+
+def test_the_leader_lease_defaults_to_the_ledger_for_15s_and_a_kubernetes_lease_names_a_known_cluster(tmp_path):
+    leader = load_settings(config(tmp_path)).daemon.leader
+    assert (leader.backend, leader.lease.total_seconds(), leader.kubernetes) == ("ledger", 15, None)
+    lease = {"backend": "kubernetes", "kubernetes": {"cluster": "dev", "namespace": "syncd"}}
+    chosen = load_settings(config(tmp_path, daemon={"leader": lease})).daemon.leader
+    assert chosen.kubernetes is not None and chosen.kubernetes.name == "syncd-leader"
+    with pytest.raises(ConfigError, match="names no cluster"):
+        load_settings(config(tmp_path, daemon={"leader": lease | {"kubernetes": {"cluster": "prod",
+                                                                                  "namespace": "syncd"}}}))
+    with pytest.raises(ConfigError, match="exactly when backend is kubernetes"):
+        load_settings(config(tmp_path, daemon={"leader": {"backend": "kubernetes"}}))

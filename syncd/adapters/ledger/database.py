@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -18,12 +19,16 @@ from sqlmodel import Session, create_engine
 
 from syncd.adapters.ledger import schema
 from syncd.adapters.ledger.group_commit import GroupCommit
+from syncd.adapters.ledger.lease import ApplyLease
 from syncd.errors import LedgerError, LedgerMissing
 
 T = TypeVar("T")
 APPLY_LOCK_KEY = 0x73796E6364  # "syncd"
 CHAIN_LOCK_KEY = APPLY_LOCK_KEY + 1
 SCHEMA_LOCK_KEY = APPLY_LOCK_KEY + 2
+# A lock connection (or any other) whose server went silent fails within about 5 s rather than hanging.
+POSTGRES_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 3,
+                       "tcp_user_timeout": 5000}
 ID_LIST_LIMIT = 500  # ids in one `IN (...)`: databases cap a query's parameters (PostgreSQL at 65,535)
 
 
@@ -61,6 +66,7 @@ class Database:
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
+        self._apply_lease: ApplyLease | None = None  # while this process holds the apply lock (PostgreSQL)
         try:
             file = make_url(url).database if url.startswith("sqlite") else None
             if not migrate and file not in (None, "", ":memory:") and not Path(file).exists():  # type: ignore[arg-type]
@@ -94,7 +100,9 @@ class Database:
         return float(make_url(self.url).query.get("timeout") or 30)  # type: ignore[arg-type]
 
     def _connect_args(self, url: str) -> dict:
-        return {"timeout": self._lock_timeout, "check_same_thread": False} if url.startswith("sqlite") else {}
+        if url.startswith("sqlite"):
+            return {"timeout": self._lock_timeout, "check_same_thread": False}
+        return POSTGRES_KEEPALIVES if url.startswith("postgresql") else {}
 
     def _serialise_sqlite_writers(self) -> None:
         # Every transaction takes the write lock at BEGIN, so two processes never interleave the hash chain.
@@ -160,7 +168,8 @@ class Database:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the apply lock shared by every syncd process on this ledger: the daemon's jobs, SCIM pushes
-        and an on-demand `syncd reconcile` never plan and apply at the same time."""
+        and an on-demand `syncd reconcile` never plan and apply at the same time. On PostgreSQL it is a fenced
+        lease (`ApplyLease`): the journal's writes fail with `LeaseLost` once another process took it over."""
         if self.engine.url.get_backend_name() == "sqlite":
             database = self.engine.url.database
             lock_path = f"{database}.lock" if database and database != ":memory:" else None
@@ -174,13 +183,17 @@ class Database:
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
             return
-        try:
-            connection = self.engine.connect()
-            connection.exec_driver_sql(f"SELECT pg_advisory_lock({APPLY_LOCK_KEY})")
-        except SQLAlchemyError as error:
-            raise LedgerError(f"cannot take the apply lock: {error.__class__.__name__}") from None
+        lease = ApplyLease(self.engine, APPLY_LOCK_KEY, holder=f"{socket.gethostname()}:{os.getpid()}")
+        self._apply_lease = lease
         try:
             yield
         finally:
-            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({APPLY_LOCK_KEY})")
-            connection.close()
+            self._apply_lease = None
+            lease.release()
+
+    def fence(self, session: Session) -> None:
+        """In a journal write's transaction: fail it with `LeaseLost` once this process, holding the apply lock,
+        lost it (see `ApplyLease.check`). Writes outside the lock, and every write on SQLite, go unfenced."""
+        lease = self._apply_lease
+        if lease is not None:
+            lease.check(session.connection())

@@ -7,9 +7,10 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlmodel import Session, func, select
 
@@ -33,6 +34,8 @@ from syncd.core.lifecycle import retire_at
 from syncd.core.model import CredentialState, Identity
 from syncd.ports import Event, Intent, NewCredential, RunRef
 
+T = TypeVar("T")
+
 LEFT_FOR_FULL_RUN = "left-for-full-run"  # what recovery does with work only a run that reads the source can settle
 LIVE = (CredentialState.ACTIVE, CredentialState.RETIRING)
 
@@ -41,13 +44,22 @@ class Journal:
     def __init__(self, database: Database) -> None:
         self.database = database
 
+    def _write(self, work: Callable[[Session], T]) -> T:
+        """One write transaction (committed with other threads' writes, see `Database.write`), fenced: it fails with
+        `LeaseLost`, writing nothing, once this process lost the apply lock it holds (`Database.fence`)."""
+        def fenced(session: Session) -> T:
+            self.database.fence(session)
+            return work(session)
+
+        return self.database.write(fenced)
+
     # Runs
 
     def start_run(self, source: str, *, dry_run: bool, approved: bool = False) -> str:
         """`approved`: a human allowed the run's revocations (--allow-mass-revocation); the targeted safety window
         does not count them again."""
         run_id = uuid.uuid4().hex[:12]
-        self.database.write(lambda s: s.add(RunRow(id=run_id, source=source, started_at=utc(datetime.now(UTC)),
+        self._write(lambda s: s.add(RunRow(id=run_id, source=source, started_at=utc(datetime.now(UTC)),
                                                    dry_run=dry_run, approved=approved)))
         return run_id
 
@@ -63,7 +75,17 @@ class Journal:
                     run.head_seq, run.head_hash = head.seq, head.hash
                 s.add(run)
 
-        self.database.write(work)
+        self._write(work)
+
+    def lose_lease(self, run_id: str) -> None:
+        """Record that the run stopped because it lost the apply lock (`lost-lease`). Unfenced, as it must be: it
+        changes only the run's own row (another holder may have marked it interrupted meanwhile), no event."""
+        with self.database.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is not None and run.result in ("running", "interrupted"):
+                run.result = "lost-lease"
+                run.finished_at = run.finished_at or utc(datetime.now(UTC))
+                s.add(run)
 
     def interrupt_dead_runs(self, run_id: str) -> list[RunRef]:
         """Mark every run still `running` but this one `interrupted`, each with a `recover` event. A run is
@@ -78,7 +100,7 @@ class Journal:
                                               error=f"run {run.id} of {run.source} stopped before it finished"))
             return [RunRef(run.id, run.source) for run in dead]
 
-        return self.database.write(work)
+        return self._write(work)
 
     # Intents: crash safety around external writes
 
@@ -91,10 +113,10 @@ class Journal:
             s.flush()
             return row.id  # type: ignore[return-value]
 
-        return self.database.write(work)
+        return self._write(work)
 
     def end_intent(self, intent_id: int, state: str) -> None:
-        self.database.write(lambda s: self._end_intent(s, intent_id, state))
+        self._write(lambda s: self._end_intent(s, intent_id, state))
 
     @staticmethod
     def _end_intent(session: Session, intent_id: int | None, state: str) -> None:
@@ -122,12 +144,12 @@ class Journal:
                                           cluster=row.cluster, result=result,
                                           error=f"run {row.run_id} stopped mid-action"))
 
-        self.database.write(work)
+        self._write(work)
 
     # Events
 
     def record(self, run_id: str | None, event: Event) -> None:
-        self.database.write(lambda s: self._record(s, run_id, event))
+        self._write(lambda s: self._record(s, run_id, event))
 
     def _record(self, session: Session, run_id: str | None, event: Event) -> None:
         self.database.lock_chain(session)  # two processes never chain onto the same last event
@@ -166,7 +188,7 @@ class Journal:
                 self._record(s, run_id, event)
             return len(news)
 
-        return self.database.write(work)
+        return self._write(work)
 
     # Credentials, with the identity and access records behind them
 
@@ -192,7 +214,7 @@ class Journal:
                                 fingerprint=token.fingerprint, issued_at=utc(token.issued_at),
                                 expires_at=utc(token.expires_at)))
 
-        self.database.write(work)
+        self._write(work)
 
     def record_delivery(self, run_id: str | None, source: str, identity: Identity, event: Event, kubeconfig: str,
                         intent_id: int | None) -> None:
@@ -204,7 +226,7 @@ class Journal:
             self._record(s, run_id, event)
             self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
 
-        self.database.write(work)
+        self._write(work)
 
     def undo_credential(self, person_id: str, cluster: str, fingerprint: str, *, delivered: str | None) -> None:
         """A token recorded but never delivered: its credential is revoked (its Secret is then stale, and retired),
@@ -218,7 +240,7 @@ class Journal:
                     row.state, row.retire_at, row.revoke_reason = CredentialState.ACTIVE, None, None
                 s.add(row)
 
-        self.database.write(work)
+        self._write(work)
 
     def record_revocation(self, run_id: str | None, event: Event, *, remove_access: bool,
                           secret_names: tuple[str, ...] | None = None, intent_id: int | None = None) -> list[str]:
@@ -240,7 +262,7 @@ class Journal:
             self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
             return fingerprints
 
-        return self.database.write(work)
+        return self._write(work)
 
     def save_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None:
         """Where a source's watch stopped, per stream; None forgets a stream's cookie."""
@@ -255,7 +277,7 @@ class Journal:
                 row.cookie, row.updated_at = base64.b64encode(cookie).decode("ascii"), datetime.now(UTC)
                 session.add(row)
 
-        self.database.write(work)
+        self._write(work)
 
     def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None:
         def work(s: Session) -> None:
@@ -269,7 +291,7 @@ class Journal:
                                           "confirm-revocation", "token-rejected", cluster=row.cluster,
                                           fingerprint=fingerprint))
 
-        self.database.write(work)
+        self._write(work)
 
     @staticmethod
     def _live(session: Session, person_id: str, cluster: str, secret_names: tuple[str, ...] | None = None

@@ -63,7 +63,7 @@ class RunRow(SQLModel, table=True):
     started_at: datetime
     finished_at: datetime | None = None
     dry_run: bool = False
-    result: str = "running"  # running | ok | failed | no-op | interrupted
+    result: str = "running"  # running | ok | failed | no-op | interrupted | lost-lease
     summary: str = "{}"  # JSON
     approved: bool = False  # --allow-mass-revocation: its revocations were allowed by a human
     head_seq: int | None = None  # the ledger's newest event when the run finished: an anchor `verify` checks
@@ -130,6 +130,18 @@ class WatchCursorRow(SQLModel, table=True):
     cookie: str
     updated_at: datetime
 
+
+class LeaseRow(SQLModel, table=True):
+    """A lease every syncd process on a PostgreSQL ledger shares. `apply`: the fenced apply lock, whose epoch each
+    holder increments on acquiring it (its journal writes check the epoch is still theirs). `leader`: the replica
+    that runs the scheduled jobs, until `expires_at` (the database's clock, UTC) unless it renews."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True)
+    epoch: int = 0
+    holder: str = ""
+    expires_at: datetime | None = None
 
 # How rows encode what they hold.
 

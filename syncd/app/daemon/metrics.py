@@ -51,6 +51,8 @@ class Metrics:
         self.watch_age = Gauge("syncd_watch_last_message_age_seconds",
                                "Seconds since the watch last heard from the directory (-1: never).", ["source"],
                                registry=registry)
+        self.leader = Gauge("syncd_leader", "1 while this replica leads (runs the scheduled jobs), else 0; by "
+                            "election backend (ledger, kubernetes).", ["backend"], registry=registry)
         self.reloads = Counter("syncd_reloads", "Configuration reloads by result (ok, rejected).", ["result"],
                                registry=registry)
 

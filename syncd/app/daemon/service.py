@@ -19,13 +19,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from syncd.app.daemon.http import ASGIApp, HttpApp, counting_statuses
 from syncd.app.daemon.jobs import Backoff, JobSpec, job_specs, run_job
+from syncd.app.daemon.leader import Leadership
 from syncd.app.daemon.metrics import Metrics
 from syncd.app.daemon.notify import Notifier
 from syncd.app.daemon.watch import SourceWatch, source_watches
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, SyncdError, TemporaryError
 from syncd.runtime.engine import Engine, RunReport
-from syncd.runtime.wiring import pushed_resources
+from syncd.runtime.wiring import leader_lease, pushed_resources
 from syncd.scim import create_app
 from syncd.scim.app import ScimApp
 from syncd.scim.reconciler import Reconciler
@@ -44,6 +45,11 @@ def mount_scim(engine: Engine, settings: Settings, on_report: Callable[[RunRepor
         return None
     return create_app(engine, settings, pushed_resources(engine.database), Reconciler(
         engine, batch_interval=settings.scim.batch_interval.total_seconds(), on_report=on_report))
+
+
+def election(settings: Settings) -> tuple:
+    """Where and how a daemon with these settings takes part in the leader election; a reload cannot change it."""
+    return settings.daemon.leader, settings.ledger.url
 
 
 def listen_addresses(settings: Settings) -> tuple:
@@ -95,12 +101,15 @@ class Daemon:
         self.engine = Engine.from_settings(self.settings)
         self.specs = job_specs(self.settings, self.engine)
         self.scim = mount_scim(self.engine, self.settings, self._record_scim_run)
-        self.watches = source_watches(self.engine, self._leads, self._record_watch_run)
+        self.watches = source_watches(self.engine, self.leads, self._record_watch_run)
         self.health: dict[str, str] = {}  # source -> ok | partial: ... | unavailable: ...
         self.quarantined: dict[str, frozenset[tuple[str, str]]] = {}  # job -> (person, cluster) held, last warned of
         self.held: dict[str, int] = {}  # source -> people whose revocation is held in the ledger, not yet applied
         self.backoff = Backoff(self.settings.daemon.backoff)
         self.last_status = "waiting for the first run"
+        self.leadership = Leadership(leader_lease(self.settings), self.settings.daemon.leader,
+                                     on_lead=self._run_reconciles_now, on_change=self._set_leader_metric)
+        self._set_leader_metric(False)
         # Jobs pass a gate: a reload or a stop closes it and waits until no job runs.
         self._gate = threading.Condition()
         self._running = 0
@@ -134,11 +143,12 @@ class Daemon:
         held = {name: self.held.get(name, 0) for name in self.engine.sources}
         watches = {watch.name: {"state": watch.state, "last_message_age_seconds": watch.last_message_age}
                    for watch in self.watches}
-        return ready, {"ledger": ledger, "sources": sources, "held_revocations": held, "watches": watches}
+        return ready, {"ledger": ledger, "sources": sources, "held_revocations": held, "watches": watches,
+                       "leader": self.leadership.view()}
 
-    def _leads(self) -> bool:
-        """Whether this process runs the long-lived watches: always, until leader election gates them here."""
-        return True
+    def leads(self) -> bool:
+        """Whether this replica runs the scheduled jobs (and any long-lived job) now; the others stand by."""
+        return self.leadership.leads()
 
     # Life cycle
 
@@ -147,6 +157,7 @@ class Daemon:
             signal.signal(signum, lambda number, _frame: self._signals.put(number))
         self._listen()
         self._schedule()
+        self.leadership.start()
         self.scheduler.start()
         self._start_watches(self.watches)
         self.metrics.set_credentials(self.engine.read_model.credential_states())
@@ -191,6 +202,16 @@ class Daemon:
             first = {"next_run_time": now} if spec.kind == "reconcile" else {}
             self.scheduler.add_job(self._job, spec.trigger, args=[spec], id=spec.id, name=spec.id, **first)
 
+    def _run_reconciles_now(self) -> None:
+        """A replica that becomes leader reconciles every source at once, as at start."""
+        now = datetime.now(UTC)
+        for spec in self.specs:
+            if spec.kind == "reconcile" and self.scheduler.get_job(spec.id) is not None:
+                self.scheduler.modify_job(spec.id, next_run_time=now)
+
+    def _set_leader_metric(self, leads: bool) -> None:
+        self.metrics.leader.labels(self.leadership.lease.backend).set(1 if leads else 0)
+
     def _healthy(self) -> bool:
         return all(listener.healthy for listener in self.listeners) and self.scheduler.running
 
@@ -224,6 +245,9 @@ class Daemon:
             if listen_addresses(settings) != listen_addresses(self.settings):
                 raise ConfigError("it changes where syncd listens (daemon.listen/port or the scim: section's "
                                   "host, port, TLS or presence)", hint="restart syncd to apply it")
+            if election(settings) != election(self.settings):
+                raise ConfigError("it changes the leader election (daemon.leader or ledger.url)",
+                                  hint="restart syncd to apply it")
             engine = Engine.from_settings(settings)
             try:
                 specs = job_specs(settings, engine)
@@ -244,7 +268,7 @@ class Daemon:
             watch.stop()
         self.scheduler.remove_all_jobs()
         self.settings, self.engine, self.specs, self.scim = settings, engine, specs, scim
-        self.watches = source_watches(engine, self._leads, self._record_watch_run)
+        self.watches = source_watches(engine, self.leads, self._record_watch_run)
         self._start_watches(self.watches)
         self.backoff = Backoff(settings.daemon.backoff)
         self.health = {name: state for name, state in self.health.items() if name in engine.sources}
@@ -271,6 +295,7 @@ class Daemon:
     def _close(self, idle: bool) -> None:
         for listener in self.listeners:
             listener.stop()
+        self.leadership.stop()  # a follower takes over at once
         if not idle:
             # Their intents stay pending in the ledger; the next run recovers that work.
             log.error("abandon jobs still running after daemon.stop_timeout; the next start recovers their work",
@@ -287,6 +312,8 @@ class Daemon:
     # Jobs (scheduler threads)
 
     def _job(self, spec: JobSpec) -> None:
+        if not self.leads():
+            return  # a follower stands by: the leader runs the schedules
         with self._gate:
             while self._gate_closed and not self._stopping:
                 self._gate.wait()
