@@ -7,9 +7,10 @@ import fcntl
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Connection, make_url
 from sqlalchemy import event as sa_event
@@ -17,9 +18,11 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from syncd.adapters.ledger import schema
+from syncd.adapters.ledger.group_commit import GroupCommit
 from syncd.adapters.ledger.lease import ApplyLease
 from syncd.errors import LedgerError, LedgerMissing
 
+T = TypeVar("T")
 APPLY_LOCK_KEY = 0x73796E6364  # "syncd"
 CHAIN_LOCK_KEY = APPLY_LOCK_KEY + 1
 SCHEMA_LOCK_KEY = APPLY_LOCK_KEY + 2
@@ -76,6 +79,7 @@ class Database:
             if url.startswith("sqlite"):
                 self._one_at_a_time = threading.RLock()
                 self._serialise_sqlite_writers()
+            self._group_commit = GroupCommit(self.engine, lambda: self._one_at_a_time, _write_failed)
             with self.engine.begin() as connection:
                 if self.engine.dialect.name == "postgresql":
                     # Processes starting together would race to migrate the same tables.
@@ -131,6 +135,12 @@ class Database:
                 session.commit()
         except SQLAlchemyError as error:
             raise _write_failed(error) from None
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        """Run `work(session)` as one write transaction, committed together with other threads' writes queued
+        meanwhile (one commit, one fsync for all); returns once its own writes are durable. The ledger's writer
+        (the journal) writes only through here. See group_commit.py."""
+        return self._group_commit.run(work)
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:

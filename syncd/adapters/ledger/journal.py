@@ -1,16 +1,16 @@
 """The journal: the one path that writes the ledger. Runs, intents, events (holds and recoveries included),
 credential state changes and the identity and access records behind them; each method is one transaction and takes
-plain data."""
+plain data. The transactions of concurrent callers are committed in groups (`Database.write`)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import uuid
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlmodel import Session, func, select
 
@@ -38,6 +38,8 @@ from syncd.core.model import CredentialState, Identity
 from syncd.core.usage import DayUsage, UsageKey
 from syncd.ports import Event, Intent, NewCredential, RunRef
 
+T = TypeVar("T")
+
 LEFT_FOR_FULL_RUN = "left-for-full-run"  # what recovery does with work only a run that reads the source can settle
 LIVE = (CredentialState.ACTIVE, CredentialState.RETIRING)
 
@@ -46,13 +48,14 @@ class Journal:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    @contextmanager
-    def _write(self) -> Iterator[Session]:
-        """One write transaction, fenced: it fails with `LeaseLost`, writing nothing, once this process lost the
-        apply lock it holds (`Database.fence`)."""
-        with self.database.session() as session:
+    def _write(self, work: Callable[[Session], T]) -> T:
+        """One write transaction (committed with other threads' writes, see `Database.write`), fenced: it fails with
+        `LeaseLost`, writing nothing, once this process lost the apply lock it holds (`Database.fence`)."""
+        def fenced(session: Session) -> T:
             self.database.fence(session)
-            yield session
+            return work(session)
+
+        return self.database.write(fenced)
 
     # Runs
 
@@ -60,13 +63,12 @@ class Journal:
         """`approved`: a human allowed the run's revocations (--allow-mass-revocation); the targeted safety window
         does not count them again."""
         run_id = uuid.uuid4().hex[:12]
-        with self._write() as s:
-            s.add(RunRow(id=run_id, source=source, started_at=utc(datetime.now(UTC)), dry_run=dry_run,
-                         approved=approved))
+        self._write(lambda s: s.add(RunRow(id=run_id, source=source, started_at=utc(datetime.now(UTC)),
+                                                   dry_run=dry_run, approved=approved)))
         return run_id
 
     def finish_run(self, run_id: str, result: str, summary: dict) -> None:
-        with self._write() as s:
+        def work(s: Session) -> None:
             run = s.get(RunRow, run_id)
             if run is not None:
                 run.finished_at = utc(datetime.now(UTC))
@@ -76,6 +78,8 @@ class Journal:
                 if head is not None:  # the chain's head as the run leaves it: `verify` finds it in the chain
                     run.head_seq, run.head_hash = head.seq, head.hash
                 s.add(run)
+
+        self._write(work)
 
     def lose_lease(self, run_id: str) -> None:
         """Record that the run stopped because it lost the apply lock (`lost-lease`). Unfenced, as it must be: it
@@ -91,19 +95,21 @@ class Journal:
         """Mark every run still `running` but this one `interrupted`, each with a `recover` event. A run is
         `running` only while it holds the apply lock, so call this only while holding `exclusive()`: any other
         running run then belongs to a process that died or was killed."""
-        with self._write() as s:
+        def work(s: Session) -> list[RunRef]:
             dead = list(s.exec(select(RunRow).where(RunRow.result == "running", RunRow.id != run_id)).all())
             for run in dead:
                 run.result, run.finished_at = "interrupted", utc(datetime.now(UTC))
                 s.add(run)
                 self._record(s, run_id, Event("", "", "recover", "interrupted-run", result="interrupted",
                                               error=f"run {run.id} of {run.source} stopped before it finished"))
-        return [RunRef(run.id, run.source) for run in dead]
+            return [RunRef(run.id, run.source) for run in dead]
+
+        return self._write(work)
 
     # Intents: crash safety around external writes
 
     def begin_intent(self, run_id: str | None, event: Event) -> int:
-        with self._write() as s:
+        def work(s: Session) -> int:
             row = IntentRow(run_id=run_id, person_id=event.person_id, username=event.username,
                             cluster=event.cluster or "", action=event.action, reason=event.reason,
                             started_at=datetime.now(UTC))
@@ -111,9 +117,10 @@ class Journal:
             s.flush()
             return row.id  # type: ignore[return-value]
 
+        return self._write(work)
+
     def end_intent(self, intent_id: int, state: str) -> None:
-        with self._write() as s:
-            self._end_intent(s, intent_id, state)
+        self._write(lambda s: self._end_intent(s, intent_id, state))
 
     @staticmethod
     def _end_intent(session: Session, intent_id: int | None, state: str) -> None:
@@ -127,7 +134,7 @@ class Journal:
         """Close an interrupted intent with a `recover` event saying what became of its work (finished,
         rolled-back, replanned); `left-for-full-run` keeps it open as `deferred`, with one event however many
         sweeps leave it."""
-        with self._write() as s:
+        def work(s: Session) -> None:
             row = s.get(IntentRow, intent.id)
             if row is None:
                 return
@@ -141,11 +148,12 @@ class Journal:
                                           cluster=row.cluster, result=result,
                                           error=f"run {row.run_id} stopped mid-action"))
 
+        self._write(work)
+
     # Events
 
     def record(self, run_id: str | None, event: Event) -> None:
-        with self._write() as s:
-            self._record(s, run_id, event)
+        self._write(lambda s: self._record(s, run_id, event))
 
     def _record(self, session: Session, run_id: str | None, event: Event) -> None:
         self.database.lock_chain(session)  # two processes never chain onto the same last event
@@ -169,9 +177,10 @@ class Journal:
         action for the same reason keep it, however many runs go on holding it. How many were written."""
         if not held:
             return 0
-        latest: dict[tuple[str, str | None], tuple[str, str, str]] = {}
         people = sorted({event.person_id for event in held})
-        with self._write() as s:
+
+        def work(s: Session) -> int:
+            latest: dict[tuple[str, str | None], tuple[str, str, str]] = {}
             for chunk in (people[i:i + ID_LIST_LIMIT] for i in range(0, len(people), ID_LIST_LIMIT)):
                 last_seqs = (select(func.max(EventRow.seq))
                              .where(EventRow.person_id.in_(chunk))  # type: ignore[attr-defined]
@@ -181,7 +190,9 @@ class Journal:
             news = [e for e in held if latest.get((e.person_id, e.cluster)) != (e.action, e.reason, "held")]
             for event in news:
                 self._record(s, run_id, event)
-        return len(news)
+            return len(news)
+
+        return self._write(work)
 
     # Credentials, with the identity and access records behind them
 
@@ -189,7 +200,7 @@ class Journal:
                      *, grace: timedelta | None, reason: str) -> None:
         """A token just issued, recorded before its file is written: the person's active credential is replaced
         (it retires after `grace`, never past its expiry, or is revoked now when `grace` is None)."""
-        with self._write() as s:
+        def work(s: Session) -> None:
             self._save_identity(s, source, identity)
             self._save_access(s, identity.id, cluster, scopes, "")
             now = datetime.now(UTC)
@@ -207,20 +218,24 @@ class Journal:
                                 fingerprint=token.fingerprint, issued_at=utc(token.issued_at),
                                 expires_at=utc(token.expires_at)))
 
+        self._write(work)
+
     def record_delivery(self, run_id: str | None, source: str, identity: Identity, event: Event, kubeconfig: str,
                         intent_id: int | None) -> None:
         """An action that grants access, done: the person, their access (`event.after`, delivered to
         `kubeconfig`), its event and the end of its intent."""
-        with self._write() as s:
+        def work(s: Session) -> None:
             self._save_identity(s, source, identity)
             self._save_access(s, event.person_id, event.cluster or "", event.after, kubeconfig)
             self._record(s, run_id, event)
             self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
 
+        self._write(work)
+
     def undo_credential(self, person_id: str, cluster: str, fingerprint: str, *, delivered: str | None) -> None:
         """A token recorded but never delivered: its credential is revoked (its Secret is then stale, and retired),
         and the credential it replaced is active again if that is the token delivered (fingerprint `delivered`)."""
-        with self._write() as s:
+        def work(s: Session) -> None:
             now = datetime.now(UTC)
             for row in self._live(s, person_id, cluster):
                 if row.fingerprint == fingerprint:
@@ -229,13 +244,16 @@ class Journal:
                     row.state, row.retire_at, row.revoke_reason = CredentialState.ACTIVE, None, None
                 s.add(row)
 
+        self._write(work)
+
     def record_revocation(self, run_id: str | None, event: Event, *, remove_access: bool,
                           secret_names: tuple[str, ...] | None = None, intent_id: int | None = None) -> list[str]:
         """Revoke the person's live credentials on `event.cluster` (all, or those bound to `secret_names`), forget
         their access there when `remove_access` (and the person with their last access), and record the event,
         naming the fingerprints revoked, with the end of its intent. The fingerprints revoked."""
         person_id, cluster = event.person_id, event.cluster or ""
-        with self._write() as s:
+
+        def work(s: Session) -> list[str]:
             rows = self._live(s, person_id, cluster, secret_names)
             now = datetime.now(UTC)
             for row in rows:
@@ -246,11 +264,13 @@ class Journal:
             fingerprints = [row.fingerprint for row in rows]
             self._record(s, run_id, replace(event, fingerprint=",".join(fingerprints) or None))
             self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
-        return fingerprints
+            return fingerprints
+
+        return self._write(work)
 
     def save_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None:
         """Where a source's watch stopped, per stream; None forgets a stream's cookie."""
-        with self._write() as session:
+        def work(session: Session) -> None:
             for kind, cookie in cookies.items():
                 row = session.get(WatchCursorRow, (source, kind))
                 if cookie is None:
@@ -261,10 +281,12 @@ class Journal:
                 row.cookie, row.updated_at = base64.b64encode(cookie).decode("ascii"), datetime.now(UTC)
                 session.add(row)
 
+        self._write(work)
+
     def record_usage(self, days: Mapping[UsageKey, DayUsage]) -> None:
         """Fold per-day use, aggregated from audit events, into what the ledger holds, in one transaction.
         Unfenced: use is what the API server saw, not a change syncd makes, so it is kept whoever holds the lock."""
-        with self.database.session() as session:
+        def work(session: Session) -> None:
             for key, day in days.items():
                 row = session.get(UsageDayRow, key)
                 if row is not None:
@@ -273,8 +295,10 @@ class Journal:
                     day = merged
                 session.merge(usage_row(key, day))
 
+        self.database.write(work)
+
     def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None:
-        with self._write() as s:
+        def work(s: Session) -> None:
             row = s.exec(select(CredentialRow).where(CredentialRow.fingerprint == fingerprint)).first()
             if row is None:
                 return
@@ -284,6 +308,8 @@ class Journal:
             self._record(s, run_id, Event(row.person_id, person.username if person else row.person_id,
                                           "confirm-revocation", "token-rejected", cluster=row.cluster,
                                           fingerprint=fingerprint))
+
+        self._write(work)
 
     @staticmethod
     def _live(session: Session, person_id: str, cluster: str, secret_names: tuple[str, ...] | None = None

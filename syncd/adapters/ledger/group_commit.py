@@ -1,0 +1,83 @@
+"""Group commit: concurrent callers' write transactions made durable by one commit (one fsync for many).
+
+A caller queues its work (a function of an ORM session) and waits. Whichever caller takes the leader's turn drains
+the queue and runs the works in queue order in one transaction, each inside its own SAVEPOINT (a work that fails
+rolls back alone and its caller gets the exception; the others stay), commits, then releases every caller with its
+result. A caller returns only once its own writes are committed, so each caller's writes stay in the order it made
+them, and events of one group chain in queue order. No thread of its own: nothing to start or stop, and it works in
+a forked child."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from syncd.errors import LedgerError
+
+
+class _Write:
+    __slots__ = ("done", "error", "result", "work")
+
+    def __init__(self, work: Callable[[Session], Any]) -> None:
+        self.work = work
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """`one_at_a_time`: held around each group's transaction (the database's own writer lock, if it has one);
+    `failed`: what a SQLAlchemy error becomes for the caller."""
+
+    def __init__(self, engine: Engine, one_at_a_time: Callable[[], AbstractContextManager],
+                 failed: Callable[[SQLAlchemyError], LedgerError]) -> None:
+        self._engine = engine
+        self._one_at_a_time = one_at_a_time
+        self._failed = failed
+        self._queue: list[_Write] = []
+        self._queue_lock = threading.Lock()
+        self._leader = threading.Lock()
+
+    def run(self, work: Callable[[Session], Any]) -> Any:
+        """Run `work(session)` in a transaction, committed with whatever else is queued; its result once durable."""
+        write = _Write(work)
+        with self._queue_lock:
+            self._queue.append(write)
+        while not write.done:
+            with self._leader:  # the leader of the group in flight holds it until its callers are released
+                if not write.done:
+                    with self._queue_lock:
+                        group, self._queue = self._queue, []
+                    self._commit(group)
+        if write.error is not None:
+            raise write.error
+        return write.result
+
+    def _commit(self, group: list[_Write]) -> None:
+        try:
+            with self._one_at_a_time(), Session(self._engine, expire_on_commit=False) as session:
+                for write in group:
+                    try:
+                        with session.begin_nested():
+                            write.result = write.work(session)
+                    except SQLAlchemyError as error:
+                        write.error = self._failed(error)
+                    except Exception as error:  # noqa: BLE001 - the caller's own exception, raised in its thread
+                        write.error = error
+                session.commit()
+        except SQLAlchemyError as error:
+            for write in group:
+                write.error = write.error or self._failed(error)
+        except BaseException:
+            for write in group:
+                write.error = write.error or LedgerError("ledger write interrupted before it was committed")
+            raise
+        finally:
+            for write in group:
+                write.done = True
