@@ -85,6 +85,9 @@ class LdapWatch(Strict):
         "syncrepl: content sync; poll: no watch, only the scheduled polls.")
     backoff: Duration = Field(timedelta(seconds=1), description="Wait before reconnecting a lost watch; doubles.")
     max_backoff: Duration = Field(timedelta(seconds=30), description="Longest wait between reconnections.")
+    keepalive: Duration = Field(
+        timedelta(seconds=30), description="After this much silence the watch asks the server something (and sets "
+        "TCP keepalives to it); no answer within the source's `timeout` reconnects (a hung server).")
 
 
 class LdapSourceSettings(Strict):

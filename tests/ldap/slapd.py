@@ -150,11 +150,20 @@ class Slapd:
                     raise RuntimeError(f"slapd did not listen on {self.port}") from None
                 time.sleep(0.05)
 
-    def stop(self) -> None:
+    @property
+    def pid(self) -> int | None:
         pidfile = self.directory / "slapd.pid"
-        if not pidfile.exists():
+        return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+
+    def signal(self, signum: int) -> None:
+        """SIGSTOP freezes the server (its sockets stay open, nothing answers); SIGCONT thaws it."""
+        assert self.pid is not None
+        os.kill(self.pid, signum)
+
+    def stop(self) -> None:
+        pid = self.pid
+        if pid is None:
             return
-        pid = int(pidfile.read_text().split()[0])
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:

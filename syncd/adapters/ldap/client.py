@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import socket
 import ssl
 import time
 from collections.abc import Iterator, Sequence
@@ -111,19 +112,25 @@ class _Streaming(AsyncStrategy):
 
 class Stream:
     """Long-lived searches (content sync, persistent search) on a connection of their own, and their messages in
-    the order the server sent them."""
+    the order the server sent them. After `keepalive` seconds of silence it asks the server something it must
+    answer (a read of the root DSE); no answer within `answer_timeout` seconds means the server hangs, and raises."""
 
-    def __init__(self, source: str, connection: ldap3.Connection) -> None:
+    def __init__(self, source: str, connection: ldap3.Connection, keepalive: float, answer_timeout: float) -> None:
         self.source = source
         self.connection = connection
         self.strategy: _Streaming = connection.strategy
+        self.keepalive = keepalive
+        self.answer_timeout = answer_timeout
+        self.last_heard = time.monotonic()  # when the server last sent anything
+        self._probe: int | None = None  # the message id of the unanswered keepalive
+        self._probe_sent = 0.0
 
-    def search(self, base: str, filter_: str, attributes: Sequence[str], controls: Sequence[tuple[str, bool, bytes]]
-               ) -> int:
+    def search(self, base: str, filter_: str, attributes: Sequence[str], controls: Sequence[tuple[str, bool, bytes]],
+               scope: str = ldap3.SUBTREE) -> int:
         try:
             # ldap3's receiver takes this lock before it hands a message over: none is missed before it is watched.
             with self.strategy.async_lock:
-                message_id = self.connection.search(base, filter_, search_scope=ldap3.SUBTREE,
+                message_id = self.connection.search(base, filter_, search_scope=scope,
                                                     dereference_aliases=ldap3.DEREF_NEVER,  # content sync needs it
                                                     attributes=list(attributes), controls=list(controls))
                 self.strategy.watched.add(message_id)
@@ -132,14 +139,39 @@ class Stream:
         return message_id
 
     def next(self, timeout: float) -> Message | None:
-        """The next message, None when none came within `timeout` seconds. A lost connection raises."""
-        try:
-            message = self.strategy.messages.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if message is None:
-            raise SourceUnavailable(f"source {self.source}: the directory server closed the connection")
-        return message
+        """The next message, None when none came within `timeout` seconds. A lost connection, or a server that
+        did not answer the keepalive in time, raises."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                message = self.strategy.messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self._keep_alive()
+                return None
+            if message is None:
+                raise SourceUnavailable(f"source {self.source}: the directory server closed the connection")
+            self.last_heard = time.monotonic()
+            if message.search != self._probe:
+                return message
+            if message.kind == "done":
+                self._answered()
+
+    def _keep_alive(self) -> None:
+        now = time.monotonic()
+        if self._probe is not None:
+            if now - self._probe_sent > self.answer_timeout:
+                raise SourceUnavailable(f"source {self.source}: the directory server did not answer a keepalive "
+                                        f"within {self.answer_timeout:g} s")
+        elif now - self.last_heard >= self.keepalive:
+            self._probe = self.search("", "(objectClass=*)", [NO_ATTRIBUTES], [], scope=ldap3.BASE)
+            self._probe_sent = now
+
+    def _answered(self) -> None:
+        assert self._probe is not None
+        self.strategy.watched.discard(self._probe)
+        with self.strategy.event_lock:
+            self.strategy._events.pop(self._probe, None)  # ldap3 keeps one per request sent
+        self._probe = None
 
     def close(self) -> None:
         with contextlib.suppress(lx.LDAPException, OSError):
@@ -210,7 +242,7 @@ class LdapClient:
 
     def _open(self, url: str, password: str, streaming: bool = False) -> ldap3.Connection:
         s = self.settings
-        # A stream waits for changes as long as there are none: no receive timeout (a closed socket ends it).
+        # A stream waits for changes as long as there are none: no receive timeout (its keepalive bounds silence).
         connection = ldap3.Connection(
             self._server(url), user=s.bind_dn, password=password, read_only=True, raise_exceptions=True,
             check_names=False, fast_decoder=True, auto_range=False, auto_referrals=False,
@@ -230,6 +262,8 @@ class LdapClient:
             if s.tls == "starttls":
                 connection.start_tls()
             connection.bind()
+            if streaming:
+                _wait_forever(connection.socket, s.watch.keepalive.total_seconds())
         except BaseException:
             connection.unbind()
             raise
@@ -246,7 +280,8 @@ class LdapClient:
         failover and backoff as `connect`)."""
         connection, url = self._first_server(streaming=True)
         log.info("open a stream to the directory", source=self.settings.name, server=url)
-        return Stream(self.settings.name, connection)
+        return Stream(self.settings.name, connection, self.settings.watch.keepalive.total_seconds(),
+                      self.settings.timeout.total_seconds())
 
     def _first_server(self, streaming: bool) -> tuple[ldap3.Connection, str]:
         s = self.settings
@@ -342,6 +377,17 @@ class LdapClient:
                                         "returned nothing")
             values.extend(chunk)
         return values
+
+
+def _wait_forever(sock: socket.socket, keepalive: float) -> None:
+    """A stream's socket: no timeout (ldap3 leaves the connect timeout on it, and its receiver takes a timeout for
+    a closed connection), and TCP keepalives so that a vanished peer ends it."""
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = max(1, int(keepalive))
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", idle), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):  # Linux names
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _paged_control(size: int, cookie: bytes | None) -> bytes:

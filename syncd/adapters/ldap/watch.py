@@ -57,6 +57,11 @@ class Watch:
         self._by_uuid = source.settings.attributes.id.lower() == "entryuuid"
 
     @property
+    def last_heard(self) -> float | None:
+        """time.monotonic() when the server last sent anything (a keepalive's answer too)."""
+        return None if self.stream is None else self.stream.last_heard
+
+    @property
     def resyncing(self) -> bool:
         return any(search.refreshing for search in self.searches.values())
 

@@ -99,8 +99,8 @@ class SourceWatch:
             while not self._stop.is_set() and self.leads():
                 self.state = "resyncing" if watch.resyncing else "connected"
                 batch = watch.next_batch(WAIT)
+                self.last_message = watch.last_heard
                 if batch is not None:
-                    self.last_message = time.monotonic()
                     pending.people |= batch.people
                     pending.full_read |= batch.full_read
                     pending.cookies |= batch.cookies
