@@ -80,9 +80,10 @@ class LdapWatch(Strict):
     """`syncd run` watching the directory for changes as they happen, each applied by a targeted run within
     seconds. The scheduled full reconcile stays the safety net."""
 
-    mode: Literal["auto", "syncrepl", "poll"] = Field(
-        "poll", description="auto: RFC 4533 content sync when the root DSE offers it (OpenLDAP syncprov), else poll; "
-        "syncrepl: content sync; poll: no watch, only the scheduled polls.")
+    mode: Literal["auto", "syncrepl", "psearch", "poll"] = Field(
+        "poll", description="auto: RFC 4533 content sync when the root DSE offers it (OpenLDAP syncprov), else "
+        "persistent search when offered (389-ds and others), else poll; syncrepl: content sync; psearch: persistent "
+        "search (no cookie: a full read after each (re)connect); poll: no watch, only the scheduled polls.")
     backoff: Duration = Field(timedelta(seconds=1), description="Wait before reconnecting a lost watch; doubles.")
     max_backoff: Duration = Field(timedelta(seconds=30), description="Longest wait between reconnections.")
     keepalive: Duration = Field(
