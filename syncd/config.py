@@ -80,10 +80,12 @@ class LdapWatch(Strict):
     """`syncd run` watching the directory for changes as they happen, each applied by a targeted run within
     seconds. The scheduled full reconcile stays the safety net."""
 
-    mode: Literal["auto", "syncrepl", "psearch", "poll"] = Field(
+    mode: Literal["auto", "syncrepl", "psearch", "dirsync", "poll"] = Field(
         "poll", description="auto: RFC 4533 content sync when the root DSE offers it (OpenLDAP syncprov), else "
-        "persistent search when offered (389-ds and others), else poll; syncrepl: content sync; psearch: persistent "
-        "search (no cookie: a full read after each (re)connect); poll: no watch, only the scheduled polls.")
+        "persistent search when offered (389-ds and others), else DirSync (Active Directory), else poll; syncrepl: "
+        "content sync; psearch: persistent search (no cookie: a full read after each (re)connect); dirsync: AD's "
+        "changes since a cookie, asked for every `interval`; poll: no watch, only the scheduled polls.")
+    interval: Duration = Field(timedelta(seconds=2), description="How often a DirSync watch asks for changes.")
     backoff: Duration = Field(timedelta(seconds=1), description="Wait before reconnecting a lost watch; doubles.")
     max_backoff: Duration = Field(timedelta(seconds=30), description="Longest wait between reconnections.")
     keepalive: Duration = Field(

@@ -27,6 +27,8 @@ from syncd.errors import ConfigError, SourceRejected, SourceUnavailable, SyncdEr
 log = structlog.get_logger("syncd.sources.ldap")
 
 PAGED_RESULTS = "1.2.840.113556.1.4.319"
+DIRSYNC = "1.2.840.113556.1.4.841"
+DIRSYNC_MAX_BYTES = 1 << 20  # the most AD returns per DirSync answer
 NO_ATTRIBUTES = "1.1"
 # Results that mean "you (the configuration) are wrong", not "the server is down".
 _REJECTED = (lx.LDAPInvalidCredentialsResult, lx.LDAPInsufficientAccessRightsResult, lx.LDAPInvalidFilterError,
@@ -363,6 +365,36 @@ class LdapClient:
             self.close()
             raise SourceUnavailable(f"source {self.settings.name}: search under {base} failed: "
                                     f"{_describe(error)}") from None
+
+    def dirsync(self, base: str, filter_: str, attributes: Sequence[str], cookie: bytes | None
+                ) -> tuple[list[Entry], bool, bytes | None]:
+        """One Active Directory DirSync search from `cookie`: the objects changed since (deleted ones with
+        isDeleted), whether more results wait, and the server's new cookie."""
+        from ldap3.protocol.microsoft import dir_sync_control
+
+        control = dir_sync_control(criticality=True, object_security=True, ancestors_first=True,
+                                   public_data_only=False, incremental_values=False, max_length=DIRSYNC_MAX_BYTES,
+                                   cookie=cookie)
+        connection = self.connect()
+        try:
+            connection.search(base, filter_, search_scope=ldap3.SUBTREE, attributes=list(attributes),
+                              controls=[control])
+        except _REJECTED as error:
+            self.close()
+            raise SourceRejected(f"source {self.settings.name}: DirSync under {base} refused: "
+                                 f"{_describe(error)}", hint="the bind DN needs 'Replicating Directory Changes'") \
+                from None
+        except (lx.LDAPException, OSError) as error:
+            self.close()
+            raise SourceUnavailable(f"source {self.settings.name}: DirSync under {base} failed: "
+                                    f"{_describe(error)}") from None
+        entries = [Entry(r["dn"], r["raw_attributes"]) for r in connection.response or []
+                   if r["type"] == "searchResEntry"]
+        answer = ((connection.result or {}).get("controls") or {}).get(DIRSYNC)
+        if answer is None:
+            raise SourceUnavailable(f"source {self.settings.name}: the server answered a DirSync search without "
+                                    "its control")
+        return entries, answer["value"]["more_results"], bytes(answer["value"]["cookie"]) or None
 
     def ranged_values(self, entry: Entry, name: str) -> list[bytes]:
         """All values of a multi-valued attribute, following Active Directory's range retrieval."""

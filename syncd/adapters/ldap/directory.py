@@ -13,7 +13,7 @@ import structlog
 
 from syncd.adapters.identity import group_name
 from syncd.adapters.ldap import ad, psearch, syncrepl
-from syncd.adapters.ldap.client import NO_ATTRIBUTES, Entry, LdapClient, escape, first_text
+from syncd.adapters.ldap.client import DIRSYNC, NO_ATTRIBUTES, Entry, LdapClient, escape, first_text
 from syncd.config import LdapSourceSettings
 from syncd.core.model import Identity, Snapshot
 
@@ -327,11 +327,13 @@ class LdapSource:
 
     def watch_mode(self) -> str:
         """The watch the server's root DSE `supportedControl` allows: syncrepl (content sync, OpenLDAP), psearch
-        (persistent search, 389-ds and others), or poll."""
+        (persistent search, 389-ds and others), dirsync (Active Directory), or poll."""
         controls = self.client.supported_controls()
         if syncrepl.SYNC_REQUEST in controls:
             return "syncrepl"
-        return "psearch" if psearch.PERSISTENT_SEARCH in controls else "poll"
+        if psearch.PERSISTENT_SEARCH in controls:
+            return "psearch"
+        return "dirsync" if DIRSYNC in controls else "poll"
 
     def check(self) -> dict:
         """For `syncd source test`: bind, count people and groups, map one person. One read: every person entry

@@ -33,6 +33,17 @@ class Batch:
         return bool(self.people or self.full_read or self.cookies)
 
 
+def affects(source: LdapSource, keys: set[str] | None, batch: Batch, what: str) -> None:
+    """Read the members a group change affects (never guess them); a change the groups read last cannot place asks
+    for a full read."""
+    if keys is None:
+        log.warning("read the directory in full: a group change cannot be attributed", source=source.name,
+                    change=what)
+        batch.full_read = True
+    elif keys:
+        batch.people |= source.people_ids(keys)
+
+
 @dataclass
 class _Search:
     kind: str
@@ -59,6 +70,11 @@ class Watch:
         self.stream: Stream | None = None
         self._by_id: dict[int, _Search] = {}
         self._by_uuid = source.settings.attributes.id.lower() == "entryuuid"
+
+    @property
+    def resumed(self) -> bool:
+        """Started from where a previous watch stopped."""
+        return any(search.cookie for search in self.searches.values())
 
     @property
     def last_heard(self) -> float | None:
@@ -170,14 +186,7 @@ class Watch:
             batch.full_read = True
 
     def _affects(self, keys: set[str] | None, batch: Batch, what: str) -> None:
-        """Read the members a group change affects (never guess them); a change the groups read last cannot
-        place asks for a full read."""
-        if keys is None:
-            log.warning("read the directory in full: a group change cannot be attributed", source=self.source.name,
-                        change=what)
-            batch.full_read = True
-        elif keys:
-            batch.people |= self.source.people_ids(keys)
+        affects(self.source, keys, batch, what)
 
     def _info(self, search: _Search, info: syncrepl.SyncInfo, batch: Batch) -> None:
         if info.kind == "syncIdSet":

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import structlog
 
 from syncd.adapters.ldap import LdapSource
+from syncd.adapters.ldap.dirsync import DirSyncWatch
 from syncd.adapters.ldap.watch import Batch, Watch
 from syncd.config import LdapSourceSettings
 from syncd.errors import SyncdError
@@ -71,8 +72,8 @@ class SourceWatch:
                 mode = self._mode()
                 if mode == "poll":
                     self.state = "polling"
-                    log.warning("watch the directory by polling: the server offers neither content sync (RFC 4533) "
-                                "nor persistent search", source=self.name,
+                    log.warning("watch the directory by polling: the server offers no content sync (RFC 4533), "
+                                "persistent search or DirSync", source=self.name,
                                 poll_interval=self.settings.incremental.poll_interval.total_seconds())
                     return
                 self._watch(mode)
@@ -90,11 +91,12 @@ class SourceWatch:
             delay = min(delay * 2, self.settings.watch.max_backoff.total_seconds())
 
     def _watch(self, mode: str) -> None:
-        watch = Watch(self._source(), self.engine.read_model.watch_cursors(self.name), self._known, mode)
+        cookies = self.engine.read_model.watch_cursors(self.name)
+        watch = (DirSyncWatch(self._source(), cookies, self._known, self.settings.watch.interval.total_seconds())
+                 if mode == "dirsync" else Watch(self._source(), cookies, self._known, mode))
         watch.open()
         self._opened = True
-        log.info("watch the directory for changes", source=self.name, mode=mode,
-                 resumed=any(s.cookie for s in watch.searches.values()))
+        log.info("watch the directory for changes", source=self.name, mode=mode, resumed=watch.resumed)
         pending = Batch()
         try:
             while not self._stop.is_set() and self.leads():
