@@ -42,9 +42,10 @@ def uid(n: int) -> str:
 
 
 def ldif(people: int, members: int) -> str:
-    chunks = [BASE_LDIF]
+    chunks = [BASE_LDIF]  # memberOf by hand: slapadd (offline) does not run the memberof overlay
     chunks += [f"\ndn: uid={uid(n)},{PEOPLE_BASE}\nobjectClass: inetOrgPerson\nuid: {uid(n)}\ncn: User {n}\n"
-               f"sn: {n}\nmail: {uid(n)}@example.org\n" for n in range(people)]
+               f"sn: {n}\nmail: {uid(n)}@example.org\n"
+               + (f"memberOf: cn=developers,{GROUP_BASE}\n" if n < members else "") for n in range(people)]
     chunks.append(f"\ndn: cn=developers,{GROUP_BASE}\nobjectClass: groupOfNames\ncn: developers\n"
                   + "".join(f"member: uid={uid(n)},{PEOPLE_BASE}\n" for n in range(members)))
     return "".join(chunks)

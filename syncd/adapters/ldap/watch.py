@@ -162,7 +162,7 @@ class Watch:
     def _notified(self, search: _Search, change: psearch.EntryChange, entry: Entry, batch: Batch) -> None:
         """A persistent search's entry: the entry as it is (or was, when deleted), whatever the change."""
         if change.change is psearch.Change.DELETE and search.kind == "groups":
-            self._affects(self.source.group_deleted(entry.text("entryuuid")), batch, f"group {entry.dn} deleted")
+            affects(self.source, self.source.group_deleted(entry.text("entryuuid")), batch, f"group {entry.dn} deleted")
         else:
             self._changed(search, entry, batch)  # a deleted person's entry still names them
 
@@ -173,20 +173,17 @@ class Watch:
             except ValueError:
                 log.warning("skip a changed entry without an id", source=self.source.name, dn=entry.dn)
         else:
-            self._affects(self.source.group_changed(entry), batch, f"group {entry.dn} changed")
+            affects(self.source, self.source.group_changed(entry), batch, f"group {entry.dn} changed")
 
     def _deleted(self, search: _Search, entry_uuid: str, batch: Batch) -> None:
         if search.kind == "groups":
-            self._affects(self.source.group_deleted(entry_uuid), batch, f"group {entry_uuid} deleted")
+            affects(self.source, self.source.group_deleted(entry_uuid), batch, f"group {entry_uuid} deleted")
         elif self._by_uuid:
             batch.people.add(entry_uuid)
         else:
             log.warning("read the directory in full: a deleted entry names no person id", source=self.source.name,
                         entry_uuid=entry_uuid)
             batch.full_read = True
-
-    def _affects(self, keys: set[str] | None, batch: Batch, what: str) -> None:
-        affects(self.source, keys, batch, what)
 
     def _info(self, search: _Search, info: syncrepl.SyncInfo, batch: Batch) -> None:
         if info.kind == "syncIdSet":
