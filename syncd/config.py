@@ -89,8 +89,9 @@ class LdapWatch(Strict):
     backoff: Duration = Field(timedelta(seconds=1), description="Wait before reconnecting a lost watch; doubles.")
     max_backoff: Duration = Field(timedelta(seconds=30), description="Longest wait between reconnections.")
     keepalive: Duration = Field(
-        timedelta(seconds=30), description="After this much silence the watch asks the server something (and sets "
-        "TCP keepalives to it); no answer within the source's `timeout` reconnects (a hung server).")
+        timedelta(seconds=30), description="After this much silence the watch checks the server answers (a bind and "
+        "a root DSE read on a connection of its own; the stream has TCP keepalives too); no answer within the "
+        "source's `timeout` reconnects (a hung server).")
 
 
 class LdapSourceSettings(Strict):

@@ -9,7 +9,7 @@ import queue
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -107,6 +107,12 @@ class _Streaming(AsyncStrategy):
             response.get("responseValue"), response.get("result", 0),
             ": ".join(filter(None, (response.get("description"), response.get("message"))))))
 
+    def _start_listen(self) -> None:
+        # ldap3 leaves the connect timeout on the socket, and its receiver takes a timeout for a closed connection:
+        # a stream silent that long would end. Cleared before the receiver's first read starts.
+        self.connection.socket.settimeout(None)
+        super()._start_listen()
+
     def close(self) -> None:
         super().close()
         self.messages.put(None)
@@ -114,25 +120,24 @@ class _Streaming(AsyncStrategy):
 
 class Stream:
     """Long-lived searches (content sync, persistent search) on a connection of their own, and their messages in
-    the order the server sent them. After `keepalive` seconds of silence it asks the server something it must
-    answer (a read of the root DSE); no answer within `answer_timeout` seconds means the server hangs, and raises."""
+    the order the server sent them. After `keepalive` seconds of silence `probe()` checks that the server still
+    answers (it raises when not): a hung server ends the stream instead of leaving it waiting forever."""
 
-    def __init__(self, source: str, connection: ldap3.Connection, keepalive: float, answer_timeout: float) -> None:
+    def __init__(self, source: str, connection: ldap3.Connection, keepalive: float,
+                 probe: Callable[[], None]) -> None:
         self.source = source
         self.connection = connection
         self.strategy: _Streaming = connection.strategy
         self.keepalive = keepalive
-        self.answer_timeout = answer_timeout
-        self.last_heard = time.monotonic()  # when the server last sent anything
-        self._probe: int | None = None  # the message id of the unanswered keepalive
-        self._probe_sent = 0.0
+        self.probe = probe
+        self.last_heard = time.monotonic()  # when the server last sent anything (or answered a probe)
 
-    def search(self, base: str, filter_: str, attributes: Sequence[str], controls: Sequence[tuple[str, bool, bytes]],
-               scope: str = ldap3.SUBTREE) -> int:
+    def search(self, base: str, filter_: str, attributes: Sequence[str], controls: Sequence[tuple[str, bool, bytes]]
+               ) -> int:
         try:
             # ldap3's receiver takes this lock before it hands a message over: none is missed before it is watched.
             with self.strategy.async_lock:
-                message_id = self.connection.search(base, filter_, search_scope=scope,
+                message_id = self.connection.search(base, filter_, search_scope=ldap3.SUBTREE,
                                                     dereference_aliases=ldap3.DEREF_NEVER,  # content sync needs it
                                                     attributes=list(attributes), controls=list(controls))
                 self.strategy.watched.add(message_id)
@@ -142,38 +147,18 @@ class Stream:
 
     def next(self, timeout: float) -> Message | None:
         """The next message, None when none came within `timeout` seconds. A lost connection, or a server that
-        did not answer the keepalive in time, raises."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                message = self.strategy.messages.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self._keep_alive()
-                return None
-            if message is None:
-                raise SourceUnavailable(f"source {self.source}: the directory server closed the connection")
-            self.last_heard = time.monotonic()
-            if message.search != self._probe:
-                return message
-            if message.kind == "done":
-                self._answered()
-
-    def _keep_alive(self) -> None:
-        now = time.monotonic()
-        if self._probe is not None:
-            if now - self._probe_sent > self.answer_timeout:
-                raise SourceUnavailable(f"source {self.source}: the directory server did not answer a keepalive "
-                                        f"within {self.answer_timeout:g} s")
-        elif now - self.last_heard >= self.keepalive:
-            self._probe = self.search("", "(objectClass=*)", [NO_ATTRIBUTES], [], scope=ldap3.BASE)
-            self._probe_sent = now
-
-    def _answered(self) -> None:
-        assert self._probe is not None
-        self.strategy.watched.discard(self._probe)
-        with self.strategy.event_lock:
-            self.strategy._events.pop(self._probe, None)  # ldap3 keeps one per request sent
-        self._probe = None
+        does not answer the keepalive, raises."""
+        try:
+            message = self.strategy.messages.get(timeout=timeout)
+        except queue.Empty:
+            if time.monotonic() - self.last_heard >= self.keepalive:
+                self.probe()
+                self.last_heard = time.monotonic()
+            return None
+        if message is None:
+            raise SourceUnavailable(f"source {self.source}: the directory server closed the connection")
+        self.last_heard = time.monotonic()
+        return message
 
     def close(self) -> None:
         with contextlib.suppress(lx.LDAPException, OSError):
@@ -265,7 +250,7 @@ class LdapClient:
                 connection.start_tls()
             connection.bind()
             if streaming:
-                _wait_forever(connection.socket, s.watch.keepalive.total_seconds())
+                _keepalives(connection.socket, s.watch.keepalive.total_seconds())
         except BaseException:
             connection.unbind()
             raise
@@ -283,7 +268,22 @@ class LdapClient:
         connection, url = self._first_server(streaming=True)
         log.info("open a stream to the directory", source=self.settings.name, server=url)
         return Stream(self.settings.name, connection, self.settings.watch.keepalive.total_seconds(),
-                      self.settings.timeout.total_seconds())
+                      lambda: self._answers(url))
+
+    def _answers(self, url: str) -> None:
+        """A stream's keepalive: bind to its server and read the root DSE on a connection of its own, within
+        `connect_timeout` and `timeout` (the stream's own socket is being read by ldap3's receiver thread, and a TLS
+        connection must not be written from a second thread meanwhile)."""
+        s = self.settings
+        try:
+            connection = self._open(url, read_password(s))
+            try:
+                connection.search("", "(objectClass=*)", search_scope=ldap3.BASE, attributes=[NO_ATTRIBUTES])
+            finally:
+                connection.unbind()
+        except (lx.LDAPException, OSError) as error:
+            raise SourceUnavailable(f"source {s.name}: the directory server did not answer a keepalive within "
+                                    f"{s.timeout.total_seconds():g} s: {_describe(error)}") from None
 
     def _first_server(self, streaming: bool) -> tuple[ldap3.Connection, str]:
         s = self.settings
@@ -411,10 +411,8 @@ class LdapClient:
         return values
 
 
-def _wait_forever(sock: socket.socket, keepalive: float) -> None:
-    """A stream's socket: no timeout (ldap3 leaves the connect timeout on it, and its receiver takes a timeout for
-    a closed connection), and TCP keepalives so that a vanished peer ends it."""
-    sock.settimeout(None)
+def _keepalives(sock: socket.socket, keepalive: float) -> None:
+    """TCP keepalives on a stream's socket, so that a vanished peer ends it."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     idle = max(1, int(keepalive))
     for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", idle), ("TCP_KEEPCNT", 3)):
