@@ -80,11 +80,18 @@ class LdapWatch(Strict):
     """`syncd run` watching the directory for changes as they happen, each applied by a targeted run within
     seconds. The scheduled full reconcile stays the safety net."""
 
-    mode: Literal["auto", "syncrepl", "poll"] = Field(
-        "poll", description="auto: RFC 4533 content sync when the root DSE offers it (OpenLDAP syncprov), else poll; "
-        "syncrepl: content sync; poll: no watch, only the scheduled polls.")
+    mode: Literal["auto", "syncrepl", "psearch", "dirsync", "poll"] = Field(
+        "poll", description="auto: RFC 4533 content sync when the root DSE offers it (OpenLDAP syncprov), else "
+        "persistent search when offered (389-ds and others), else DirSync (Active Directory), else poll; syncrepl: "
+        "content sync; psearch: persistent search (no cookie: a full read after each (re)connect); dirsync: AD's "
+        "changes since a cookie, asked for every `interval`; poll: no watch, only the scheduled polls.")
+    interval: Duration = Field(timedelta(seconds=2), description="How often a DirSync watch asks for changes.")
     backoff: Duration = Field(timedelta(seconds=1), description="Wait before reconnecting a lost watch; doubles.")
     max_backoff: Duration = Field(timedelta(seconds=30), description="Longest wait between reconnections.")
+    keepalive: Duration = Field(
+        timedelta(seconds=30), description="After this much silence the watch checks the server answers (a bind and "
+        "a root DSE read on a connection of its own; the stream has TCP keepalives too); no answer within the "
+        "source's `timeout` reconnects (a hung server).")
 
 
 class LdapSourceSettings(Strict):

@@ -136,9 +136,10 @@ class Slapd:
         subprocess.run(["slapadd", "-q", "-f", str(self.conf), "-l", str(path)], check=True, capture_output=True,
                        timeout=600)
 
-    def start(self) -> None:
+    def start(self, *, tls: bool = True) -> None:
+        """Listen on both ports, or (not `tls`) on the plain one only: reachable by ldapmodify, not by syncd."""
         self.port, self.tls_port = self.port or free_port(), self.tls_port or free_port()
-        urls = f"ldap://127.0.0.1:{self.port}/ ldaps://127.0.0.1:{self.tls_port}/"
+        urls = f"ldap://127.0.0.1:{self.port}/" + (f" ldaps://127.0.0.1:{self.tls_port}/" if tls else "")
         subprocess.run(["slapd", "-f", str(self.conf), "-h", urls], check=True, capture_output=True, timeout=60)
         deadline = time.monotonic() + 20
         while True:
@@ -150,11 +151,20 @@ class Slapd:
                     raise RuntimeError(f"slapd did not listen on {self.port}") from None
                 time.sleep(0.05)
 
-    def stop(self) -> None:
+    @property
+    def pid(self) -> int | None:
         pidfile = self.directory / "slapd.pid"
-        if not pidfile.exists():
+        return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+
+    def signal(self, signum: int) -> None:
+        """SIGSTOP freezes the server (its sockets stay open, nothing answers); SIGCONT thaws it."""
+        assert self.pid is not None
+        os.kill(self.pid, signum)
+
+    def stop(self) -> None:
+        pid = self.pid
+        if pid is None:
             return
-        pid = int(pidfile.read_text().split()[0])
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:

@@ -3,6 +3,8 @@ within seconds, with its reason in the ledger; the cookie kept in the ledger res
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,24 +18,28 @@ from syncd.core.model import person_key
 from syncd.runtime.engine import Engine, RunReport
 from tests.integration.conftest import World
 from tests.ldap.conftest import Directory
+from tests.ldap.slapd import Slapd
 
 pytestmark = pytest.mark.kube
 
 TIMEOUT = 30.0  # generous: the machine is shared; a wait, not a timing assertion
+DOWN = 10.0  # seconds slapd is away in the outage scenario
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {TIMEOUT}s: {what}")
+            raise AssertionError(f"not within {timeout}s: {what}")
         time.sleep(0.1)
 
 
 @contextmanager
-def watching(world: World, full: bool = True) -> Iterator[tuple[Engine, list[RunReport]]]:
-    """An engine (with its full reconcile done, unless not `full`) and the source's watch running on it."""
-    world.configure(sources=[world_source(world) | {"watch": {"mode": "auto"}}])
+def watching(world: World, full: bool = True, watch: dict | None = None, **source: str
+             ) -> Iterator[tuple[Engine, list[RunReport], SourceWatch]]:
+    """An engine (with its full reconcile done, unless not `full`) and the source's watch running on it, with
+    `watch` settings and `source` settings merged in."""
+    world.configure(sources=[world_source(world) | source | {"watch": {"mode": "auto"} | (watch or {})}])
     engine = Engine.from_settings(load_settings(world.config))
     reports: list[RunReport] = []
     (source,) = [s for s in engine.settings.sources if isinstance(s, LdapSourceSettings)]
@@ -43,7 +49,7 @@ def watching(world: World, full: bool = True) -> Iterator[tuple[Engine, list[Run
             engine.reconcile()
         watch.start()
         wait_for(lambda: watch.state == "connected", "watch connected")
-        yield engine, reports
+        yield engine, reports, watch
     finally:
         watch.stop()
         engine.close()
@@ -67,7 +73,7 @@ def test_a_deleted_person_loses_access_within_seconds(ldap_world: World, directo
     alice = directory.person("alice")
     directory.group("developers", alice, directory.person("bob"))
     key = person_key(directory.entry_uuid(alice))
-    with watching(ldap_world) as (_, reports):
+    with watching(ldap_world) as (_, reports, _watch):
         assert ldap_world.ours("rolebindings", key)
         directory.server.delete(alice)
         wait_for(lambda: not ldap_world.ours("rolebindings", key), "alice's RoleBindings gone")
@@ -78,7 +84,7 @@ def test_a_deleted_person_loses_access_within_seconds(ldap_world: World, directo
 def test_a_locked_person_is_revoked_as_disabled(ldap_world: World, directory: Directory):
     alice = directory.person("alice")
     directory.group("developers", alice)
-    with watching(ldap_world) as (_, reports):
+    with watching(ldap_world) as (_, reports, _watch):
         directory.lock(alice)
         wait_for(lambda: not bindings(ldap_world, directory, alice), "alice's RoleBindings gone")
         wait_for(lambda: ("revoke", "disabled", "alice") in reasons(reports), "its reason reported")
@@ -87,7 +93,7 @@ def test_a_locked_person_is_revoked_as_disabled(ldap_world: World, directory: Di
 def test_removing_a_nested_group_from_its_parent_rescopes_its_members(ldap_world: World, directory: Directory):
     alice, bob = directory.person("alice"), directory.person("bob")
     directory.group("developers", directory.group("inner", alice), bob)
-    with watching(ldap_world) as (_, reports):
+    with watching(ldap_world) as (_, reports, _watch):
         assert ldap_world.can("alice", "create", "deployments", ldap_world.ns("team-a")) == "yes"
         directory.leave("developers", directory.group_dn("inner"))
         wait_for(lambda: not bindings(ldap_world, directory, alice), "alice's RoleBindings gone")
@@ -97,7 +103,7 @@ def test_removing_a_nested_group_from_its_parent_rescopes_its_members(ldap_world
 
 def test_a_rename_keeps_the_person(ldap_world: World, directory: Directory):
     directory.group("developers", directory.person("alice"))
-    with watching(ldap_world) as (_, reports):
+    with watching(ldap_world) as (_, reports, _watch):
         directory.move("alice", "alice.archer", "contractors")
         wait_for(lambda: ("rescope", "rename", "alice.archer") in reasons(reports), "alice renamed")
 
@@ -106,11 +112,93 @@ def test_a_restarted_watch_resumes_from_its_cookie_without_a_full_read(ldap_worl
                                                                        monkeypatch: pytest.MonkeyPatch):
     alice = directory.person("alice")
     directory.group("developers", alice, directory.person("bob"))
-    with watching(ldap_world) as (engine, reports):
+    with watching(ldap_world) as (engine, reports, _watch):
         wait_for(lambda: engine.read_model.watch_cursors("directory").keys() == {"people", "groups"}, "cookies kept")
     directory.server.delete(alice)  # while no watch runs
     full_reads = []
     monkeypatch.setattr(LdapSource, "read", lambda self: full_reads.append(self) or pytest.fail("a full read"))
-    with watching(ldap_world, full=False) as (_, reports):
+    with watching(ldap_world, full=False) as (_, reports, _watch):
         wait_for(lambda: ("revoke", "leaver", "alice") in reasons(reports), "alice revoked after the restart")
     assert full_reads == []
+
+
+@pytest.fixture
+def own_directory(own_slapd: Slapd, ldap_world: World) -> Directory:
+    """A directory on a slapd of this test's own (it is stopped or frozen), which `ldap_world` reads."""
+    directory = Directory(own_slapd, "own").create()
+    ldap_world.configure(sources=[directory.source_settings()])
+    return directory
+
+
+def counting_full_reads(monkeypatch: pytest.MonkeyPatch) -> list[LdapSource]:
+    full_reads: list[LdapSource] = []
+    read = LdapSource.read
+    monkeypatch.setattr(LdapSource, "read", lambda self: full_reads.append(self) or read(self))
+    return full_reads
+
+
+def test_a_mass_delete_through_the_watch_is_held(ldap_world: World, directory: Directory):
+    uids = [f"p{n:02}" for n in range(60)]
+    dns = [directory.person(uid) for uid in uids]
+    directory.group("developers", *dns)
+    keys = {uid: person_key(directory.entry_uuid(dn)) for uid, dn in zip(uids, dns, strict=True)}
+    with watching(ldap_world) as (_, reports, _watch):
+        assert all(ldap_world.ours("rolebindings", key) for key in keys.values())
+        directory.server.delete(*dns)
+
+        def seen() -> tuple[set[str], set[str]]:
+            revoked = {a.username for r in reports if r.plan for a in r.plan.actions if str(a.kind) == "revoke"}
+            held = {h.action.username for r in reports if r.plan is not None for h in r.plan.held}  # no actions
+            return revoked, held
+
+        # Slow on purpose: each revocation waits until the API server rejects the token.
+        wait_for(lambda: set.union(*seen()) == set(uids), "all 60 deletions planned")
+    revoked, held = seen()
+    # The window adds the targeted runs up: at most a quarter of the holders go before the guard holds the rest.
+    assert len(revoked) <= 15 and len(held) >= 45, (len(revoked), len(held))
+    assert all(ldap_world.ours("rolebindings", keys[uid]) for uid in held)
+    assert not any(ldap_world.ours("rolebindings", keys[uid]) for uid in revoked)
+    log = json.loads(ldap_world.syncd("ledger", "log", "--config", str(ldap_world.config), "--output", "json").stdout)
+    recorded = {e["username"] for e in log if e["result"] == "held" and e["action"] == "revoke"}
+    assert recorded == held
+
+
+def test_a_deletion_while_slapd_is_down_is_applied_after_reconnecting_from_the_cookie(
+        ldap_world: World, own_directory: Directory, monkeypatch: pytest.MonkeyPatch):
+    directory, server = own_directory, own_directory.server
+    alice = directory.person("alice")
+    directory.group("developers", alice, directory.person("bob"))
+    key = person_key(directory.entry_uuid(alice))
+    with watching(ldap_world, watch={"backoff": "1s", "max_backoff": "2s"}) as (engine, reports, watch):
+        wait_for(lambda: engine.read_model.watch_cursors("directory").keys() == {"people", "groups"}, "cookies kept")
+        full_reads = counting_full_reads(monkeypatch)
+        stopped = time.monotonic()
+        server.stop()
+        wait_for(lambda: watch.state == "reconnecting", "the watch reconnecting")
+        server.start(tls=False)  # up for ldapdelete only: syncd (LDAPS) still cannot reach it
+        server.delete(alice)
+        server.stop()
+        time.sleep(max(0.0, DOWN - (time.monotonic() - stopped)))  # the outage the scenario asks for
+        server.start()
+        wait_for(lambda: not ldap_world.ours("rolebindings", key), "alice's RoleBindings gone")
+        wait_for(lambda: ("revoke", "leaver", "alice") in reasons(reports), "its reason reported")
+        assert watch.state == "connected"
+    assert full_reads == []
+    assert ldap_world.can("bob", "create", "deployments", ldap_world.ns("team-a")) == "yes"
+
+
+def test_a_frozen_slapd_is_detected_and_the_watch_reconnects(ldap_world: World, own_directory: Directory):
+    directory, server = own_directory, own_directory.server
+    alice = directory.person("alice")
+    directory.group("developers", alice)
+    key = person_key(directory.entry_uuid(alice))
+    with watching(ldap_world, watch={"keepalive": "1s", "backoff": "1s", "max_backoff": "2s"},
+                  timeout="2s") as (_, reports, watch):
+        server.signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: watch.state == "reconnecting", "the frozen server noticed")
+        finally:
+            server.signal(signal.SIGCONT)
+        wait_for(lambda: watch.state == "connected", "the watch connected again")
+        directory.server.delete(alice)
+        wait_for(lambda: not ldap_world.ours("rolebindings", key), "alice's RoleBindings gone")

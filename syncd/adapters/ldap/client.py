@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import socket
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -26,6 +27,8 @@ from syncd.errors import ConfigError, SourceRejected, SourceUnavailable, SyncdEr
 log = structlog.get_logger("syncd.sources.ldap")
 
 PAGED_RESULTS = "1.2.840.113556.1.4.319"
+DIRSYNC = "1.2.840.113556.1.4.841"
+DIRSYNC_MAX_BYTES = 1 << 20  # the most AD returns per DirSync answer
 NO_ATTRIBUTES = "1.1"
 # Results that mean "you (the configuration) are wrong", not "the server is down".
 _REJECTED = (lx.LDAPInvalidCredentialsResult, lx.LDAPInsufficientAccessRightsResult, lx.LDAPInvalidFilterError,
@@ -104,6 +107,12 @@ class _Streaming(AsyncStrategy):
             response.get("responseValue"), response.get("result", 0),
             ": ".join(filter(None, (response.get("description"), response.get("message"))))))
 
+    def _start_listen(self) -> None:
+        # ldap3 leaves the connect timeout on the socket, and its receiver takes a timeout for a closed connection:
+        # a stream silent that long would end. Cleared before the receiver's first read starts.
+        self.connection.socket.settimeout(None)
+        super()._start_listen()
+
     def close(self) -> None:
         super().close()
         self.messages.put(None)
@@ -111,12 +120,17 @@ class _Streaming(AsyncStrategy):
 
 class Stream:
     """Long-lived searches (content sync, persistent search) on a connection of their own, and their messages in
-    the order the server sent them."""
+    the order the server sent them. After `keepalive` seconds of silence `probe()` checks that the server still
+    answers (it raises when not): a hung server ends the stream instead of leaving it waiting forever."""
 
-    def __init__(self, source: str, connection: ldap3.Connection) -> None:
+    def __init__(self, source: str, connection: ldap3.Connection, keepalive: float,
+                 probe: Callable[[], None]) -> None:
         self.source = source
         self.connection = connection
         self.strategy: _Streaming = connection.strategy
+        self.keepalive = keepalive
+        self.probe = probe
+        self.last_heard = time.monotonic()  # when the server last sent anything (or answered a probe)
 
     def search(self, base: str, filter_: str, attributes: Sequence[str], controls: Sequence[tuple[str, bool, bytes]]
                ) -> int:
@@ -132,13 +146,18 @@ class Stream:
         return message_id
 
     def next(self, timeout: float) -> Message | None:
-        """The next message, None when none came within `timeout` seconds. A lost connection raises."""
+        """The next message, None when none came within `timeout` seconds. A lost connection, or a server that
+        does not answer the keepalive, raises."""
         try:
             message = self.strategy.messages.get(timeout=timeout)
         except queue.Empty:
+            if time.monotonic() - self.last_heard >= self.keepalive:
+                self.probe()
+                self.last_heard = time.monotonic()
             return None
         if message is None:
             raise SourceUnavailable(f"source {self.source}: the directory server closed the connection")
+        self.last_heard = time.monotonic()
         return message
 
     def close(self) -> None:
@@ -210,7 +229,7 @@ class LdapClient:
 
     def _open(self, url: str, password: str, streaming: bool = False) -> ldap3.Connection:
         s = self.settings
-        # A stream waits for changes as long as there are none: no receive timeout (a closed socket ends it).
+        # A stream waits for changes as long as there are none: no receive timeout (its keepalive bounds silence).
         connection = ldap3.Connection(
             self._server(url), user=s.bind_dn, password=password, read_only=True, raise_exceptions=True,
             check_names=False, fast_decoder=True, auto_range=False, auto_referrals=False,
@@ -230,6 +249,8 @@ class LdapClient:
             if s.tls == "starttls":
                 connection.start_tls()
             connection.bind()
+            if streaming:
+                _keepalives(connection.socket, s.watch.keepalive.total_seconds())
         except BaseException:
             connection.unbind()
             raise
@@ -246,7 +267,23 @@ class LdapClient:
         failover and backoff as `connect`)."""
         connection, url = self._first_server(streaming=True)
         log.info("open a stream to the directory", source=self.settings.name, server=url)
-        return Stream(self.settings.name, connection)
+        return Stream(self.settings.name, connection, self.settings.watch.keepalive.total_seconds(),
+                      lambda: self._answers(url))
+
+    def _answers(self, url: str) -> None:
+        """A stream's keepalive: bind to its server and read the root DSE on a connection of its own, within
+        `connect_timeout` and `timeout` (the stream's own socket is being read by ldap3's receiver thread, and a TLS
+        connection must not be written from a second thread meanwhile)."""
+        s = self.settings
+        try:
+            connection = self._open(url, read_password(s))
+            try:
+                connection.search("", "(objectClass=*)", search_scope=ldap3.BASE, attributes=[NO_ATTRIBUTES])
+            finally:
+                connection.unbind()
+        except (lx.LDAPException, OSError) as error:
+            raise SourceUnavailable(f"source {s.name}: the directory server did not answer a keepalive within "
+                                    f"{s.timeout.total_seconds():g} s: {_describe(error)}") from None
 
     def _first_server(self, streaming: bool) -> tuple[ldap3.Connection, str]:
         s = self.settings
@@ -329,6 +366,36 @@ class LdapClient:
             raise SourceUnavailable(f"source {self.settings.name}: search under {base} failed: "
                                     f"{_describe(error)}") from None
 
+    def dirsync(self, base: str, filter_: str, attributes: Sequence[str], cookie: bytes | None
+                ) -> tuple[list[Entry], bool, bytes | None]:
+        """One Active Directory DirSync search from `cookie`: the objects changed since (deleted ones with
+        isDeleted), whether more results wait, and the server's new cookie."""
+        from ldap3.protocol.microsoft import dir_sync_control
+
+        control = dir_sync_control(criticality=True, object_security=True, ancestors_first=True,
+                                   public_data_only=False, incremental_values=False, max_length=DIRSYNC_MAX_BYTES,
+                                   cookie=cookie)
+        connection = self.connect()
+        try:
+            connection.search(base, filter_, search_scope=ldap3.SUBTREE, attributes=list(attributes),
+                              controls=[control])
+        except _REJECTED as error:
+            self.close()
+            raise SourceRejected(f"source {self.settings.name}: DirSync under {base} refused: "
+                                 f"{_describe(error)}", hint="the bind DN needs 'Replicating Directory Changes'") \
+                from None
+        except (lx.LDAPException, OSError) as error:
+            self.close()
+            raise SourceUnavailable(f"source {self.settings.name}: DirSync under {base} failed: "
+                                    f"{_describe(error)}") from None
+        entries = [Entry(r["dn"], r["raw_attributes"]) for r in connection.response or []
+                   if r["type"] == "searchResEntry"]
+        answer = ((connection.result or {}).get("controls") or {}).get(DIRSYNC)
+        if answer is None:
+            raise SourceUnavailable(f"source {self.settings.name}: the server answered a DirSync search without "
+                                    "its control")
+        return entries, answer["value"]["more_results"], bytes(answer["value"]["cookie"]) or None
+
     def ranged_values(self, entry: Entry, name: str) -> list[bytes]:
         """All values of a multi-valued attribute, following Active Directory's range retrieval."""
         values, following = ad.ranged(entry.attributes, name)
@@ -342,6 +409,15 @@ class LdapClient:
                                         "returned nothing")
             values.extend(chunk)
         return values
+
+
+def _keepalives(sock: socket.socket, keepalive: float) -> None:
+    """TCP keepalives on a stream's socket, so that a vanished peer ends it."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = max(1, int(keepalive))
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", idle), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):  # Linux names
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _paged_control(size: int, cookie: bytes | None) -> bytes:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from syncd.adapters.identity import group_name
-from syncd.adapters.ldap import ad, syncrepl
-from syncd.adapters.ldap.client import NO_ATTRIBUTES, Entry, LdapClient, escape, first_text
+from syncd.adapters.ldap import ad, psearch, syncrepl
+from syncd.adapters.ldap.client import DIRSYNC, NO_ATTRIBUTES, Entry, LdapClient, escape, first_text
 from syncd.config import LdapSourceSettings
 from syncd.core.model import Identity, Snapshot
 
@@ -325,6 +325,16 @@ class LdapSource:
                      changed_groups=len(changed_groups))
         return snapshot
 
+    def watch_mode(self) -> str:
+        """The watch the server's root DSE `supportedControl` allows: syncrepl (content sync, OpenLDAP), psearch
+        (persistent search, 389-ds and others), dirsync (Active Directory), or poll."""
+        controls = self.client.supported_controls()
+        if syncrepl.SYNC_REQUEST in controls:
+            return "syncrepl"
+        if psearch.PERSISTENT_SEARCH in controls:
+            return "psearch"
+        return "dirsync" if DIRSYNC in controls else "poll"
+
     def check(self) -> dict:
         """For `syncd source test`: bind, count people and groups, map one person. One read: every person entry
         becomes an identity or a problem, every group entry a group."""
@@ -333,7 +343,7 @@ class LdapSource:
         return {"server": self.client.server_url, "bind_dn": self.settings.bind_dn,
                 "people": len(snapshot.identities) + len(snapshot.problems), "groups": len(self.groups.names),
                 "sample": snapshot.identities[0] if snapshot.identities else None,
-                "watch": syncrepl.watch_mode(self.client.supported_controls()),
+                "watch": self.watch_mode(),
                 "problems": list(snapshot.problems[:5])}
 
     # Groups.

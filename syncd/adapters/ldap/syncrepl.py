@@ -18,11 +18,6 @@ SYNC_INFO = "1.3.6.1.4.1.4203.1.9.1.4"
 REFRESH_REQUIRED = 4096  # e-syncRefreshRequired: the server forgot the cookie; start over without it
 
 
-def watch_mode(supported_controls: frozenset[str]) -> str:
-    """The watch a server's root DSE `supportedControl` allows: syncrepl (content sync), or poll."""
-    return "syncrepl" if SYNC_REQUEST in supported_controls else "poll"
-
-
 class State(IntEnum):
     PRESENT = 0
     ADD = 1

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from syncd.adapters.ldap import syncrepl
+from syncd.adapters.ldap import psearch, syncrepl
 from syncd.adapters.ldap.client import Entry, Message, Stream
 from syncd.adapters.ldap.directory import LdapSource
 from syncd.adapters.ldap.syncrepl import State
@@ -33,6 +33,17 @@ class Batch:
         return bool(self.people or self.full_read or self.cookies)
 
 
+def affects(source: LdapSource, keys: set[str] | None, batch: Batch, what: str) -> None:
+    """Read the members a group change affects (never guess them); a change the groups read last cannot place asks
+    for a full read."""
+    if keys is None:
+        log.warning("read the directory in full: a group change cannot be attributed", source=source.name,
+                    change=what)
+        batch.full_read = True
+    elif keys:
+        batch.people |= source.people_ids(keys)
+
+
 @dataclass
 class _Search:
     kind: str
@@ -44,17 +55,31 @@ class _Search:
 
 
 class Watch:
-    """One content-sync stream per source. `cookies` (kind -> cookie) are where the last run stopped; `known()`
-    gives the ids of the people the ledger holds for the source (to find who a present phase left out)."""
+    """One stream per source: content sync (`mode` syncrepl) or persistent search (psearch). `cookies` (kind ->
+    cookie) are where the last content sync stopped; `known()` gives the ids of the people the ledger holds for the
+    source (to find who a present phase left out). A persistent search has no cookie: once its searches run, it
+    asks for one full read, which covers what changed while none ran."""
 
     def __init__(self, source: LdapSource, cookies: Mapping[str, bytes | None],
-                 known: Callable[[], Collection[str]]) -> None:
+                 known: Callable[[], Collection[str]], mode: str = "syncrepl") -> None:
         self.source = source
         self.known = known
+        self.mode = mode
+        self._catch_up = False
         self.searches = {kind: _Search(kind, cookies.get(kind)) for kind in KINDS}
         self.stream: Stream | None = None
         self._by_id: dict[int, _Search] = {}
         self._by_uuid = source.settings.attributes.id.lower() == "entryuuid"
+
+    @property
+    def resumed(self) -> bool:
+        """Started from where a previous watch stopped."""
+        return any(search.cookie for search in self.searches.values())
+
+    @property
+    def last_heard(self) -> float | None:
+        """time.monotonic() when the server last sent anything (a keepalive's answer too)."""
+        return None if self.stream is None else self.stream.last_heard
 
     @property
     def resyncing(self) -> bool:
@@ -64,6 +89,7 @@ class Watch:
         self.stream = self.source.client.stream()
         for search in self.searches.values():
             self._start(search)
+        self._catch_up = self.mode == "psearch"
 
     def close(self) -> None:
         if self.stream is not None:
@@ -75,16 +101,21 @@ class Watch:
         s = self.source.settings
         base, filter_, attributes = ((s.people_base, s.people_filter, [s.attributes.id]) if search.kind == "people"
                                      else (s.group_base, s.group_filter, self.source._group_attributes()))
-        search.refreshing, search.resumed, search.present = True, search.cookie is not None, set()
-        search.message_id = self.stream.search(base, filter_, attributes,
-                                               [(syncrepl.SYNC_REQUEST, True, syncrepl.sync_request(search.cookie))])
+        if self.mode == "psearch":
+            search.refreshing, search.resumed = False, True
+            control = (psearch.PERSISTENT_SEARCH, True, psearch.request())
+        else:
+            search.refreshing, search.resumed, search.present = True, search.cookie is not None, set()
+            control = (syncrepl.SYNC_REQUEST, True, syncrepl.sync_request(search.cookie))
+        search.message_id = self.stream.search(base, filter_, attributes, [control])
         self._by_id[search.message_id] = search
 
     def next_batch(self, timeout: float) -> Batch | None:
         """The changes that arrived within `timeout` seconds and everything queued behind them, once no refresh is
         half done; None when nothing came. A lost connection raises `SourceUnavailable`."""
         assert self.stream is not None
-        batch, wait, took = Batch(), timeout, False
+        batch, wait, took = Batch(full_read=self._catch_up), timeout, False
+        self._catch_up = False
         while True:
             message = self.stream.next(wait)
             if message is None:
@@ -99,7 +130,11 @@ class Watch:
         search = self._by_id.get(message.search)
         if search is None:
             return
-        if message.kind == "entry":
+        if message.kind == "entry" and self.mode == "psearch":
+            raw = message.controls.get(psearch.ENTRY_CHANGE)
+            if raw is not None:
+                self._notified(search, psearch.entry_change(raw), Entry(message.dn, message.attributes), batch)
+        elif message.kind == "entry":
             raw = message.controls.get(syncrepl.SYNC_STATE)
             if raw is None:
                 return
@@ -121,33 +156,34 @@ class Watch:
             return  # the whole content of a first refresh: the full read that ends it covers it
         if state.state is State.DELETE:
             self._deleted(search, state.entry_uuid, batch)
-        elif search.kind == "people":
+        else:
+            self._changed(search, entry, batch, state.entry_uuid)
+
+    def _notified(self, search: _Search, change: psearch.EntryChange, entry: Entry, batch: Batch) -> None:
+        """A persistent search's entry: the entry as it is (or was, when deleted), whatever the change."""
+        if change.change is psearch.Change.DELETE and search.kind == "groups":
+            affects(self.source, self.source.group_deleted(entry.text("entryuuid")), batch, f"group {entry.dn} deleted")
+        else:
+            self._changed(search, entry, batch)  # a deleted person's entry still names them
+
+    def _changed(self, search: _Search, entry: Entry, batch: Batch, entry_uuid: str | None = None) -> None:
+        if search.kind == "people":
             try:
-                batch.people.add(state.entry_uuid if self._by_uuid else self.source.person_id(entry))
+                batch.people.add(entry_uuid if entry_uuid and self._by_uuid else self.source.person_id(entry))
             except ValueError:
                 log.warning("skip a changed entry without an id", source=self.source.name, dn=entry.dn)
         else:
-            self._affects(self.source.group_changed(entry), batch, f"group {entry.dn} changed")
+            affects(self.source, self.source.group_changed(entry), batch, f"group {entry.dn} changed")
 
     def _deleted(self, search: _Search, entry_uuid: str, batch: Batch) -> None:
         if search.kind == "groups":
-            self._affects(self.source.group_deleted(entry_uuid), batch, f"group {entry_uuid} deleted")
+            affects(self.source, self.source.group_deleted(entry_uuid), batch, f"group {entry_uuid} deleted")
         elif self._by_uuid:
             batch.people.add(entry_uuid)
         else:
             log.warning("read the directory in full: a deleted entry names no person id", source=self.source.name,
                         entry_uuid=entry_uuid)
             batch.full_read = True
-
-    def _affects(self, keys: set[str] | None, batch: Batch, what: str) -> None:
-        """Read the members a group change affects (never guess them); a change the groups read last cannot
-        place asks for a full read."""
-        if keys is None:
-            log.warning("read the directory in full: a group change cannot be attributed", source=self.source.name,
-                        change=what)
-            batch.full_read = True
-        elif keys:
-            batch.people |= self.source.people_ids(keys)
 
     def _info(self, search: _Search, info: syncrepl.SyncInfo, batch: Batch) -> None:
         if info.kind == "syncIdSet":

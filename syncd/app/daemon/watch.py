@@ -11,7 +11,7 @@ from collections.abc import Callable
 import structlog
 
 from syncd.adapters.ldap import LdapSource
-from syncd.adapters.ldap.syncrepl import watch_mode
+from syncd.adapters.ldap.dirsync import DirSyncWatch
 from syncd.adapters.ldap.watch import Batch, Watch
 from syncd.config import LdapSourceSettings
 from syncd.errors import SyncdError
@@ -58,7 +58,7 @@ class SourceWatch:
     def _mode(self) -> str:
         mode = self.settings.watch.mode
         if mode == "auto":
-            mode = watch_mode(self._source().client.supported_controls())
+            mode = self._source().watch_mode()
         return mode
 
     def _run(self) -> None:
@@ -69,12 +69,14 @@ class SourceWatch:
                 self._stop.wait(WAIT)
                 continue
             try:
-                if self._mode() == "poll":
+                mode = self._mode()
+                if mode == "poll":
                     self.state = "polling"
-                    log.warning("watch the directory by polling: the server offers no content sync (RFC 4533)",
-                                source=self.name, poll_interval=self.settings.incremental.poll_interval.total_seconds())
+                    log.warning("watch the directory by polling: the server offers no content sync (RFC 4533), "
+                                "persistent search or DirSync", source=self.name,
+                                poll_interval=self.settings.incremental.poll_interval.total_seconds())
                     return
-                self._watch()
+                self._watch(mode)
                 continue  # stopped, or no longer the leader
             except SyncdError as error:
                 if self._stop.is_set():
@@ -88,19 +90,20 @@ class SourceWatch:
                 return
             delay = min(delay * 2, self.settings.watch.max_backoff.total_seconds())
 
-    def _watch(self) -> None:
-        watch = Watch(self._source(), self.engine.read_model.watch_cursors(self.name), self._known)
+    def _watch(self, mode: str) -> None:
+        cookies = self.engine.read_model.watch_cursors(self.name)
+        watch = (DirSyncWatch(self._source(), cookies, self._known, self.settings.watch.interval.total_seconds())
+                 if mode == "dirsync" else Watch(self._source(), cookies, self._known, mode))
         watch.open()
         self._opened = True
-        log.info("watch the directory for changes", source=self.name, mode="syncrepl",
-                 resumed=any(s.cookie for s in watch.searches.values()))
+        log.info("watch the directory for changes", source=self.name, mode=mode, resumed=watch.resumed)
         pending = Batch()
         try:
             while not self._stop.is_set() and self.leads():
                 self.state = "resyncing" if watch.resyncing else "connected"
                 batch = watch.next_batch(WAIT)
+                self.last_message = watch.last_heard
                 if batch is not None:
-                    self.last_message = time.monotonic()
                     pending.people |= batch.people
                     pending.full_read |= batch.full_read
                     pending.cookies |= batch.cookies
