@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.scim_throughput import (  # noqa: E402
     CONCURRENCY,
-    GROUP,
     HEADERS,
     PATCH,
     USER,
@@ -45,6 +44,7 @@ from benchmarks.scim_throughput import (  # noqa: E402
     wait_listening,
     write_config,
 )
+from benchmarks.scim_throughput import leaver_latency as scim_leaver_latency  # noqa: E402
 from tests.conftest import (  # noqa: E402
     ControlPlane,
     PostgresServer,
@@ -136,39 +136,8 @@ def scim_throughput(directory: Path, kubeconfig: Path, postgres_url: str, reques
 
 def leaver_latency(directory: Path, kubeconfig: Path, postgres_url: str, leavers: int) -> None:
     """Figure 2: deactivation -> RoleBindings gone, leavers deactivated alternately through two replicas."""
-    from kubernetes import client as k8s
-    from kubernetes import config as k8s_config
-
-    from syncd.core.model import person_key
-
-    api = k8s.RbacAuthorizationV1Api(k8s_config.new_client_from_config(str(kubeconfig)))
-
-    def bindings(person_id: str) -> int:
-        return len(api.list_namespaced_role_binding(
-            "bench-team", label_selector=f"syncd.io/person={person_key(person_id)}").items)
-
     with replicas(directory, kubeconfig, postgres_url, 2) as served:
-        clients = [httpx.Client(base_url=url, headers=HEADERS, timeout=60) for url, _ in served]
-        ids = [clients[n % 2].post("/Users", content=json.dumps({"schemas": [USER], "userName": f"leaver{n}"}))
-               .json()["id"] for n in range(leavers)]
-        clients[0].post("/Groups", content=json.dumps({"schemas": [GROUP], "displayName": "developers",
-                                                       "members": [{"value": i} for i in ids]}))
-        deadline = time.monotonic() + 300
-        while not all(bindings(i) for i in ids):
-            if time.monotonic() > deadline:
-                raise SystemExit("joiners did not get their bindings within 300 s")
-            time.sleep(0.5)
-        latencies = []
-        for n, person_id in enumerate(ids):
-            response = clients[n % 2].patch(f"/Users/{person_id}", content=json.dumps(
-                {"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": False}}]}))
-            returned = time.perf_counter()
-            assert response.status_code == 200, response.text
-            while bindings(person_id):
-                if time.perf_counter() - returned > 60:
-                    raise SystemExit("a leaver kept their RoleBindings for 60 s")
-                time.sleep(0.005)
-            latencies.append(time.perf_counter() - returned)
+        latencies = scim_leaver_latency([url for url, _ in served], kubeconfig, leavers)
     print(f"two replicas: deactivation PATCH -> RoleBindings gone, {len(latencies)} leavers: "
           f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
           f"max {max(latencies) * 1000:.0f} ms")

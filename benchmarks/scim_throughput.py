@@ -119,18 +119,20 @@ def write_config(directory: Path, kubeconfig: Path, port: int) -> Path:
     return config
 
 
-def leaver_latency(url: str, kubeconfig: Path, leavers: int) -> list[float]:
+def leaver_latency(urls: list[str], kubeconfig: Path, leavers: int) -> list[float]:
+    """Deactivation PATCH -> the leaver's RoleBindings gone, for each of `leavers` people, sent round-robin over the
+    endpoints at `urls` (one syncd, or several replicas)."""
     from kubernetes import client as k8s
     from kubernetes import config as k8s_config
 
     from syncd.core.model import person_key
 
     api = k8s.RbacAuthorizationV1Api(k8s_config.new_client_from_config(str(kubeconfig)))
-    scim = httpx.Client(base_url=url, headers=HEADERS, timeout=60)
-    ids = [scim.post("/Users", content=json.dumps({"schemas": [USER], "userName": f"leaver{n}"})).json()["id"]
-           for n in range(leavers)]
-    scim.post("/Groups", content=json.dumps({"schemas": [GROUP], "displayName": "developers",
-                                             "members": [{"value": i} for i in ids]}))
+    clients = [httpx.Client(base_url=url, headers=HEADERS, timeout=60) for url in urls]
+    ids = [clients[n % len(clients)].post("/Users", content=json.dumps({"schemas": [USER], "userName": f"leaver{n}"}))
+           .json()["id"] for n in range(leavers)]
+    clients[0].post("/Groups", content=json.dumps({"schemas": [GROUP], "displayName": "developers",
+                                                   "members": [{"value": i} for i in ids]}))
 
     def bindings(person_id: str) -> int:
         return len(api.list_namespaced_role_binding("bench-team", label_selector=f"syncd.io/person="
@@ -142,8 +144,8 @@ def leaver_latency(url: str, kubeconfig: Path, leavers: int) -> list[float]:
             raise SystemExit("joiners did not get their bindings within 300 s")
         time.sleep(0.5)
     latencies = []
-    for person_id in ids:
-        response = scim.patch(f"/Users/{person_id}", content=json.dumps(
+    for n, person_id in enumerate(ids):
+        response = clients[n % len(clients)].patch(f"/Users/{person_id}", content=json.dumps(
             {"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": False}}]}))
         returned = time.perf_counter()
         assert response.status_code == 200, response.text
@@ -227,7 +229,7 @@ def main() -> None:
                       + f"{medians['ours'] / medians['in-memory/uvicorn']:>16.2f}"
                       + f"{medians['ours'] / medians['demo/wsgiref']:>11.2f}")
 
-            latencies = leaver_latency(urls["ours"], kubeconfig, args.leavers)
+            latencies = leaver_latency([urls["ours"]], kubeconfig, args.leavers)
             print(f"deactivation PATCH -> RoleBindings gone, {len(latencies)} leavers: "
                   f"p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
                   f"max {max(latencies) * 1000:.0f} ms")
