@@ -76,6 +76,8 @@ def take_over(world: World, ledger: Engine, a: subprocess.Popen) -> tuple[str, s
 def test_a_holder_that_lost_the_apply_lock_stops_and_nobody_is_issued_twice(world: World, ledger: Engine,
                                                                             start_daemon):
     world.write_people(*PEOPLE)
+    # One action at a time, so that a is still mid-run when it is frozen (with a pool it may finish first).
+    world.configure(clusters=[cluster | {"concurrency": 1} for cluster in world.settings["clusters"]])
     a = start_daemon(jobs={"reconcile": {"every": "1h"}})  # its first reconcile issues everyone
     wait_for(lambda: query(ledger, "SELECT count(*) FROM event WHERE action = 'issue'")[0][0] >= 2,
              "a's run is under way")
