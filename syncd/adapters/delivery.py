@@ -3,7 +3,8 @@
 Layout: DIRECTORY/KEY/CLUSTER.kubeconfig and DIRECTORY/KEY/CLUSTER.token, KEY being `person_key` of the person's
 stable id: two people never share a folder, whatever their usernames, and a rename moves nothing. The username
 names the user and context inside the kubeconfig only. Every file is written atomically (temporary file, fsync,
-rename) with mode 0600, so kubectl or K9s never read half a token.
+rename) with mode 0600, so kubectl or K9s never read half a token. Apply works on several clusters at once, so
+one person's folder may be written and emptied by two threads: each folder is changed by one thread at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Collection
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from syncd.core.model import Endpoint, fingerprint, is_person_key, person_key
 from syncd.errors import DeliveryError
 
 EXEC_API_VERSION = "client.authentication.k8s.io/v1"
+FOLDER_LOCKS = 64  # folders share locks by hash: bounded memory, and two folders rarely wait for each other
 log = structlog.get_logger("syncd.delivery")
 
 
@@ -87,6 +91,13 @@ class Delivery:
         self.mode = settings.mode
         self.token_file = settings.mode != "inline"
         self.exec_command = settings.exec_command or _this_syncd()
+        self._folder_locks = [threading.Lock() for _ in range(FOLDER_LOCKS)]
+
+    @contextmanager
+    def _changing(self, folder: Path) -> Iterator[None]:
+        """Change `folder` alone: another cluster's action for the same person may create or remove it meanwhile."""
+        with self._folder_locks[hash(folder) % FOLDER_LOCKS]:
+            yield
 
     def folder(self, key: str) -> Path:
         """The person's folder. `key` is `person_key` of their id (label-safe: it cannot leave the directory)."""
@@ -105,41 +116,48 @@ class Delivery:
         """Write the token (to its own file when configured) and a kubeconfig that uses it."""
         token_path = self.token_path(key, cluster)
         try:
-            user: dict[str, object]
-            if self.token_file:
-                write_secret_file(token_path, token)
-            if self.mode == "token-file":
-                user = {"tokenFile": str(token_path.resolve())}
-            elif self.mode == "exec":
-                user = {"exec": {
-                    "apiVersion": EXEC_API_VERSION,
-                    "command": self.exec_command,
-                    "args": ["credential", "--token-file", str(token_path.resolve())],
-                    "interactiveMode": "Never",
-                }}
-            else:
-                user = {"token": token}
-            path = self.kubeconfig_path(key, cluster)
-            write_secret_file(path, self.render(username, cluster, target, user, namespace))
-            return path
+            with self._changing(token_path.parent):
+                return self._write(key, username, cluster, target, token, namespace)
         except OSError as error:
             raise DeliveryError(
                 f"cannot deliver the kubeconfig of {username!r} for {cluster}: {error.strerror}"
             ) from None
 
+    def _write(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
+               namespace: str | None) -> Path:
+        token_path = self.token_path(key, cluster)
+        user: dict[str, object]
+        if self.token_file:
+            write_secret_file(token_path, token)
+        if self.mode == "token-file":
+            user = {"tokenFile": str(token_path.resolve())}
+        elif self.mode == "exec":
+            user = {"exec": {
+                "apiVersion": EXEC_API_VERSION,
+                "command": self.exec_command,
+                "args": ["credential", "--token-file", str(token_path.resolve())],
+                "interactiveMode": "Never",
+            }}
+        else:
+            user = {"token": token}
+        path = self.kubeconfig_path(key, cluster)
+        write_secret_file(path, self.render(username, cluster, target, user, namespace))
+        return path
+
     def replace_token(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
                       namespace: str | None) -> Path:
         """A refresh: with a token file only that file changes, and running clients pick it up."""
         path = self.kubeconfig_path(key, cluster)
-        if self.token_file and path.exists():
-            try:
-                write_secret_file(self.token_path(key, cluster), token)
-            except OSError as error:
-                raise DeliveryError(
-                    f"cannot replace the token of {username!r} for {cluster}: {error.strerror}"
-                ) from None
-            return path
-        return self.deliver(key, username, cluster, target, token, namespace)
+        try:
+            with self._changing(path.parent):
+                if self.token_file and path.exists():
+                    write_secret_file(self.token_path(key, cluster), token)
+                    return path
+                return self._write(key, username, cluster, target, token, namespace)
+        except OSError as error:
+            raise DeliveryError(
+                f"cannot replace the token of {username!r} for {cluster}: {error.strerror}"
+            ) from None
 
     @staticmethod
     def read_token(kubeconfig: Path) -> str | None:
@@ -162,21 +180,22 @@ class Delivery:
         """Delete a delivered kubeconfig and its token file, and their folder once empty, but only when the token
         is one of `fingerprints` (None: the caller knows the files are the person's). Returns the token removed,
         None when nothing was (no files, or someone else's token)."""
-        token = self.read_token(kubeconfig)
-        if token is None and not kubeconfig.exists():
-            return None
-        if fingerprints is not None and (token is None or fingerprint(token) not in fingerprints):
-            log.warning("keep delivered files whose token is not the one removed", kubeconfig=str(kubeconfig))
-            return None
-        try:
-            for path in (kubeconfig, kubeconfig.with_suffix(".token")):
-                path.unlink(missing_ok=True)
-            folder = kubeconfig.parent
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        except OSError as error:
-            raise DeliveryError(f"cannot remove the delivered files {kubeconfig}: {error.strerror}") from None
-        return token
+        with self._changing(kubeconfig.parent):
+            token = self.read_token(kubeconfig)
+            if token is None and not kubeconfig.exists():
+                return None
+            if fingerprints is not None and (token is None or fingerprint(token) not in fingerprints):
+                log.warning("keep delivered files whose token is not the one removed", kubeconfig=str(kubeconfig))
+                return None
+            try:
+                for path in (kubeconfig, kubeconfig.with_suffix(".token")):
+                    path.unlink(missing_ok=True)
+                folder = kubeconfig.parent
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            except OSError as error:
+                raise DeliveryError(f"cannot remove the delivered files {kubeconfig}: {error.strerror}") from None
+            return token
 
     def find(self, user: str, cluster: str) -> Path:
         """The folder delivering `cluster` to `user`, a person id or the username its kubeconfig names. Refuses

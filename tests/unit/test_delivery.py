@@ -1,6 +1,8 @@
 """Delivered files: atomic, mode 0600, in the person's own folder, a kubeconfig that points at its token file."""
 
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -118,3 +120,36 @@ def test_syncd_credential_finds_the_folder_by_username_or_id(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["credential", "--cluster", "dev", "--user", "sam", "--directory", str(tmp_path)])
     assert done.value.code != 0 and "several" in capsys.readouterr().err
+
+
+def test_one_persons_clusters_change_their_shared_folder_at_the_same_time(tmp_path):
+    """Apply runs each cluster in its own pool: a leaver's files on two clusters are removed at once, and a mover's
+    new cluster is delivered while the old one is removed. Neither may fail or lose the other's files."""
+    delivery = Delivery(DeliverySettings(directory=tmp_path))
+    key = person_key("1001")
+    for round_ in range(200):
+        for cluster in ("dev", "prod"):
+            delivery.deliver(key, "alice", cluster, ENDPOINT, f"{cluster}-{round_}", None)
+        both_removed = _at_once(lambda: delivery.remove(delivery.kubeconfig_path(key, "dev"), None),
+                                lambda: delivery.remove(delivery.kubeconfig_path(key, "prod"), None))
+        assert both_removed == [f"dev-{round_}", f"prod-{round_}"]
+        assert not delivery.folder(key).exists()
+
+        delivery.deliver(key, "alice", "dev", ENDPOINT, "old", None)
+        _at_once(lambda: delivery.remove(delivery.kubeconfig_path(key, "dev"), None),
+                 lambda: delivery.deliver(key, "alice", "prod", ENDPOINT, "new", None))
+        assert delivery.read_token(delivery.kubeconfig_path(key, "prod")) == "new"
+        assert not delivery.kubeconfig_path(key, "dev").exists()
+        delivery.remove(delivery.kubeconfig_path(key, "prod"), None)
+
+
+def _at_once(*calls):  # type: ignore[no-untyped-def]
+    """Run each call in its own thread, released together; their results in order (an exception is raised)."""
+    barrier = threading.Barrier(len(calls))
+
+    def released(call):  # type: ignore[no-untyped-def]
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(released, call) for call in calls]]
