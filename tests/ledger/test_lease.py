@@ -98,6 +98,31 @@ def test_a_holder_whose_lease_was_taken_over_fails_its_next_write_at_once(two: t
             == "lost-lease"
 
 
+def test_a_run_that_recorded_its_lost_lease_is_not_marked_interrupted_by_the_new_holder(two: tuple[Ledger, Ledger]):
+    """The old holder records `lost-lease` while the new holder looks for dead runs: whichever commits first, the
+    run ends up `lost-lease` (the new holder once overwrote it with `interrupted`, a row it had read as running)."""
+    a, b = two
+    with a.database.exclusive():
+        run_id = a.journal.start_run("hr", dry_run=False)
+    with a.database.engine.connect() as old_holder:
+        old_holder.execute(text("UPDATE run SET result = 'lost-lease' WHERE id = :id"), {"id": run_id})
+        found: list = []
+        thread = threading.Thread(target=lambda: found.extend(b.journal.interrupt_dead_runs("run-b")))
+        thread.start()
+        wait_for(lambda: waiting_for_a_lock(b), "the new holder waits for the old holder's row")
+        old_holder.commit()
+        thread.join()
+    assert found == []
+    with b.database.engine.connect() as connection:
+        assert connection.execute(text("SELECT result FROM run WHERE id = :id"), {"id": run_id}).scalar() \
+            == "lost-lease"
+
+
+def waiting_for_a_lock(ledger: Ledger) -> bool:
+    with ledger.database.engine.connect() as connection:
+        return bool(connection.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar())
+
+
 def test_each_holder_of_the_apply_lock_takes_the_next_epoch(two: tuple[Ledger, Ledger]):
     a, b = two
     epochs = []

@@ -96,7 +96,10 @@ class Journal:
         `running` only while it holds the apply lock, so call this only while holding `exclusive()`: any other
         running run then belongs to a process that died or was killed."""
         def work(s: Session) -> list[RunRef]:
-            dead = list(s.exec(select(RunRow).where(RunRow.result == "running", RunRow.id != run_id)).all())
+            # Row locks, so that a run whose old holder is recording it `lost-lease` right now is read once that
+            # commits, and skipped: it is not running any more.
+            dead = list(s.exec(select(RunRow).where(RunRow.result == "running", RunRow.id != run_id)
+                               .with_for_update()).all())
             for run in dead:
                 run.result, run.finished_at = "interrupted", utc(datetime.now(UTC))
                 s.add(run)
