@@ -3,7 +3,9 @@
 One function per figure, each printing its own lines, so that further figures (the leader's takeover) sit beside them:
 
 1. `scim_throughput`: SCIM requests/s with one replica, and with two behind a round-robin client (the same requests,
-   alternately to each), rounds alternating; medians and the ratio two/one.
+   alternately to each), rounds alternating; medians and the ratio two/one, and the CPU each request cost the
+   replicas and PostgreSQL (a 2-core machine cannot give two replicas and PostgreSQL a core each: the CPU cost per
+   request says whether throughput would scale where it can).
 2. `leaver_latency`: with two replicas, 50 leavers deactivated one at a time, alternately through each: from the
    PATCH's response to the person's RoleBindings being gone; p50/p99.
 
@@ -15,20 +17,15 @@ Replicas are `syncd serve` processes (the SCIM endpoint, each push reconciled at
 from __future__ import annotations
 
 import argparse
-import asyncio
-import itertools
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,10 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.scim_throughput import (  # noqa: E402
     CONCURRENCY,
-    HEADERS,
-    PATCH,
-    USER,
+    cpu_seconds,
     percentile,
+    throughput_round,
     wait_idle,
     wait_listening,
     write_config,
@@ -79,59 +75,53 @@ def replicas(directory: Path, kubeconfig: Path, ledger_url: str, count: int) -> 
             process.wait(timeout=60)
 
 
-async def measure(urls: list[str], requests: list[tuple[str, str, dict | None, dict | None]]) -> float:
-    """Requests/s with CONCURRENCY in flight, each request to the next URL in turn. Every answer must succeed."""
-    queue = list(reversed(requests))
-    clients = [httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=60) for url in urls]
-    turn = itertools.cycle(clients)
-
-    async def worker() -> None:
-        while queue:
-            method, path, body, params = queue.pop()
-            response = await next(turn).request(method, path, content=json.dumps(body) if body else None,
-                                                params=params)
-            if response.status_code >= 300:
-                raise SystemExit(f"{method} {path}: {response.status_code} {response.text[:200]}")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    elapsed = time.perf_counter() - started
-    for client in clients:
-        await client.aclose()
-    return len(requests) / elapsed
-
-
-def scim_round(urls: list[str], prefix: str, count: int) -> dict[str, float]:
-    posts = [("POST", "/Users", {"schemas": [USER], "userName": f"{prefix}{n}", "displayName": f"U {n}"}, None)
-             for n in range(count)]
-    result = {"POST": asyncio.run(measure(urls, posts))}
-    gets = [("GET", "/Users", None, {"filter": f'userName eq "{prefix}{(n * 7919) % count}"'}) for n in range(count)]
-    result["GET filter"] = asyncio.run(measure(urls, gets))
-    ids = [u["id"] for u in httpx.get(f"{urls[0]}/Users", headers=HEADERS, timeout=60,
-                                      params={"filter": f'userName sw "{prefix}"', "count": count}).json()["Resources"]]
-    patches = [("PATCH", f"/Users/{ids[n % len(ids)]}", {"schemas": [PATCH], "Operations": [
-        {"op": "replace", "path": "displayName", "value": f"V {n}"}]}, None) for n in range(count)]
-    result["PATCH name"] = asyncio.run(measure(urls, patches))
-    return result
+def postgres_cpu_seconds() -> float:
+    """CPU time used so far by PostgreSQL: its processes alive now, and the backends that exited (counted in their
+    parent's children times)."""
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, fields = stat.read_text().split(" (", 1)[1].split(")", 1)
+            if name == "postgres":
+                times = fields.split()[11:15]  # utime stime cutime cstime
+                total += sum(int(t) for t in times) / ticks
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return total
 
 
 def scim_throughput(directory: Path, kubeconfig: Path, postgres_url: str, requests: int, rounds: int) -> None:
-    """Figure 1: one replica vs two behind a round-robin client, on one PostgreSQL ledger."""
+    """Figure 1: one replica vs two behind a round-robin client, on one PostgreSQL ledger. Beside the rates, the CPU
+    each request cost the replicas and PostgreSQL (the background reconciles included): on a machine with a core per
+    replica, throughput scales with the replicas as long as that cost stays the same."""
     with replicas(directory, kubeconfig, postgres_url, 2) as served:
+        pids = [pid for _, pid in served]
         setups = {"one replica": [served[0][0]], "two replicas": [url for url, _ in served]}
-        figures: dict[str, dict[str, list[float]]] = {name: {} for name in setups}
+        rates: dict[str, dict[str, list[float]]] = {name: {} for name in setups}
+        costs: dict[str, dict[str, list[tuple[float, float]]]] = {name: {} for name in setups}
         for n in range(rounds):
             for name, urls in setups.items():
-                for operation, rate in scim_round(urls, f"{name[:3]}{n}u", requests).items():
-                    figures[name].setdefault(operation, []).append(rate)
-                for _, pid in served:
-                    wait_idle(pid)
+                operations = throughput_round(urls, f"{name[:3]}{n}u", requests)
+                while True:
+                    replica_cpu, database_cpu = sum(map(cpu_seconds, pids)), postgres_cpu_seconds()
+                    if (measured := next(operations, None)) is None:
+                        break
+                    for pid in pids:
+                        wait_idle(pid)
+                    operation, rate = measured
+                    rates[name].setdefault(operation, []).append(rate)
+                    costs[name].setdefault(operation, []).append(
+                        ((sum(map(cpu_seconds, pids)) - replica_cpu) / requests * 1000,
+                         (postgres_cpu_seconds() - database_cpu) / requests * 1000))
     print(f"SCIM requests/s on one PostgreSQL ledger, median of {rounds} rounds of {requests} requests, "
-          f"{CONCURRENCY} in flight")
-    print(f"{'operation':<12}{'one replica':>14}{'two replicas':>14}{'two/one':>9}")
-    for operation in figures["one replica"]:
-        one, two = (statistics.median(figures[name][operation]) for name in setups)
-        print(f"{operation:<12}{one:>14.0f}{two:>14.0f}{two / one:>9.2f}")
+          f"{CONCURRENCY} in flight; CPU ms per request (replicas / PostgreSQL)")
+    print(f"{'operation':<14}{'one replica':>12}{'two replicas':>14}{'two/one':>9}{'CPU one':>14}{'CPU two':>14}")
+    for operation in rates["one replica"]:
+        one, two = (statistics.median(rates[name][operation]) for name in setups)
+        cpu = {name: "{:.1f} / {:.1f}".format(*(statistics.median(c[i] for c in costs[name][operation])
+                                                 for i in (0, 1))) for name in setups}
+        print(f"{operation:<14}{one:>12.0f}{two:>14.0f}{two / one:>9.2f}"
+              f"{cpu['one replica']:>14}{cpu['two replicas']:>14}")
 
 
 def leaver_latency(directory: Path, kubeconfig: Path, postgres_url: str, leavers: int) -> None:

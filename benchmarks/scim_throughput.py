@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -67,38 +69,44 @@ def wait_listening(url: str, process: subprocess.Popen) -> None:
         time.sleep(0.2)
 
 
-async def measure(url: str, requests: list[tuple[str, str, dict | None, dict | None]]) -> float:
-    """Send requests with CONCURRENCY in flight; requests/s. Every answer must be a success."""
+async def measure(urls: list[str], requests: list[tuple[str, str, dict | None, dict | None]]) -> float:
+    """Send requests with CONCURRENCY in flight, each to the next of `urls` in turn; requests/s. Every answer must be
+    a success."""
     queue = list(reversed(requests))
-    async with httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=60) as client:
-        async def worker() -> None:
-            while queue:
-                method, path, body, params = queue.pop()
-                response = await client.request(method, path, content=json.dumps(body) if body else None,
+    clients = [httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=60) for url in urls]
+    turn = itertools.cycle(clients)
+
+    async def worker() -> None:
+        while queue:
+            method, path, body, params = queue.pop()
+            response = await next(turn).request(method, path, content=json.dumps(body) if body else None,
                                                 params=params)
-                if response.status_code >= 300:
-                    raise SystemExit(f"{method} {path}: {response.status_code} {response.text[:200]}")
+            if response.status_code >= 300:
+                raise SystemExit(f"{method} {path}: {response.status_code} {response.text[:200]}")
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return len(requests) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - started
+    for client in clients:
+        await client.aclose()
+    return len(requests) / elapsed
 
 
-def throughput_round(url: str, prefix: str, count: int) -> dict[str, float]:
+def throughput_round(urls: list[str], prefix: str, count: int) -> Iterator[tuple[str, float]]:
+    """Each operation in turn, `count` requests of it spread over `urls`: (operation, requests/s)."""
     posts = [("POST", "/Users", {"schemas": [USER], "userName": f"{prefix}{n}", "displayName": f"U {n}",
                                  "emails": [{"value": f"{prefix}{n}@example.org", "primary": True}]}, None)
              for n in range(count)]
-    result = {"POST": asyncio.run(measure(url, posts))}
+    yield "POST", asyncio.run(measure(urls, posts))
     gets = [("GET", "/Users", None, {"filter": f'userName eq "{prefix}{(n * 7919) % count}"'}) for n in range(count)]
-    result["GET filter"] = asyncio.run(measure(url, gets))
-    ids = [u["id"] for u in httpx.get(f"{url}/Users", headers=HEADERS, timeout=60,
+    yield "GET filter", asyncio.run(measure(urls, gets))
+    ids = [u["id"] for u in httpx.get(f"{urls[0]}/Users", headers=HEADERS, timeout=60,
                                       params={"filter": f'userName sw "{prefix}"', "count": count}).json()["Resources"]]
     for label, path, value in (("PATCH name", "displayName", lambda n: f"V {n}"),
                                ("PATCH active", "active", lambda n: n % 3 != 0)):
         patches = [("PATCH", f"/Users/{ids[n % len(ids)]}", {"schemas": [PATCH], "Operations": [
             {"op": "replace", "path": path, "value": value(n)}]}, None) for n in range(count)]
-        result[label] = asyncio.run(measure(url, patches))
-    return result
+        yield label, asyncio.run(measure(urls, patches))
 
 
 def write_config(directory: Path, kubeconfig: Path, port: int) -> Path:
@@ -157,19 +165,19 @@ def leaver_latency(urls: list[str], kubeconfig: Path, leavers: int) -> list[floa
     return latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_idle(pid: int, timeout: float = 300) -> None:
     """Until the process uses under 2% of a core over half a second (its background reconciles are done)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-
-    def cpu() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / ticks
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = cpu()
+        before = cpu_seconds(pid)
         time.sleep(0.5)
-        if cpu() - before < 0.01:
+        if cpu_seconds(pid) - before < 0.01:
             return
     raise SystemExit(f"process {pid} still busy after {timeout} s")
 
@@ -215,7 +223,7 @@ def main() -> None:
             figures: dict[str, dict[str, list[float]]] = {name: {} for name in urls}
             for n in range(args.rounds):
                 for name, url in urls.items():
-                    for operation, rate in throughput_round(url, f"r{n}u", args.requests).items():
+                    for operation, rate in throughput_round([url], f"r{n}u", args.requests):
                         figures[name].setdefault(operation, []).append(rate)
                     if name == "ours":
                         wait_idle(servers[0].pid)
