@@ -32,6 +32,7 @@ from syncd.core.model import (
 )
 from syncd.core.policy import Policy
 from syncd.core.settings import SafetySettings, SweepSettings, TokenSettings
+from syncd.errors import InputError
 
 _VERBS = {
     Kind.ISSUE: "issue credentials for",
@@ -485,23 +486,32 @@ def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: S
 
 def plan_manual_revocation(target: str, reason: Reason, known: Mapping[str, KnownPerson],
                            observed: Mapping[str, ObservedCluster | None]) -> Plan:
-    """`syncd token revoke`: a fingerprint (or its prefix) revokes that one token; a person id or username
-    revokes all of that person's access on every cluster. No grace window either way."""
+    """`syncd token revoke`: a fingerprint (or a prefix that names one token) revokes that one token; a person id,
+    or a username only one person has, revokes all of that person's access on every cluster. No grace window either
+    way. A target that may name someone else (a prefix of several tokens, a shared username) is refused."""
     actions: list[Action] = []
     if target.startswith("sha256:"):
+        matches = {credential.fingerprint for person in known.values() for access in person.access.values()
+                   for credential in filter(None, (access.credential, *access.retiring))
+                   if credential.fingerprint.startswith(target)}
+        if len(matches) > 1:
+            raise InputError(f"{target!r} is the start of {len(matches)} tokens' fingerprints",
+                             hint="give more of the fingerprint (see `syncd token list`)")
         for person in known.values():
             for cluster, access in sorted(person.access.items()):
                 seen = observed.get(cluster)
                 for credential in filter(None, (access.credential, *access.retiring)):
-                    if credential.fingerprint.startswith(target):
+                    if credential.fingerprint in matches:
                         actions.append(Action(Kind.RETIRE, reason, cluster, person.id, person.username,
                                               before=access.scopes, after=access.scopes,
                                               token_secrets=(credential.secret_name,),
                                               instance=seen.instance if seen else ""))
     else:
-        for person in known.values():
-            if target not in (person.id, person.username):
-                continue
+        people = [known[target]] if target in known else [p for p in known.values() if p.username == target]
+        if len(people) > 1:
+            raise InputError(f"{target!r} is the username of {len(people)} people "
+                             f"(ids {', '.join(sorted(p.id for p in people))})", hint="revoke by person id")
+        for person in people:
             for cluster, access in sorted(person.access.items()):
                 seen = observed.get(cluster)
                 account = seen.accounts.get(person_key(person.id)) if seen else None
