@@ -129,6 +129,23 @@ def credentials_text(rows: list[tuple[CredentialRow, str, frozenset[Scope]]],
     return "\n".join(lines)
 
 
+def access_json(person_id: str, username: str, cluster: str, state: str, since: datetime | None,
+                scopes: frozenset[Scope], last_used: LastUsed) -> dict[str, Any]:
+    """One person's access to one cluster: `active` since its grant, or `suspended` (idle) since its suspension."""
+    return {"person": username, "person_id": person_id, "cluster": cluster, "state": state, "since": _when(since),
+            "last_used": _when(last_used.get((person_key(person_id), cluster))),
+            "scopes": sorted(str(s) for s in scopes)}
+
+
+def accesses_text(entries: list[dict[str, Any]]) -> str:
+    lines = [f"{'PERSON':<16} {'CLUSTER':<10} {'STATE':<10} {'SINCE':<20} {'LAST USED':<20} SCOPES"]
+    for entry in entries:
+        since, used = (entry[name][:19].replace("T", " ") if entry[name] else None for name in ("since", "last_used"))
+        lines.append(f"{entry['person']:<16} {entry['cluster']:<10} {entry['state']:<10} {since or '-':<20} "
+                     f"{used or 'never':<20} {', '.join(entry['scopes']) or '-'}")
+    return "\n".join(lines)
+
+
 def usage_json(person_id: str, username: str, days: list[tuple[UsageKey, DayUsage]]) -> dict[str, Any]:
     return {"person_id": person_id, "username": username, "days": [
         {"day": on.isoformat(), "cluster": cluster, "credential_id": credential_id or None,
