@@ -46,6 +46,8 @@ def plan_text(report: RunReport) -> str:
         lines.append(f"  ! held    {held.action.kind} {held.action.username} on {held.action.cluster} "
                      f"({held.action.reason}): {held.why}")
         lines.extend(_details(held.action))
+    for idle in plan.idle:
+        lines.append(f"  ! idle    {idle.username} on {idle.cluster}: no use since {idle.since:%Y-%m-%d %H:%M:%S}")
     if not report.dry_run and report.plan is not None:
         lines.append(f"  run {report.run_id}: {report.result}, {report.writes} write call(s)"
                      + (f", {report.confirmed_rejections} revoked token(s) confirmed rejected"
@@ -85,6 +87,8 @@ def report_json(report: RunReport) -> dict[str, Any]:
         "held": [action_json(h.action) | {"why": h.why} for h in plan.held],
         "skipped_clusters": list(plan.skipped_clusters),
         "notes": list(plan.notes),
+        "idle": [{"person_id": i.person_id, "username": i.username, "cluster": i.cluster, "since": _when(i.since)}
+                 for i in plan.idle],
         "writes": report.writes,
         "confirmed_rejections": report.confirmed_rejections,
     }
