@@ -254,6 +254,18 @@ class AuditSettings(Strict):
         return self
 
 
+class UsageSettings(Strict):
+    """What syncd does with the use the audit events record (see `audit:`)."""
+
+    idle_after: Duration | None = Field(
+        None, description="An access with no recorded use for this long since the later of its last use and its "
+        "grant is idle, e.g. 30d. None: access is never idle.")
+    idle_action: Literal["report", "suspend"] = Field(
+        "report", description="report: log idle accesses and count them (syncd_idle_credentials). suspend: revoke "
+        "them (reason idle, the mass-revocation guard applies) and plan nothing for them until `syncd access "
+        "resume`.")
+
+
 class JobSchedule(Strict):
     """When a daemon job runs: every fixed interval, or on a crontab line (UTC). Exactly one of the two."""
 
@@ -358,6 +370,7 @@ class Settings(Strict):
     daemon: DaemonSettings = DaemonSettings()
     scim: ScimSettings | None = None
     audit: AuditSettings | None = None
+    usage: UsageSettings = UsageSettings()
     run_deadline: Duration = Field(
         timedelta(minutes=30), description="A run's longest life from its read: clusters not yet read are skipped "
         "and actions not yet begun are postponed to the next run (failed, retryable).")

@@ -52,7 +52,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(token_app, name="token")
 app.add_typer(source_app, name="source")
+access_app = typer.Typer(help="List who has access; resume access suspended for want of use.",
+                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.add_typer(access_app, name="access")
 
 
 class Output(StrEnum):
@@ -362,6 +365,44 @@ def usage(
         typer.echo(json.dumps([render.usage_json(*one) for one in found], indent=2))
     else:
         typer.echo("\n\n".join(render.usage_text(*one) for one in found))
+
+
+@access_app.command("list")
+def access_list(
+    config: ConfigOption = DEFAULT_CONFIG,
+    suspended: Annotated[bool, typer.Option("--suspended", help="Only access suspended for want of use.")] = False,
+    output: OutputOption = Output.text,
+) -> None:
+    """Each person's access per cluster: active since its grant, or suspended (idle) since when; last use."""
+    with _read_only(config) as ledger:
+        last_used = ledger.last_used()
+        entries = [] if suspended else [
+            render.access_json(pid, name, cluster, "active", granted, scopes, last_used)
+            for pid, name, cluster, scopes, granted in ledger.accesses()]
+        entries += [render.access_json(pid, name, cluster, "suspended", since, frozenset(), last_used)
+                    for pid, name, cluster, since in ledger.suspensions()]
+    entries.sort(key=lambda entry: (entry["person"], entry["cluster"]))
+    if output is Output.json:
+        typer.echo(json.dumps(entries, indent=2))
+    else:
+        typer.echo(render.accesses_text(entries))
+
+
+@access_app.command("resume")
+def access_resume(
+    person: Annotated[str, typer.Argument(help="A person id or username.")],
+    reason: Annotated[str, typer.Option(help="Why access is given back; recorded in the ledger.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    cluster: Annotated[str | None, typer.Option(help="This cluster only (default: every cluster).")] = None,
+) -> None:
+    """Lift a suspension for want of use (a `resume` ledger event); the next reconcile gives access back if the
+    source still entitles the person."""
+    if not reason.strip():
+        raise typer.BadParameter("say why access is given back", param_hint="--reason")
+    with Engine.from_settings(load_settings(config)) as engine:
+        person_id, username, clusters = engine.resume(person, cluster, reason)
+    typer.echo(f"resumed {username} (id {person_id}) on {', '.join(clusters)}; the next reconcile gives access back "
+               "if the source still entitles them")
 
 
 @audit_app.command("serve")

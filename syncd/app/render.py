@@ -46,6 +46,8 @@ def plan_text(report: RunReport) -> str:
         lines.append(f"  ! held    {held.action.kind} {held.action.username} on {held.action.cluster} "
                      f"({held.action.reason}): {held.why}")
         lines.extend(_details(held.action))
+    for idle in plan.idle:
+        lines.append(f"  ! idle    {idle.username} on {idle.cluster}: no use since {idle.since:%Y-%m-%d %H:%M:%S}")
     if not report.dry_run and report.plan is not None:
         lines.append(f"  run {report.run_id}: {report.result}, {report.writes} write call(s)"
                      + (f", {report.confirmed_rejections} revoked token(s) confirmed rejected"
@@ -85,6 +87,8 @@ def report_json(report: RunReport) -> dict[str, Any]:
         "held": [action_json(h.action) | {"why": h.why} for h in plan.held],
         "skipped_clusters": list(plan.skipped_clusters),
         "notes": list(plan.notes),
+        "idle": [{"person_id": i.person_id, "username": i.username, "cluster": i.cluster, "since": _when(i.since)}
+                 for i in plan.idle],
         "writes": report.writes,
         "confirmed_rejections": report.confirmed_rejections,
     }
@@ -126,6 +130,23 @@ def credentials_text(rows: list[tuple[CredentialRow, str, frozenset[Scope]]],
                      f"{row.issued_at:%Y-%m-%d %H:%M:%S}  {row.expires_at:%Y-%m-%d %H:%M:%S}  "
                      f"{f'{used:%Y-%m-%d %H:%M:%S}' if used else 'never':<20} "
                      f"{', '.join(sorted(str(s) for s in scopes)) or '-'}")
+    return "\n".join(lines)
+
+
+def access_json(person_id: str, username: str, cluster: str, state: str, since: datetime | None,
+                scopes: frozenset[Scope], last_used: LastUsed) -> dict[str, Any]:
+    """One person's access to one cluster: `active` since its grant, or `suspended` (idle) since its suspension."""
+    return {"person": username, "person_id": person_id, "cluster": cluster, "state": state, "since": _when(since),
+            "last_used": _when(last_used.get((person_key(person_id), cluster))),
+            "scopes": sorted(str(s) for s in scopes)}
+
+
+def accesses_text(entries: list[dict[str, Any]]) -> str:
+    lines = [f"{'PERSON':<16} {'CLUSTER':<10} {'STATE':<10} {'SINCE':<20} {'LAST USED':<20} SCOPES"]
+    for entry in entries:
+        since, used = (entry[name][:19].replace("T", " ") if entry[name] else None for name in ("since", "last_used"))
+        lines.append(f"{entry['person']:<16} {entry['cluster']:<10} {entry['state']:<10} {since or '-':<20} "
+                     f"{used or 'never':<20} {', '.join(entry['scopes']) or '-'}")
     return "\n".join(lines)
 
 

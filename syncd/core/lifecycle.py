@@ -51,6 +51,16 @@ class Membership:
 @dataclass(frozen=True)
 class Lifecycle:
     tokens: TokenSettings = TokenSettings()
+    idle_after: timedelta | None = None  # usage.idle_after: None, access is never idle
+
+    def idle_since(self, access: KnownAccess, last_use: datetime | None, now: datetime) -> datetime | None:
+        """Since when an access is idle, if it is now: no use was recorded for `idle_after` since the later of its
+        last use and its grant (so a joiner is never idle at once, and a resumed access counts from its new
+        grant). An access whose grant and use are both unknown is never idle."""
+        if self.idle_after is None:
+            return None
+        since = max((moment for moment in (access.granted_at, last_use) if moment is not None), default=None)
+        return since if since is not None and now - since >= self.idle_after else None
 
     def refresh_due(self, credential: KnownCredential, now: datetime) -> bool:
         return now >= credential.issued_at + (credential.expires_at - credential.issued_at) * self.tokens.refresh_at

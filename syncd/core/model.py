@@ -166,6 +166,7 @@ class Reason(StrEnum):
     LEAVER = "leaver"
     DISABLED = "disabled"
     NO_ENTITLEMENT = "no-entitlement"
+    IDLE = "idle"  # no use for usage.idle_after: suspended (usage.idle_action: suspend) until a human resumes it
     ORPHAN = "orphan"
     # Given by a person running `syncd token revoke`:
     EXPOSED = "exposed"
@@ -201,6 +202,7 @@ class KnownAccess:
     credential: KnownCredential | None  # the one delivered now
     retiring: tuple[KnownCredential, ...] = ()  # replaced, still valid for their grace window
     kubeconfig: str = ""  # where it was delivered ("" when unknown)
+    granted_at: datetime | None = None  # when this access began (a resumed one: its new grant); None when unknown
 
 
 @dataclass(frozen=True, slots=True)

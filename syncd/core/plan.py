@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import PurePath
 
@@ -126,12 +126,23 @@ class Held:
 
 
 @dataclass(frozen=True)
+class IdleAccess:
+    """An access with no use for `usage.idle_after`: suspended (a revoke, reason idle) or only reported."""
+
+    person_id: str
+    username: str
+    cluster: str
+    since: datetime  # its last use, or its grant when it was never used since
+
+
+@dataclass(frozen=True)
 class Plan:
     source: str
     actions: tuple[Action, ...] = ()
     held: tuple[Held, ...] = ()
     skipped_clusters: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    idle: tuple[IdleAccess, ...] = ()  # found idle by this plan, whatever usage.idle_action does with them
 
     @property
     def revocations(self) -> list[Action]:
@@ -162,10 +173,14 @@ class Inputs:
     missing_roles: Mapping[str, frozenset[Scope]] = field(default_factory=dict)  # per cluster, see missing_role_notes
     tokens: TokenSettings = TokenSettings()
     counts: RevocationCounts = RevocationCounts()
+    idle_after: timedelta | None = None  # usage.idle_after
+    suspend_idle: bool = False  # usage.idle_action: suspend (else idle accesses are only reported)
+    last_use: Mapping[tuple[str, str], datetime] = field(default_factory=dict)  # (person key, cluster): last use
+    suspended: Collection[tuple[str, str]] = frozenset()  # (person id, cluster): planned nothing until resumed
 
     @cached_property
     def lifecycle(self) -> Lifecycle:
-        return Lifecycle(self.tokens)
+        return Lifecycle(self.tokens, self.idle_after)
 
 
 def missing_role_notes(missing_roles: Mapping[str, Iterable[Scope]]) -> tuple[str, ...]:
@@ -194,6 +209,7 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
     clusters = sorted(reachable.items())
     access_by_key: dict[Hashable, dict[str, Access]] = {}  # people alike to the policy share one evaluation
     actions: list[Action] = []
+    idle: list[IdleAccess] = []
     for pid in sorted(people):
         identity = identities.get(pid)
         desired: dict[str, Access] = {}
@@ -204,17 +220,27 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
             desired = access_by_key[key]
         person = known.get(pid)
         for cluster, observed in clusters:
+            known_access = person.access.get(cluster) if person else None
+            wanted = desired.get(cluster)
+            withheld = wanted is not None and (pid, cluster) in inputs.suspended
+            if wanted is not None and not withheld and known_access is not None:
+                since = inputs.lifecycle.idle_since(known_access, inputs.last_use.get((person_key(pid), cluster)),
+                                                    inputs.now)
+                if since is not None:
+                    idle.append(IdleAccess(pid, person.username if person else pid, cluster, since))
+                    withheld = inputs.suspend_idle
             actions.extend(
                 _plan_person_on_cluster(
                     pid=pid,
                     identity=identity,
                     person=person,
-                    desired=desired.get(cluster),
-                    known_access=person.access.get(cluster) if person else None,
+                    desired=None if withheld else wanted,
+                    known_access=known_access,
                     observed=observed.accounts.get(person_key(pid)),
                     cluster=cluster,
                     instance=observed.instance,
                     inputs=inputs,
+                    idle=withheld,
                 )
             )
     if inputs.only is None:
@@ -241,7 +267,7 @@ def make_plan(inputs: Inputs, *, allow_mass_revocation: bool = False) -> Plan:
             held += [Held(a, why, unsafe=True) for a in actions if a.kind in REVOKING]
             actions = [a for a in actions if a.kind not in REVOKING]
     notes = missing_role_notes({name: roles for name, roles in inputs.missing_roles.items() if name in reachable})
-    return Plan(snapshot.source, tuple(actions), tuple(held), skipped, notes)
+    return Plan(snapshot.source, tuple(actions), tuple(held), skipped, notes, tuple(idle))
 
 
 SWEEPING = frozenset({Kind.REPAIR, Kind.RETIRE, Kind.ORPHAN})
@@ -299,8 +325,8 @@ def hold_interrupted(plan: Plan, left: Collection[tuple[str, str]]) -> Plan:
     why = "an interrupted run left this person's work half done; a run that reads the source finishes it"
     keys = {(person_key(pid), cluster) for pid, cluster in left}  # an orphan's action knows the key only
     waiting = [a for a in plan.actions if (a.key, a.cluster) in keys]
-    return Plan(plan.source, tuple(a for a in plan.actions if (a.key, a.cluster) not in keys),
-                plan.held + tuple(Held(a, why) for a in waiting), plan.skipped_clusters, plan.notes)
+    return replace(plan, actions=tuple(a for a in plan.actions if (a.key, a.cluster) not in keys),
+                   held=plan.held + tuple(Held(a, why) for a in waiting))
 
 
 def _plan_person_on_cluster(
@@ -314,7 +340,10 @@ def _plan_person_on_cluster(
     cluster: str,
     instance: str,
     inputs: Inputs,
+    idle: bool = False,
 ) -> list[Action]:
+    """`idle`: the policy entitles the person here, but the access is idle or suspended: only a revocation of what
+    is left of it (reason idle), never access given back."""
     username = identity.username if identity else (person.username if person else pid)
     before = known_access.scopes if known_access else frozenset()
     delivered = dict(old_kubeconfig=_old_layout(known_access, pid, cluster),
@@ -328,7 +357,7 @@ def _plan_person_on_cluster(
         elif not identity.active:
             reason = Reason.DISABLED
         else:
-            reason = Reason.NO_ENTITLEMENT
+            reason = Reason.IDLE if idle else Reason.NO_ENTITLEMENT
         return [
             Action(
                 Kind.REVOKE, reason, cluster, pid, username, before=before,

@@ -24,7 +24,7 @@ import structlog
 
 from syncd.adapters.ledger.journal import LEFT_FOR_FULL_RUN
 from syncd.core.lifecycle import Lifecycle, TokenDelivery
-from syncd.core.model import UNOWNED, KnownAccess, fingerprint, person_key
+from syncd.core.model import UNOWNED, KnownAccess, Reason, fingerprint, person_key
 from syncd.core.plan import Action, Kind, Plan
 from syncd.errors import ActionError, ClusterUnavailable, LeaseLost, SyncdError, TemporaryError
 from syncd.ports import Cluster, Delivery, Event, Intent, IssuedToken, Journal, NewCredential, ReadModel, RunRef
@@ -194,6 +194,15 @@ class Applier:
         with run.lock:
             run.outcome.applied.append(action)
 
+    def resume(self, person_id: str, username: str, cluster: str | None, reason: str) -> list[str]:
+        """Lift a person's idle suspension on `cluster` (None: every cluster), with the operator's reason; the
+        clusters resumed."""
+        resumed = self.journal.resume(self.run_id, Event(person_id, username, "resume", reason, cluster=cluster))
+        for name in resumed:
+            log.info("resume an access suspended for want of use", person=username, person_id=person_id,
+                     cluster=name, reason=reason)
+        return resumed
+
     def interrupt_dead_runs(self) -> list[RunRef]:
         """Mark every other run still `running` interrupted (see `Journal.interrupt_dead_runs`); under the apply
         lock only."""
@@ -345,7 +354,8 @@ class Applier:
                                                                                       action.cluster))
         failed = dict(result="failed", error=str(error)) if error is not None else {}
         self.journal.record_revocation(self.run_id, self._event(action, **failed),
-                                       remove_access=action.kind is Kind.REVOKE, intent_id=intent)
+                                       remove_access=action.kind is Kind.REVOKE, intent_id=intent,
+                                       suspend=action.kind is Kind.REVOKE and action.reason is Reason.IDLE)
         outcome.pending_rejections.extend(
             [PendingRejection(action.cluster, action.person_id, fingerprint(token), token) for token in removed])
         return error

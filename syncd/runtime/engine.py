@@ -163,6 +163,24 @@ class Engine:
                 return self._lose_lease(report, error)
         return self._confirm(report, applier)
 
+    def resume(self, target: str, cluster: str | None, reason: str) -> tuple[str, str, list[str]]:
+        """Lift the idle suspension of one person (id or username; a name several people share is refused) on
+        `cluster`, or on every cluster: (person id, username, the clusters resumed). The next reconcile gives
+        access back if the source still entitles them."""
+        with self._apply_lock, self.database.exclusive():
+            people = sorted({(pid, name) for pid, name, *_ in self.read_model.suspensions() if target in (pid, name)})
+            if len(people) > 1:
+                raise InputError(f"{target!r} names several suspended people: "
+                                 + ", ".join(f"{name} (id {pid})" for pid, name in people), hint="give the id")
+            if not people:
+                raise InputError(f"no suspended access matches {target!r}" + (f" on {cluster}" if cluster else ""),
+                                 hint="see `syncd access list --suspended`")
+            (person_id, username), = people
+            resumed = self._applier(dry_run=False).resume(person_id, username, cluster, reason)
+        if not resumed:
+            raise InputError(f"{username} is not suspended on {cluster}", hint="see `syncd access list --suspended`")
+        return person_id, username, resumed
+
     def _apply(self, report: RunReport, applier: Applier, plan: Plan) -> None:
         """Apply the plan, counting its write calls and its time."""
         writes_before, started = self._writes(), time.monotonic()
@@ -319,15 +337,24 @@ class Engine:
                                       self.read_model.credential_holders(snapshot.source))
         # A targeted run reads only its people from the ledger and the clusters.
         observed = self._observe(report, only, deadline)
+        usage = self.settings.usage
+        idle_after = None if sweep_only else usage.idle_after  # a sweep judges no idleness: it reads no use
+        last_use = {} if idle_after is None else self.read_model.last_used(
+            None if only is None else {person_key(pid) for pid in only})
         inputs = Inputs(snapshot, self.policy, self.read_model.known_people(only), observed, now,
                         self.settings.safety, only, self.settings.sweep, self._missing_roles(observed),
-                        self.settings.tokens, counts)
+                        self.settings.tokens, counts, idle_after, usage.idle_action == "suspend", last_use,
+                        frozenset((pid, cluster) for pid, _, cluster, _ in self.read_model.suspensions()))
         report.plan = plan = hold_interrupted(make_sweep_plan(inputs) if sweep_only
                                               else make_plan(inputs, allow_mass_revocation=allow_mass_revocation),
                                               left)
         for held in plan.held:
             log.warning(f"hold: {held.action.message}", why=held.why, person=held.action.username,
                         cluster=held.action.cluster)
+        if usage.idle_action == "report":
+            for idle in plan.idle:
+                log.warning("report an idle access", person=idle.username, person_id=idle.person_id,
+                            cluster=idle.cluster, idle_since=idle.since.isoformat())
 
         self._apply(report, applier, plan)
         return applier

@@ -124,3 +124,34 @@ def test_held_revocations_are_the_people_still_waiting_on_a_hold(ledger: Ledger)
     ledger.journal.record(other, Event("p1", "p1", "revoke", "leaver", cluster="dev", result="held"))
     assert ledger.read_model.held_revocations("idp") == {"u2", "u3"}
     assert ledger.read_model.held_revocations("hr") == {"p1"}
+
+
+def test_an_access_keeps_the_time_it_was_granted_through_refreshes(ledger: Ledger):
+    identity, issued = Identity("1001", "alice"), datetime.now(UTC)
+    for secret in ("syncd-1001-x", "syncd-1001-y"):
+        ledger.journal.record_token("hr", identity, "dev", frozenset({EDIT_A}),
+                                    NewCredential(secret, f"sha256:{secret}", issued, issued + timedelta(hours=8)),
+                                    grace=timedelta(minutes=5), reason="expiring")
+        granted = ledger.read_model.known_people()["1001"].access["dev"].granted_at
+        assert granted is not None and abs(granted - issued) < timedelta(minutes=1)
+        if secret == "syncd-1001-x":
+            first = granted
+    assert granted == first
+
+
+def test_an_idle_revocation_suspends_the_access_until_resumed(ledger: Ledger):
+    identity, issued = Identity("1001", "alice"), datetime.now(UTC)
+    ledger.journal.record_token("hr", identity, "dev", frozenset({EDIT_A}),
+                                NewCredential("syncd-1001-x", "sha256:aa", issued, issued + timedelta(hours=8)),
+                                grace=None, reason="joiner")
+    ledger.journal.record_revocation("run1", Event("1001", "alice", "revoke", "idle", cluster="dev"),
+                                     remove_access=True, suspend=True)
+    ((pid, username, cluster, since),) = ledger.read_model.suspensions()
+    assert (pid, username, cluster) == ("1001", "alice", "dev") and abs(since - issued) < timedelta(minutes=1)
+    assert ledger.read_model.known_people() == {}  # the access is gone; the suspension keeps it from coming back
+    assert ledger.journal.resume(None, Event("1001", "alice", "resume", "back from leave", cluster=None)) == ["dev"]
+    assert ledger.read_model.suspensions() == []
+    assert [(e.action, e.reason, e.cluster) for e in ledger.read_model.events()][-1] == \
+        ("resume", "back from leave", "dev")
+    assert ledger.read_model.verify() is None
+    assert ledger.journal.resume(None, Event("1001", "alice", "resume", "again", cluster=None)) == []

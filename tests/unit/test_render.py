@@ -11,7 +11,7 @@ from syncd.adapters.ledger.tables import EventRow
 from syncd.app import render
 from syncd.app.render import plan_text, report_json
 from syncd.core.model import Access, Identity, ObservedBinding, RoleKind, Scope
-from syncd.core.plan import Action, Held, Kind, Plan, Reason
+from syncd.core.plan import Action, Held, IdleAccess, Kind, Plan, Reason
 from syncd.errors import ClusterRejected
 from syncd.runtime.apply import Outcome
 from syncd.runtime.engine import RunReport
@@ -49,6 +49,27 @@ def test_every_kind_and_reason_renders(kind: Kind, reason: Reason, dry_run: bool
     assert data["held"][0]["kind"] == str(kind) and data["notes"] == ["cluster dev: a warning"]
     assert {"op": "-", "kind": "RoleBinding", "namespace": "team-a", "name": "syncd-old",
             "detail": "ClusterRole/admin"} in data["actions"][0]["changes"]
+
+
+def test_idle_accesses_render_with_the_time_since_which_they_were_not_used():
+    since = datetime(2026, 10, 1, 8, tzinfo=UTC)
+    report = RunReport("hr", True, plan=Plan("hr", idle=(IdleAccess("1001", "alice", "dev", since),)))
+    assert "! idle    alice on dev: no use since 2026-10-01 08:00:00" in plan_text(report)
+    assert report_json(report)["idle"] == [{"person_id": "1001", "username": "alice", "cluster": "dev",
+                                            "since": "2026-10-01T08:00:00+00:00"}]
+
+
+def test_accesses_render_active_and_suspended_with_their_last_use():
+    granted, since = datetime(2026, 10, 1, 8, tzinfo=UTC), datetime(2026, 11, 2, 9, tzinfo=UTC)
+    last_used = {("1001", "dev"): datetime(2026, 10, 2, 10, tzinfo=UTC)}
+    entries = [render.access_json("1001", "alice", "dev", "suspended", since, frozenset(), last_used),
+               render.access_json("1002", "bob", "dev", "active", granted, frozenset({EDIT}), last_used)]
+    assert entries[0] == {"person": "alice", "person_id": "1001", "cluster": "dev", "state": "suspended",
+                          "since": "2026-11-02T09:00:00+00:00", "last_used": "2026-10-02T10:00:00+00:00",
+                          "scopes": []}
+    lines = render.accesses_text(entries).splitlines()
+    assert lines[1].split() == ["alice", "dev", "suspended", "2026-11-02", "09:00:00", "2026-10-02", "10:00:00", "-"]
+    assert lines[2].split() == ["bob", "dev", "active", "2026-10-01", "08:00:00", "never", "team-a:ClusterRole/edit"]
 
 
 def test_the_text_log_tells_two_people_with_one_username_apart():

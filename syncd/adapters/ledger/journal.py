@@ -24,6 +24,7 @@ from syncd.adapters.ledger.tables import (
     IntentRow,
     PersonRow,
     RunRow,
+    SuspensionRow,
     UsageDayRow,
     WatchCursorRow,
     aware,
@@ -250,10 +251,12 @@ class Journal:
         self._write(work)
 
     def record_revocation(self, run_id: str | None, event: Event, *, remove_access: bool,
-                          secret_names: tuple[str, ...] | None = None, intent_id: int | None = None) -> list[str]:
+                          secret_names: tuple[str, ...] | None = None, intent_id: int | None = None,
+                          suspend: bool = False) -> list[str]:
         """Revoke the person's live credentials on `event.cluster` (all, or those bound to `secret_names`), forget
-        their access there when `remove_access` (and the person with their last access), and record the event,
-        naming the fingerprints revoked, with the end of its intent. The fingerprints revoked."""
+        their access there when `remove_access` (and the person with their last access), suspend it when `suspend`
+        (idle: nothing is planned for it until `resume`), and record the event, naming the fingerprints revoked,
+        with the end of its intent. The fingerprints revoked."""
         person_id, cluster = event.person_id, event.cluster or ""
 
         def work(s: Session) -> list[str]:
@@ -264,10 +267,27 @@ class Journal:
                 s.add(row)
             if remove_access:
                 self._remove_access(s, person_id, cluster)
+            if suspend and s.get(SuspensionRow, (person_id, cluster)) is None:
+                s.add(SuspensionRow(person_id=person_id, cluster=cluster, since=utc(now)))
             fingerprints = [row.fingerprint for row in rows]
             self._record(s, run_id, replace(event, fingerprint=",".join(fingerprints) or None))
             self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
             return fingerprints
+
+        return self._write(work)
+
+    def resume(self, run_id: str | None, event: Event) -> list[str]:
+        """Lift the suspension of the person's access on `event.cluster`, or on every cluster when it is None, each
+        with a `resume` event (`event.reason`: the operator's). The clusters resumed."""
+        def work(s: Session) -> list[str]:
+            query = select(SuspensionRow).where(SuspensionRow.person_id == event.person_id)
+            if event.cluster is not None:
+                query = query.where(SuspensionRow.cluster == event.cluster)
+            rows = sorted(s.exec(query).all(), key=lambda row: row.cluster)
+            for row in rows:
+                s.delete(row)
+                self._record(s, run_id, replace(event, cluster=row.cluster))
+            return [row.cluster for row in rows]
 
         return self._write(work)
 
@@ -348,7 +368,7 @@ class Journal:
     @staticmethod
     def _save_access(session: Session, person_id: str, cluster: str, scopes: frozenset, kubeconfig: str) -> None:
         row = session.get(AccessRow, (person_id, cluster)) or AccessRow(
-            person_id=person_id, cluster=cluster, updated_at=utc(datetime.now(UTC))
+            person_id=person_id, cluster=cluster, updated_at=utc(datetime.now(UTC)), granted_at=utc(datetime.now(UTC))
         )
         row.scopes = scopes_to_json(scopes)
         row.kubeconfig = kubeconfig

@@ -21,6 +21,7 @@ from syncd.adapters.ledger.tables import (
     IntentRow,
     PersonRow,
     RunRow,
+    SuspensionRow,
     UsageDayRow,
     WatchCursorRow,
     aware,
@@ -79,7 +80,8 @@ class ReadModel:
         for row in access_rows:
             key = (row.person_id, row.cluster)
             access.setdefault(row.person_id, {})[row.cluster] = KnownAccess(
-                row.cluster, scopes_from_json(row.scopes), active.get(key), tuple(retiring.get(key, ())), row.kubeconfig
+                row.cluster, scopes_from_json(row.scopes), active.get(key), tuple(retiring.get(key, ())),
+                row.kubeconfig, aware(row.granted_at),
             )
         return {p.id: KnownPerson(p.id, p.source, p.username, access.get(p.id, {})) for p in people}
 
@@ -221,12 +223,32 @@ class ReadModel:
             rows = s.exec(query.order_by(UsageDayRow.day, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
         return [usage_from_row(row) for row in rows]
 
-    def last_used(self) -> dict[tuple[str, str], datetime]:
-        """When each person (by key) last used a credential on each cluster, as the audit events told."""
+    def last_used(self, keys: Collection[str] | None = None) -> dict[tuple[str, str], datetime]:
+        """When each person (by key), or only these people (past ID_LIST_LIMIT of them, read from everyone), last
+        used a credential on each cluster, as the audit events told."""
+        query = select(UsageDayRow.person_key, UsageDayRow.cluster, func.max(UsageDayRow.last_use))
+        if keys is not None and len(keys) <= ID_LIST_LIMIT:
+            query = query.where(UsageDayRow.person_key.in_(keys))  # type: ignore[attr-defined]
         with self.database.session() as s:
-            rows = s.exec(select(UsageDayRow.person_key, UsageDayRow.cluster, func.max(UsageDayRow.last_use))
-                          .group_by(UsageDayRow.person_key, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
+            rows = s.exec(query.group_by(UsageDayRow.person_key, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
         return {(key, cluster): aware(last) for key, cluster, last in rows}  # type: ignore[misc]
+
+    def suspensions(self) -> list[tuple[str, str, str, datetime]]:
+        """(person id, username, cluster, since) of each access suspended for want of use, until resumed."""
+        with self.database.session() as s:
+            rows = s.exec(select(SuspensionRow, PersonRow.username)
+                          .join(PersonRow, PersonRow.id == SuspensionRow.person_id)  # type: ignore[arg-type]
+                          .order_by(PersonRow.username, SuspensionRow.cluster)).all()  # type: ignore[arg-type]
+        return [(row.person_id, username, row.cluster, aware(row.since)) for row, username in rows]  # type: ignore[misc]
+
+    def accesses(self) -> list[tuple[str, str, str, frozenset[Scope], datetime | None]]:
+        """(person id, username, cluster, scopes, granted at) of each access held now."""
+        with self.database.session() as s:
+            rows = s.exec(select(AccessRow, PersonRow.username)
+                          .join(PersonRow, PersonRow.id == AccessRow.person_id)  # type: ignore[arg-type]
+                          .order_by(PersonRow.username, AccessRow.cluster)).all()  # type: ignore[arg-type]
+        return [(row.person_id, username, row.cluster, scopes_from_json(row.scopes), aware(row.granted_at))
+                for row, username in rows]
 
     def verify(self, anchor: tuple[int, str] | None = None) -> str | None:
         """What is wrong with the event chain, or None when it holds: every link and hash, the chain's end at its

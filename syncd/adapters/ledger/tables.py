@@ -37,6 +37,7 @@ class AccessRow(SQLModel, table=True):
     scopes: str = "[]"  # JSON list of scopes
     kubeconfig: str = ""
     updated_at: datetime
+    granted_at: datetime | None = None  # when this access began: idleness counts from here (usage.idle_after)
 
 
 class CredentialRow(SQLModel, table=True):
@@ -151,6 +152,17 @@ class UsageDayRow(SQLModel, table=True):
     verbs: str = "{}"  # JSON object name -> count, bounded
     resources: str = "{}"
     namespaces: str = "{}"
+
+
+class SuspensionRow(SQLModel, table=True):
+    """An access suspended for want of use (reason idle): planned nothing until `syncd access resume` deletes the
+    row (the revocation and the resume are events of the chain)."""
+
+    __tablename__ = "suspension"
+
+    person_id: str = Field(primary_key=True, foreign_key="person.id")
+    cluster: str = Field(primary_key=True)
+    since: datetime
 
 
 class LeaseRow(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -59,6 +60,10 @@ class Metrics:
             "malformed (bodies refused with 400 or 413, counted once each).", ["result"], registry=registry)
         self.reloads = Counter("syncd_reloads", "Configuration reloads by result (ok, rejected).", ["result"],
                                registry=registry)
+        self.idle = Gauge("syncd_idle_credentials", "Accesses the last full reconcile of each source found idle "
+                          "(no use for usage.idle_after), summed per cluster; with usage.idle_action suspend, that "
+                          "run suspended them unless the safety thresholds held it.", ["cluster"], registry=registry)
+        self._idle_by_source: dict[str, Tally[str]] = {}
 
     def record_run(self, job: str, report: RunReport, seconds: float | None) -> None:
         self.runs.labels(job, report.source, report.result).inc()
@@ -73,6 +78,14 @@ class Metrics:
             self.actions.labels(str(action.kind), str(action.reason), result).inc()
         for held in plan.held:
             self.actions.labels(str(held.action.kind), str(held.action.reason), "held").inc()
+        if job == "reconcile" and not report.dry_run:  # a full run judges everyone: targeted runs only a few
+            self._count_idle(report.source, Tally(idle.cluster for idle in plan.idle))
+
+    def _count_idle(self, source: str, counts: Tally[str]) -> None:
+        clusters = set(counts).union(*self._idle_by_source.values())  # a cluster idle before goes back to 0
+        self._idle_by_source[source] = counts
+        for cluster in clusters:
+            self.idle.labels(cluster).set(sum(tally[cluster] for tally in self._idle_by_source.values()))
 
     def watch(self, watch: Watched) -> None:
         """Export a watch's state and the age of its last message, read at each scrape."""

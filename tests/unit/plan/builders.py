@@ -56,9 +56,10 @@ def credential(issued: datetime = NOW - timedelta(hours=1), ttl: timedelta = tim
 
 def known(pid: str = "1001", username: str = "alice", scopes: tuple[Scope, ...] = (EDIT_A,),
           cred: KnownCredential | None = None, source: str = SOURCE,
-          retiring: tuple[KnownCredential, ...] = ()) -> KnownPerson:
+          retiring: tuple[KnownCredential, ...] = (), granted_at: datetime | None = None) -> KnownPerson:
     cred = cred or credential(secret=f"syncd-{person_key(pid)}-abcde")
-    return KnownPerson(pid, source, username, {CLUSTER: KnownAccess(CLUSTER, frozenset(scopes), cred, retiring)})
+    return KnownPerson(pid, source, username, {CLUSTER: KnownAccess(CLUSTER, frozenset(scopes), cred, retiring,
+                                                                    granted_at=granted_at)})
 
 
 def binding(pid: str, scope: Scope, *, intact: bool = True, name: str | None = None) -> ObservedBinding:
@@ -86,7 +87,9 @@ def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] 
          only: frozenset[str] | None = None, safety: SafetySettings = SAFETY, allow_mass_revocation: bool = False,
          reachable: bool = True, sweep: SweepSettings = SWEEP, population: int | None = None,
          sweeping: bool = False, missing_roles: frozenset[Scope] = frozenset(),
-         counts: RevocationCounts = COUNTS) -> Plan:
+         counts: RevocationCounts = COUNTS, idle_after: timedelta | None = None, suspend_idle: bool = False,
+         last_use: dict[tuple[str, str], datetime] | None = None,
+         suspended: frozenset[tuple[str, str]] = frozenset()) -> Plan:
     inputs = Inputs(
         snapshot=Snapshot(SOURCE, identities, complete=complete, population=population),
         policy=POLICY,
@@ -98,6 +101,10 @@ def plan(identities: tuple[Identity, ...] = (), people: tuple[KnownPerson, ...] 
         sweep=sweep,
         missing_roles={CLUSTER: missing_roles},
         counts=counts,
+        idle_after=idle_after,
+        suspend_idle=suspend_idle,
+        last_use=last_use or {},
+        suspended=suspended,
     )
     if sweeping:  # identities are then what the ledger recorded, as the sweep job reads them
         return make_sweep_plan(inputs)
