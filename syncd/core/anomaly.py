@@ -16,6 +16,9 @@ MAX_KNOWN = 64  # source IPs and user agents remembered per credential; beyond, 
 MAX_TRACKED = 10_000  # credentials whose recent use is held in memory; beyond, the least recently used is forgotten
 MAX_FLAGGED = 10_000  # revoked credentials remembered as flagged (the ledger remembers them too)
 MAX_DETAIL = 200  # characters of a user agent named in an anomaly
+# A credential's first use: its first request and those within this span after it (one command's requests: kubectl's
+# dispatcher, discovery, the request itself) set what it is known by, and are never new.
+FIRST_USE = timedelta(seconds=10)
 
 Credential = tuple[str, str]  # person key, cluster: what the API server names before Kubernetes 1.29
 
@@ -116,7 +119,8 @@ class Known:
 class _Track:
     def __init__(self, rules: AnomalyRules, ips: Iterable[str], agents: Iterable[str]) -> None:
         self.ips, self.agents = Known(ips), Known(agents)
-        self.fresh = not self.ips.values and not self.agents.values  # never used: its first use sets what is known
+        self.never_used = not self.ips.values and not self.agents.values
+        self.first_use_ends: datetime | None = None
         self.denied = DeniedBurst(rules.denied_burst, rules.denied_window)
 
 
@@ -173,13 +177,16 @@ class AnomalyDetector:
 
     @staticmethod
     def _places(use: Use, track: _Track) -> list[Anomaly]:
-        """New source IPs and user agents; the first use of a credential never used before only sets them."""
+        """New source IPs and user agents; the first use of a credential never used before (FIRST_USE) only sets
+        them."""
+        if track.never_used:
+            track.never_used, track.first_use_ends = False, use.at + FIRST_USE
+        first_use = track.first_use_ends is not None and use.at <= track.first_use_ends
         found = []
         for ip in use.source_ips:
-            if track.ips.see(ip) and not track.fresh:
+            if track.ips.see(ip) and not first_use:
                 found.append(Anomaly(AnomalyKind.NEW_SOURCE_IP, use.key, use.cluster, use.at, f"source IP {ip}"))
-        if use.user_agent and track.agents.see(use.user_agent) and not track.fresh:
+        if use.user_agent and track.agents.see(use.user_agent) and not first_use:
             found.append(Anomaly(AnomalyKind.NEW_USER_AGENT, use.key, use.cluster, use.at,
                                  f"user agent {use.user_agent[:MAX_DETAIL]}"))
-        track.fresh = False
         return found

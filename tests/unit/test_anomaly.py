@@ -4,6 +4,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from syncd.core.anomaly import (
+    FIRST_USE,
     MAX_KNOWN,
     AnomalyDetector,
     AnomalyKind,
@@ -142,8 +143,10 @@ def test_what_the_credential_was_seen_with_before_is_no_anomaly():
 
 def test_the_first_use_of_a_credential_never_used_is_no_anomaly_but_sets_what_is_known():
     fresh = detector(ips=(), agents=())
-    assert fresh.observe([use()], {}) == []
-    assert [a.kind for a in fresh.observe([use(agent="k9s")], {})] == [AnomalyKind.NEW_USER_AGENT]
+    first_use = [use(), use(T0 + FIRST_USE, agent="kubectl-dispatcher/v1.0")]  # one command's requests
+    assert fresh.observe(first_use, {}) == []
+    later = use(T0 + FIRST_USE + timedelta(seconds=1), agent="k9s")
+    assert [a.kind for a in fresh.observe([later, use(later.at)], {})] == [AnomalyKind.NEW_USER_AGENT]
 
 
 def test_a_credential_whose_history_is_not_remembered_is_not_judged():
