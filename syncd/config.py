@@ -255,7 +255,12 @@ class AuditSettings(Strict):
 
 
 class UsageSettings(Strict):
-    """What syncd does with the use the audit events record (see `audit:`)."""
+    """What syncd does with the use the audit events show (the `audit:` section receives them).
+
+    Idle access: see idle_after and idle_action.
+
+    Anomalies: each is a ledger event (action `anomaly`, its kind as reason), a log line and
+    syncd_anomalies_total{kind}; `alert_command` runs with it as JSON on stdin."""
 
     idle_after: Duration | None = Field(
         None, description="An access with no recorded use for this long since the later of its last use and its "
@@ -264,6 +269,33 @@ class UsageSettings(Strict):
         "report", description="report: log idle accesses and count them (syncd_idle_credentials). suspend: revoke "
         "them (reason idle, the mass-revocation guard applies) and plan nothing for them until `syncd access "
         "resume`.")
+
+    revocation_grace: Duration = Field(
+        timedelta(seconds=10), description="How long after a revocation the API server may still accept the token "
+        "(kube-apiserver caches a token's authentication for 10s); use later than that is an anomaly.")
+    denied_burst: int = Field(20, ge=1, description="More denied (403) requests of one credential than this within "
+                              "denied_window is an anomaly (once per burst).")
+    denied_window: Duration = Field(timedelta(minutes=1), description="The window denied_burst is counted over.")
+    alert_command: list[str] | None = Field(
+        None, min_length=1, description="A command (argv list, no shell) run with each anomaly as JSON on stdin, "
+        "off the ingest path: one at a time, queued up to alert_queue, each for at most alert_timeout.")
+    alert_timeout: Duration = Field(timedelta(seconds=10), description="An alert_command run is killed after this.")
+    alert_queue: int = Field(100, ge=1, description="Anomalies waiting for alert_command at most; beyond, dropped "
+                             "(logged and counted in syncd_anomaly_alerts_total{result=\"dropped\"}).")
+    retention: Duration = Field(
+        timedelta(days=400), description="Use per day is kept this long (at least a day), then deleted: a year of "
+        "history for a yearly access review, and a bounded ledger.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> UsageSettings:
+        if self.retention < timedelta(days=1):
+            raise ValueError("retention must be at least 1d: use is kept per day")
+        if self.denied_window <= timedelta(0) or self.alert_timeout < timedelta(seconds=1):
+            raise ValueError("denied_window must be above 0 and alert_timeout at least 1s")
+        if self.idle_after is not None and self.retention < self.idle_after:
+            raise ValueError("retention must be at least idle_after: an access whose last use was deleted would "
+                             "look idle")
+        return self
 
 
 class JobSchedule(Strict):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -243,6 +243,14 @@ class Journal(Protocol):
 
     def record_usage(self, days: Mapping[UsageKey, DayUsage]) -> None:
         """Fold per-day use (from audit events) into the ledger's, in one transaction."""
+        ...
+
+    def record_anomaly(self, event: Event) -> bool:
+        """An anomaly in a credential's use as an event; False when the same one of the same token is recorded."""
+        ...
+
+    def forget_usage(self, before: date) -> int:
+        """Delete the use recorded for days before `before`; how many rows."""
         ...
 
 

@@ -18,9 +18,9 @@ import pytest
 from syncd.adapters.ledger import Database, Journal, ReadModel
 from syncd.app.daemon.audit import AuditApp
 from syncd.app.daemon.metrics import Metrics
-from syncd.config import AuditSenderSettings, AuditSettings
+from syncd.config import AuditSenderSettings, AuditSettings, UsageSettings
 from syncd.core.usage import DayUsage, UsageKey, user_prefix
-from syncd.runtime.usage import UsageRecorder
+from syncd.runtime.usage import UsageLedger, UsageRecorder
 
 DEV_TOKEN, PROD_TOKEN = "dev-sender-token", "prod-sender-token"
 TODAY = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
@@ -62,16 +62,18 @@ class Receiver:
         return {cluster: day.requests for (_, cluster, _, _), day in self.read_model.usage(key)}
 
 
-def receiver_over(tmp_path: Path, journal: object, *, flush_interval: float = 3600, queue_batches: int = 100,
-                  database: Database | None = None, max_body: int = 8_388_608) -> Receiver:
+def receiver_over(tmp_path: Path, journal: object, *, database: Database, flush_interval: float = 3600,
+                  queue_batches: int = 100, max_body: int = 8_388_608) -> Receiver:
     settings = AuditSettings(senders=[AuditSenderSettings(cluster="dev", token_file=tmp_path / "dev"),
                                       AuditSenderSettings(cluster="prod", token_file=tmp_path / "prod")],
                              max_body_bytes=max_body)
-    recorder = UsageRecorder(journal, flush_interval=flush_interval, queue_batches=queue_batches)  # type: ignore
+    ledger = UsageLedger(journal, ReadModel(database))  # type: ignore[arg-type]
+    recorder = UsageRecorder(lambda: ledger, flush_interval=flush_interval, queue_batches=queue_batches,
+                             usage=UsageSettings())
     metrics = Metrics()
     app = AuditApp(settings, {DEV_TOKEN.encode(): "dev", PROD_TOKEN.encode(): "prod"},
                    {"dev": user_prefix("syncd"), "prod": user_prefix("syncd")}, recorder, metrics)
-    return Receiver(app, recorder, metrics, ReadModel(database) if database else None)  # type: ignore[arg-type]
+    return Receiver(app, recorder, metrics, ReadModel(database))
 
 
 @pytest.fixture
@@ -156,10 +158,11 @@ def test_an_oversized_body_gets_413_is_counted_and_changes_nothing(tmp_path: Pat
     assert receiver.counted("malformed") == 1 and receiver.requests() == {}
 
 
-class StuckJournal:
-    """A ledger that does not answer until released."""
+class StuckJournal(Journal):
+    """A ledger that does not take use until released."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
         self.release = threading.Event()
         self.entered = threading.Event()
         self.recorded: list[Mapping[UsageKey, DayUsage]] = []
@@ -170,9 +173,9 @@ class StuckJournal:
         self.recorded.append(days)
 
 
-def test_a_full_queue_drops_batches_counts_them_and_still_answers_at_once(tmp_path: Path):
-    journal = StuckJournal()
-    receiver = receiver_over(tmp_path, journal, flush_interval=0, queue_batches=1)
+def test_a_full_queue_drops_batches_counts_them_and_still_answers_at_once(tmp_path: Path, database: Database):
+    journal = StuckJournal(database)
+    receiver = receiver_over(tmp_path, journal, database=database, flush_interval=0, queue_batches=1)
     assert receiver.post(event_list(event())) == 200
     assert journal.entered.wait(10)  # the recorder is stuck writing the first batch
     assert receiver.post(event_list(event(), event())) == 200  # queued

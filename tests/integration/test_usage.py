@@ -3,6 +3,7 @@ their delivered kubeconfig and real kubectl show up in `syncd usage` within seco
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import signal
@@ -12,12 +13,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from syncd.core.anomaly import FIRST_USE
+from syncd.core.model import fingerprint
 from tests.conftest import ControlPlane, free_port, self_signed_certificate, started_control_plane, write_yaml
+from tests.daemon.conftest import RunningDaemon, start_daemon  # noqa: F401  (the fixture, for these tests too)
 from tests.integration.conftest import World
 
 AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
@@ -66,10 +72,14 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory, receiver: AuditRecei
         yield started
 
 
-def start_audit_serve(world: World, receiver: AuditReceiver, flush_interval: str) -> subprocess.Popen:
+def configure_audit(world: World, receiver: AuditReceiver, flush_interval: str) -> None:
     world.configure(audit={"port": receiver.port, "tls_cert": str(receiver.cert), "tls_key": str(receiver.key),
                            "flush_interval": flush_interval, "senders": [{"cluster": "dev",
                                                                           "token_file": str(receiver.token_file)}]})
+
+
+def start_audit_serve(world: World, receiver: AuditReceiver, flush_interval: str) -> subprocess.Popen:
+    configure_audit(world, receiver, flush_interval)
     process = subprocess.Popen([sys.executable, "-m", "syncd", "audit", "serve", "--config", str(world.config)],
                                env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -164,3 +174,83 @@ def test_use_accepted_before_sigterm_is_written_to_the_ledger(world: World, rece
     stop(process)
     [day] = usage(world, "carol")
     assert day["verbs"]["watch"] == 2
+
+
+def anomalies(world: World, kind: str) -> list[dict]:
+    done = world.syncd("ledger", "log", "--config", str(world.config), "--output", "json")
+    assert done.returncode == 0, done.stderr
+    return [event for event in json.loads(done.stdout) if event["action"] == "anomaly" and event["reason"] == kind]
+
+
+def wait_for_anomaly(world: World, kind: str, timeout: float = 90) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while not (found := anomalies(world, kind)):
+        assert time.monotonic() < deadline, f"no {kind} anomaly after {timeout} s"
+        time.sleep(0.5)
+    return found
+
+
+def test_a_denied_burst_and_a_new_user_agent_are_anomalies_recorded_counted_and_alerted(
+        world: World, receiver: AuditReceiver, start_daemon):  # noqa: F811
+    world.write_people({"id": "u-4", "username": "dave", "groups": "developers"})
+    world.reconcile()
+    alerts = world.directory / "alerts.jsonl"
+    configure_audit(world, receiver, "1s")
+    world.configure(usage={"denied_burst": 5, "alert_command": [
+        sys.executable, "-c", f"import sys; open({str(alerts)!r}, 'a').write(sys.stdin.read() + '\\n')"]})
+    daemon: RunningDaemon = start_daemon()
+    kubeconfig = world.kubeconfig("dave")
+    world.control_plane.kubectl("get", "pods", "-n", world.ns("team-a"), kubeconfig=kubeconfig)
+    [day] = wait_for_usage(world, "dave", lambda days: days)  # the credential's first use: what it is known by
+    first_use = datetime.fromisoformat(day["first_use"])
+    for _ in range(8):
+        denied = world.control_plane.kubectl("get", "pods", "-n", world.ns("team-b"), kubeconfig=kubeconfig,
+                                             check=False)
+        assert "forbidden" in denied.stderr.lower()
+    while datetime.now(UTC) <= first_use + FIRST_USE:  # a new user agent, no longer part of the first use
+        time.sleep(0.5)
+    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
+    trust = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    probe = httpx.get(f"{cluster['server']}/api/v1/namespaces/{world.ns('team-a')}/pods", verify=trust, timeout=30,
+                      headers={"Authorization": f"Bearer {world.token('dave')}", "User-Agent": "probe/1.0"})
+    assert probe.status_code == 200
+
+    [burst] = wait_for_anomaly(world, "denied-burst")
+    [agent] = wait_for_anomaly(world, "new-user-agent")
+    assert (burst["person_id"], burst["cluster"], burst["result"]) == ("u-4", "dev", "flagged")
+    assert agent["error"] == "user agent probe/1.0"
+    assert anomalies(world, "new-source-ip") == []
+    assert daemon.metric("syncd_anomalies_total", kind="denied-burst") == 1
+    assert daemon.metric("syncd_anomalies_total", kind="new-user-agent") == 1
+    sent = daemon.wait_until(lambda: alerts.exists() and len(alerts.read_text().splitlines()) == 2, "two alerts")
+    assert sent
+    kinds = sorted(json.loads(line)["kind"] for line in alerts.read_text().splitlines())
+    assert kinds == ["denied-burst", "new-user-agent"]
+    assert daemon.metric("syncd_anomaly_alerts_total", result="ok") == 2
+    assert [e for e in daemon.log_events() if e.get("event") == "flag a burst of denied requests"]
+    assert daemon.stop() == 0
+
+
+def test_a_revoked_tokens_use_the_api_server_accepted_is_an_anomaly(world: World, receiver: AuditReceiver):
+    world.write_people({"id": "u-5", "username": "erin", "groups": "developers"})
+    world.reconcile()
+    token, kept = world.token("erin"), world.keep_copy("erin")
+    process = start_audit_serve(world, receiver, "1s")
+    world.control_plane.kubectl("get", "pods", "-n", world.ns("team-a"), kubeconfig=kept)
+    wait_for_usage(world, "erin", lambda days: days)
+    revoked = world.syncd("token", "revoke", "--config", str(world.config), "erin", "--reason", "manual")
+    assert revoked.returncode == 0, revoked.stderr
+    # Right after the revocation the API server answers 401 (not use: no user) or, from its token cache, 403 (the
+    # bindings went first) within the grace: neither is an anomaly. Whether it accepted the token later is not up to
+    # the test, so the accepted use is an event as the API server would send it, over real HTTP.
+    world.control_plane.kubectl("get", "pods", "-n", world.ns("team-a"), kubeconfig=kept, check=False)
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    accepted = {"stage": "ResponseComplete", "verb": "list", "responseStatus": {"code": 200},
+                "user": {"username": f"system:serviceaccount:{world.system_namespace}:syncd-u-5"},
+                "sourceIPs": ["127.0.0.1"], "userAgent": "kubectl/v1.20.0", "stageTimestamp": later}
+    body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [accepted, accepted]}).encode()
+    assert receiver.post(body, receiver.token) == 200
+    [flagged] = wait_for_anomaly(world, "use-after-revocation")
+    assert (flagged["person_id"], flagged["fingerprint"]) == ("u-5", fingerprint(token))
+    stop(process)
+    assert len(anomalies(world, "use-after-revocation")) == 1

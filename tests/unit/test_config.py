@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from syncd.config import LdapSourceSettings, load_policy, load_settings, read_secret
+from syncd.config import LdapSourceSettings, UsageSettings, load_policy, load_settings, read_secret
 from syncd.core.settings import parse_duration
 from syncd.errors import ConfigError
 from tests.conftest import ROOT, write_yaml
@@ -172,3 +172,10 @@ def test_the_leader_lease_defaults_to_the_ledger_for_15s_and_a_kubernetes_lease_
                                                                                   "namespace": "syncd"}}}))
     with pytest.raises(ConfigError, match="exactly when backend is kubernetes"):
         load_settings(config(tmp_path, daemon={"leader": {"backend": "kubernetes"}}))
+
+
+def test_usage_retention_keeps_at_least_the_idle_window():
+    """A last use deleted by retention would make an access look idle since its grant."""
+    assert UsageSettings(idle_after="30d", retention="30d").retention.days == 30
+    with pytest.raises(ValueError, match="retention must be at least idle_after"):
+        UsageSettings(idle_after="90d", retention="30d")

@@ -9,10 +9,10 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, delete, func, select
 
 from syncd.adapters.ledger.database import ID_LIST_LIMIT, Database
 from syncd.adapters.ledger.tables import (
@@ -319,6 +319,27 @@ class Journal:
                 session.merge(usage_row(key, day))
 
         self.database.write(work)
+
+    def record_anomaly(self, event: Event) -> bool:
+        """An anomaly in a credential's use (action `anomaly`, its kind as reason), chained like every event; False,
+        and nothing written, when the same anomaly of the same token (`event.fingerprint`) is already recorded.
+        Unfenced, like use."""
+        def work(session: Session) -> bool:
+            if event.fingerprint is not None and session.exec(select(EventRow.seq).where(
+                    EventRow.person_id == event.person_id, EventRow.action == event.action,
+                    EventRow.reason == event.reason, EventRow.fingerprint == event.fingerprint)).first() is not None:
+                return False
+            self._record(session, None, event)
+            return True
+
+        return self.database.write(work)
+
+    def forget_usage(self, before: date) -> int:
+        """Delete the use recorded for the days before `before` (retention); how many days of credentials."""
+        def work(session: Session) -> int:
+            return session.execute(delete(UsageDayRow).where(UsageDayRow.day < before)).rowcount  # type: ignore[arg-type]
+
+        return self.database.write(work)
 
     def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None:
         def work(s: Session) -> None:

@@ -30,7 +30,16 @@ from syncd.adapters.ledger.tables import (
     usage_from_row,
     utc,
 )
-from syncd.core.model import CredentialState, Identity, KnownAccess, KnownCredential, KnownPerson, Scope
+from syncd.core.anomaly import CredentialLife
+from syncd.core.model import (
+    CredentialState,
+    Identity,
+    KnownAccess,
+    KnownCredential,
+    KnownPerson,
+    Scope,
+    person_key,
+)
 from syncd.core.usage import DayUsage, UsageKey
 from syncd.ports import Intent
 
@@ -249,6 +258,53 @@ class ReadModel:
                           .order_by(PersonRow.username, AccessRow.cluster)).all()  # type: ignore[arg-type]
         return [(row.person_id, username, row.cluster, scopes_from_json(row.scopes), aware(row.granted_at))
                 for row, username in rows]
+
+    # What the anomaly checks of use need
+
+    def people_by_key(self) -> dict[str, tuple[str, str]]:
+        """Everyone the ledger holds, leavers too, by person key: (id, username)."""
+        with self.database.session() as s:
+            rows = s.exec(select(PersonRow.id, PersonRow.username)).all()
+        return {person_key(person_id): (person_id, username) for person_id, username in rows}
+
+    def credential_lives(self, person_ids: Collection[str], since: datetime
+                         ) -> dict[tuple[str, str], list[CredentialLife]]:
+        """Per person and cluster, from issue to revocation: the live credentials, those revoked since `since`, and
+        the one revoked last (however long ago)."""
+        ids = list(person_ids)
+        found: dict[tuple[str, str], dict[str, CredentialLife]] = {}
+        with self.database.session() as s:
+            for chunk in (ids[i:i + ID_LIST_LIMIT] for i in range(0, len(ids), ID_LIST_LIMIT)):
+                of_them = CredentialRow.person_id.in_(chunk)  # type: ignore[attr-defined]
+                last = (select(CredentialRow.person_id, CredentialRow.cluster,
+                               func.max(CredentialRow.revoked_at).label("at"))
+                        .where(of_them).group_by(CredentialRow.person_id, CredentialRow.cluster).subquery())
+                recent = s.exec(select(CredentialRow).where(of_them, CredentialRow.revoked_at.is_(None)  # type: ignore[union-attr]
+                                                            | (CredentialRow.revoked_at >= utc(since)))).all()  # type: ignore[operator]
+                latest = s.exec(select(CredentialRow).join(last, (CredentialRow.person_id == last.c.person_id)
+                                                           & (CredentialRow.cluster == last.c.cluster)
+                                                           & (CredentialRow.revoked_at == last.c.at))).all()
+                for row in (*recent, *latest):
+                    found.setdefault((row.person_id, row.cluster), {})[row.fingerprint] = CredentialLife(
+                        row.fingerprint, aware(row.issued_at), aware(row.revoked_at))  # type: ignore[arg-type]
+        return {credential: list(lives.values()) for credential, lives in found.items()}
+
+    def usage_places(self, keys: Collection[str]) -> dict[tuple[str, str], tuple[list[str], list[str]]]:
+        """The source IPs and user agents each person (by key) was seen with, per cluster, oldest day first (a value
+        seen on several days is listed each time)."""
+        wanted = list(keys)
+        places: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+        with self.database.session() as s:
+            for chunk in (wanted[i:i + ID_LIST_LIMIT] for i in range(0, len(wanted), ID_LIST_LIMIT)):
+                query = (select(UsageDayRow.person_key, UsageDayRow.cluster, UsageDayRow.source_ips,
+                                UsageDayRow.user_agents)
+                         .where(UsageDayRow.person_key.in_(chunk))  # type: ignore[attr-defined]
+                         .order_by(UsageDayRow.day))  # type: ignore[arg-type]
+                for key, cluster, ips, agents in s.exec(query):
+                    seen = places.setdefault((key, cluster), ([], []))
+                    seen[0].extend(json.loads(ips))
+                    seen[1].extend(json.loads(agents))
+        return places
 
     def verify(self, anchor: tuple[int, str] | None = None) -> str | None:
         """What is wrong with the event chain, or None when it holds: every link and hash, the chain's end at its

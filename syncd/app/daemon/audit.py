@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from syncd.app.daemon.http import Receive, Scope, Send, send_json
 from syncd.app.daemon.metrics import Metrics
 from syncd.config import AuditSettings, Settings, read_secret
+from syncd.core.anomaly import AnomalyKind
 from syncd.core.usage import Use, attribute, user_prefix
-from syncd.runtime.usage import UsageRecorder
+from syncd.runtime.alert import AlertCommand
+from syncd.runtime.usage import UsageLedger, UsageRecorder
 
 PATH = "/audit"  # any path is served; this is the one the example webhook config names
 
@@ -22,6 +24,21 @@ def sender_tokens(settings: Settings) -> dict[bytes, str]:
     audit = settings.audit
     assert audit is not None
     return {read_secret(s.token_file, f"audit sender {s.cluster}").encode(): s.cluster for s in audit.senders}
+
+
+def usage_recorder(settings: Settings, ledger: Callable[[], UsageLedger], metrics: Metrics) -> UsageRecorder:
+    """The recorder of the use the receiver accepts, counting anomalies and alert_command's runs in `metrics`."""
+    audit, usage = settings.audit, settings.usage
+    assert audit is not None
+    anomalies = {str(kind): metrics.anomalies.labels(str(kind)) for kind in AnomalyKind}
+    alert = None
+    if usage.alert_command is not None:
+        alerts = metrics.anomaly_alerts
+        alert = AlertCommand(usage.alert_command, timeout=usage.alert_timeout.total_seconds(),
+                             queue_size=usage.alert_queue, on_result=lambda result: alerts.labels(result).inc())
+    return UsageRecorder(ledger, flush_interval=audit.flush_interval.total_seconds(),
+                         queue_batches=audit.queue_batches, usage=usage,
+                         on_anomaly=lambda anomaly: anomalies[anomaly["kind"]].inc(), alert=alert)
 
 
 class AuditApp:

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from syncd.core.anomaly import AnomalyKind
 from syncd.core.model import CredentialState
 from syncd.runtime.engine import RunReport
 
@@ -58,6 +59,14 @@ class Metrics:
             "syncd_audit_events", "Audit events the webhook received, by result: received (in well-formed bodies), "
             "accepted (syncd's credentials, queued), ignored (other users and stages), dropped (queue full), "
             "malformed (bodies refused with 400 or 413, counted once each).", ["result"], registry=registry)
+        self.anomalies = Counter(
+            "syncd_anomalies", "Anomalies in credentials' use, by kind: use-after-revocation, denied-burst, "
+            "new-source-ip, new-user-agent.", ["kind"], registry=registry)
+        for kind in AnomalyKind:
+            self.anomalies.labels(str(kind))
+        self.anomaly_alerts = Counter(
+            "syncd_anomaly_alerts", "usage.alert_command runs by result: ok, failed, timeout; dropped: not run, its "
+            "queue was full.", ["result"], registry=registry)
         self.reloads = Counter("syncd_reloads", "Configuration reloads by result (ok, rejected).", ["result"],
                                registry=registry)
         self.idle = Gauge("syncd_idle_credentials", "Accesses the last full reconcile of each source found idle "

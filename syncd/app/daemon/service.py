@@ -17,8 +17,8 @@ import uvicorn
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from syncd.adapters.ledger import Database, Journal
-from syncd.app.daemon.audit import AuditApp
+from syncd.adapters.ledger import Database, Journal, ReadModel
+from syncd.app.daemon.audit import AuditApp, usage_recorder
 from syncd.app.daemon.http import ASGIApp, HttpApp, counting_statuses
 from syncd.app.daemon.jobs import Backoff, JobSpec, job_specs, run_job
 from syncd.app.daemon.leader import Leadership
@@ -26,10 +26,9 @@ from syncd.app.daemon.metrics import Metrics
 from syncd.app.daemon.notify import Notifier
 from syncd.app.daemon.watch import SourceWatch, source_watches
 from syncd.config import Settings, load_settings
-from syncd.core.usage import DayUsage, UsageKey
 from syncd.errors import ConfigError, SyncdError, TemporaryError
 from syncd.runtime.engine import Engine, RunReport
-from syncd.runtime.usage import UsageRecorder
+from syncd.runtime.usage import UsageLedger, UsageRecorder
 from syncd.runtime.wiring import leader_lease, pushed_resources
 from syncd.scim import create_app
 from syncd.scim.app import ScimApp
@@ -132,8 +131,7 @@ class Daemon:
         audit = self.settings.audit
         self.recorder: UsageRecorder | None = None
         if audit is not None:
-            self.recorder = UsageRecorder(self, flush_interval=audit.flush_interval.total_seconds(),
-                                          queue_batches=audit.queue_batches)
+            self.recorder = usage_recorder(self.settings, self._usage_ledger, self.metrics)
             self.listeners.append(Listener("audit", AuditApp.from_settings(self.settings, self.recorder,
                                                                            self.metrics),
                                            audit.host, audit.port, audit.tls_cert, audit.tls_key))
@@ -144,9 +142,10 @@ class Daemon:
         assert self.scim is not None  # the SCIM listener exists only with a SCIM app, and a reload keeps both
         return self.scim
 
-    def record_usage(self, days: dict[UsageKey, DayUsage]) -> None:
-        """The audit receiver's flushes go to the current engine's journal (a reload replaces it)."""
-        self.engine.parts.journal.record_usage(days)
+    def _usage_ledger(self) -> UsageLedger:
+        """Where the audit receiver writes use and anomalies and reads what it checks them against: the current
+        engine's ledger (a reload replaces it)."""
+        return UsageLedger(self.engine.parts.journal, self.engine.read_model)  # type: ignore[arg-type]
 
     def readiness(self) -> tuple[bool, dict]:
         try:
@@ -423,10 +422,10 @@ def serve_audit(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _number, _frame: stop.set())
     with Database(settings.ledger.url) as database:
-        recorder = UsageRecorder(Journal(database), flush_interval=audit.flush_interval.total_seconds(),
-                                 queue_batches=audit.queue_batches)
+        ledger, metrics = UsageLedger(Journal(database), ReadModel(database)), Metrics()
+        recorder = usage_recorder(settings, lambda: ledger, metrics)
         try:
-            listener = Listener("audit", AuditApp.from_settings(settings, recorder, Metrics()), audit.host,
+            listener = Listener("audit", AuditApp.from_settings(settings, recorder, metrics), audit.host,
                                 audit.port, audit.tls_cert, audit.tls_key)
             listener.start()
             log.info("serve the audit webhook", listen=listener.where)
