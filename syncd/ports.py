@@ -28,6 +28,8 @@ from syncd.core.model import (
 )
 from syncd.core.usage import DayUsage, UsageKey
 
+AUDIT_FILES = "audit-files"  # the watch cursors' "source" under which each audit log file's cursor is kept, by path
+
 
 class Source(Protocol):
     name: str
@@ -235,8 +237,9 @@ class Journal(Protocol):
 
     def save_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None: ...
 
-    def record_usage(self, days: Mapping[UsageKey, DayUsage]) -> None:
-        """Fold per-day use (from audit events) into the ledger's, in one transaction."""
+    def record_usage(self, days: Mapping[UsageKey, DayUsage], cursors: Mapping[str, bytes] | None = None) -> None:
+        """Fold per-day use (from audit events) into the ledger's, in one transaction, with the audit log files'
+        cursors (path -> where its follower stopped; `ReadModel.watch_cursors(AUDIT_FILES)` reads them back)."""
         ...
 
 

@@ -55,7 +55,8 @@ class Receiver:
         return asyncio.run(send())
 
     def counted(self, result: str) -> float:
-        return self.metrics.registry.get_sample_value("syncd_audit_events_total", {"result": result}) or 0.0
+        labels = {"source": "webhook", "result": result}
+        return self.metrics.registry.get_sample_value("syncd_audit_events_total", labels) or 0.0
 
     def requests(self, key: str = "alice") -> dict[str, int]:
         """Requests per cluster in the ledger."""
@@ -164,7 +165,7 @@ class StuckJournal:
         self.entered = threading.Event()
         self.recorded: list[Mapping[UsageKey, DayUsage]] = []
 
-    def record_usage(self, days: Mapping[UsageKey, DayUsage]) -> None:
+    def record_usage(self, days: Mapping[UsageKey, DayUsage], cursors: Mapping[str, bytes] | None = None) -> None:
         self.entered.set()
         self.release.wait()
         self.recorded.append(days)

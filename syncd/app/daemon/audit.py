@@ -1,6 +1,7 @@
 """The audit webhook receiver, plain ASGI: kube-apiserver POSTs `audit.k8s.io/v1` EventLists with a bearer token
 that names the cluster it is; the events of syncd's ServiceAccounts are queued for aggregation (`UsageRecorder`) and
-the API server is answered at once. It never waits on the ledger: a full queue drops the batch and counts it."""
+the API server is answered at once. It never waits on the ledger: a full queue drops the batch and counts it. And the
+followers of the audit log files (`syncd.runtime.audit_files`) the `audit:` section names."""
 
 from __future__ import annotations
 
@@ -12,9 +13,25 @@ from syncd.app.daemon.http import Receive, Scope, Send, send_json
 from syncd.app.daemon.metrics import Metrics
 from syncd.config import AuditSettings, Settings, read_secret
 from syncd.core.usage import Use, attribute, user_prefix
+from syncd.runtime.audit_files import AuditFileFollower
 from syncd.runtime.usage import UsageRecorder
 
 PATH = "/audit"  # any path is served; this is the one the example webhook config names
+
+
+def file_followers(settings: Settings, recorder: UsageRecorder, cursors: Mapping[str, bytes],
+                   metrics: Metrics) -> list[AuditFileFollower]:
+    """A follower per audit log file of the `audit:` section (not started), starting where `cursors` (the ledger's
+    `watch_cursors(AUDIT_FILES)`) say, counting in `syncd_audit_events_total{source="file"}`."""
+    assert settings.audit is not None
+    namespaces = {c.name: c.namespace for c in settings.clusters}
+
+    def count(result: str, times: int) -> None:
+        metrics.audit_events.labels("file", result).inc(times)
+
+    return [AuditFileFollower(f.cluster, f.path, user_prefix(namespaces[f.cluster]), recorder, cursors,
+                              poll_interval=settings.audit.poll_interval.total_seconds(), count=count)
+            for f in settings.audit.files]
 
 
 def sender_tokens(settings: Settings) -> dict[bytes, str]:
@@ -33,7 +50,7 @@ class AuditApp:
         self.tokens = list(tokens.items())
         self.prefixes = dict(prefixes)
         self.recorder = recorder
-        self.events = {result: metrics.audit_events.labels(result)
+        self.events = {result: metrics.audit_events.labels("webhook", result)
                        for result in ("received", "accepted", "ignored", "dropped", "malformed")}
 
     @classmethod

@@ -17,8 +17,8 @@ import uvicorn
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from syncd.adapters.ledger import Database, Journal
-from syncd.app.daemon.audit import AuditApp
+from syncd.adapters.ledger import Database, Journal, ReadModel
+from syncd.app.daemon.audit import AuditApp, file_followers
 from syncd.app.daemon.http import ASGIApp, HttpApp, counting_statuses
 from syncd.app.daemon.jobs import Backoff, JobSpec, job_specs, run_job
 from syncd.app.daemon.leader import Leadership
@@ -28,8 +28,10 @@ from syncd.app.daemon.watch import SourceWatch, source_watches
 from syncd.config import Settings, load_settings
 from syncd.core.usage import DayUsage, UsageKey
 from syncd.errors import ConfigError, SyncdError, TemporaryError
+from syncd.ports import AUDIT_FILES
+from syncd.runtime.audit_files import AuditFileFollower
 from syncd.runtime.engine import Engine, RunReport
-from syncd.runtime.usage import UsageRecorder
+from syncd.runtime.usage import Cursors, UsageRecorder
 from syncd.runtime.wiring import leader_lease, pushed_resources
 from syncd.scim import create_app
 from syncd.scim.app import ScimApp
@@ -131,12 +133,14 @@ class Daemon:
                                            scim.port, scim.tls_cert, scim.tls_key))
         audit = self.settings.audit
         self.recorder: UsageRecorder | None = None
+        self.followers: list[AuditFileFollower] = []
         if audit is not None:
             self.recorder = UsageRecorder(self, flush_interval=audit.flush_interval.total_seconds(),
                                           queue_batches=audit.queue_batches)
-            self.listeners.append(Listener("audit", AuditApp.from_settings(self.settings, self.recorder,
-                                                                           self.metrics),
-                                           audit.host, audit.port, audit.tls_cert, audit.tls_key))
+            if audit.senders:
+                self.listeners.append(audit_listener(self.settings, self.recorder, self.metrics))
+            self.followers = file_followers(self.settings, self.recorder,
+                                            self.engine.read_model.watch_cursors(AUDIT_FILES), self.metrics)
 
     # What the HTTP endpoints ask
 
@@ -144,9 +148,9 @@ class Daemon:
         assert self.scim is not None  # the SCIM listener exists only with a SCIM app, and a reload keeps both
         return self.scim
 
-    def record_usage(self, days: dict[UsageKey, DayUsage]) -> None:
+    def record_usage(self, days: dict[UsageKey, DayUsage], cursors: Cursors | None = None) -> None:
         """The audit receiver's flushes go to the current engine's journal (a reload replaces it)."""
-        self.engine.parts.journal.record_usage(days)
+        self.engine.parts.journal.record_usage(days, cursors)
 
     def readiness(self) -> tuple[bool, dict]:
         try:
@@ -176,6 +180,8 @@ class Daemon:
         self.leadership.start()
         self.scheduler.start()
         self._start_watches(self.watches)
+        for follower in self.followers:
+            follower.start()
         self.metrics.set_credentials(self.engine.read_model.credential_states())
         where = ", ".join(f"{listener.where} ({listener.name})" for listener in self.listeners)
         log.info("start the daemon", config=str(self.config), listen=where, jobs=[s.id for s in self.specs])
@@ -312,8 +318,10 @@ class Daemon:
     def _close(self, idle: bool) -> None:
         for listener in self.listeners:
             listener.stop()
+        for follower in self.followers:
+            follower.stop()
         if self.recorder is not None:
-            self.recorder.close()  # writes every use the webhook accepted, even when jobs are abandoned below
+            self.recorder.close()  # writes every use accepted or read, even when jobs are abandoned below
         self.leadership.stop()  # a follower takes over at once
         if not idle:
             # Their intents stay pending in the ledger; the next run recovers that work.
@@ -408,6 +416,14 @@ class Daemon:
         log.warning("back off a failing job", job=spec.id, failures=count, retry_in_seconds=wait.total_seconds())
 
 
+def audit_listener(settings: Settings, recorder: UsageRecorder, metrics: Metrics) -> Listener:
+    """The audit webhook's listener on the `audit:` section's address and TLS."""
+    audit = settings.audit
+    assert audit is not None
+    return Listener("audit", AuditApp.from_settings(settings, recorder, metrics), audit.host, audit.port,
+                    audit.tls_cert, audit.tls_key)
+
+
 def run(config: Path) -> None:
     """`syncd run`: serve until SIGTERM."""
     Daemon(config).run()
@@ -425,15 +441,23 @@ def serve_audit(settings: Settings) -> None:
     with Database(settings.ledger.url) as database:
         recorder = UsageRecorder(Journal(database), flush_interval=audit.flush_interval.total_seconds(),
                                  queue_batches=audit.queue_batches)
+        metrics = Metrics()
+        listener = audit_listener(settings, recorder, metrics) if audit.senders else None
+        followers = file_followers(settings, recorder, ReadModel(database).watch_cursors(AUDIT_FILES), metrics)
         try:
-            listener = Listener("audit", AuditApp.from_settings(settings, recorder, Metrics()), audit.host,
-                                audit.port, audit.tls_cert, audit.tls_key)
-            listener.start()
-            log.info("serve the audit webhook", listen=listener.where)
+            if listener is not None:
+                listener.start()
+                log.info("serve the audit webhook", listen=listener.where)
+            for follower in followers:
+                follower.start()
+                log.info("follow the audit log", path=follower.key, cluster=follower.cluster)
             while not stop.wait(TICK):
-                if not listener.healthy:
+                if listener is not None and not listener.healthy:
                     raise TemporaryError(f"the audit listener on {listener.where} stopped")
-            listener.stop()
         finally:
+            if listener is not None:
+                listener.stop()
+            for follower in followers:
+                follower.stop()
             recorder.close()
     log.info("stopped: use written to the ledger")
