@@ -25,6 +25,7 @@ from syncd.core.model import (
     Scope,
     Snapshot,
     fingerprint,
+    token_claims,
 )
 from syncd.core.usage import DayUsage, UsageKey
 
@@ -77,6 +78,12 @@ class IssuedToken:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.token)
+
+    @property
+    def jti(self) -> str:
+        """The token's `jti` claim (Kubernetes 1.29+; "" before): the id audit events name it by."""
+        jti = token_claims(self.token).get("jti")
+        return jti if isinstance(jti, str) else ""
 
     def __repr__(self) -> str:
         return f"IssuedToken(secret_name={self.secret_name!r}, fingerprint={self.fingerprint!r})"
@@ -197,6 +204,7 @@ class NewCredential:
     fingerprint: str
     issued_at: datetime
     expires_at: datetime
+    jti: str = ""  # its `jti` claim, where it has one: audit events name the token by it (Kubernetes 1.29+)
 
 
 class Journal(Protocol):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from syncd.core.model import Identity
+from syncd.core.usage import DayUsage
 from syncd.ports import Event, NewCredential
 from tests.ledger.conftest import EDIT_A, Ledger, record_events
 
@@ -124,3 +125,17 @@ def test_held_revocations_are_the_people_still_waiting_on_a_hold(ledger: Ledger)
     ledger.journal.record(other, Event("p1", "p1", "revoke", "leaver", cluster="dev", result="held"))
     assert ledger.read_model.held_revocations("idp") == {"u2", "u3"}
     assert ledger.read_model.held_revocations("hr") == {"p1"}
+
+
+def test_use_that_names_a_recorded_token_is_kept_by_its_jti_and_any_other_under_no_token(ledger: Ledger):
+    issued = datetime(2026, 1, 1, tzinfo=UTC)
+    alice = Identity("1001", "alice")
+    ledger.journal.record_token("hr", alice, "dev", frozenset({EDIT_A}),
+                                NewCredential("syncd-1001-x", "sha256:aa", issued, issued + timedelta(hours=8),
+                                              jti="jti-a"), grace=None, reason="joiner")
+    [(row, _, _)] = ledger.read_model.credentials()
+    assert row.jti == "jti-a"
+    at = {jti: issued + timedelta(hours=hour) for hour, jti in ((1, "jti-a"), (2, "jti-forgotten"), (3, ""))}
+    ledger.journal.record_usage({("1001", "dev", issued.date(), jti): DayUsage(first=when, last=when, requests=1)
+                                 for jti, when in at.items()})
+    assert ledger.read_model.last_used_by_token() == {("1001", "dev"): {"jti-a": at["jti-a"], "": at[""]}}

@@ -216,7 +216,7 @@ class Journal:
                 s.add(row)
             s.add(CredentialRow(person_id=identity.id, cluster=cluster, secret_name=token.secret_name,
                                 fingerprint=token.fingerprint, issued_at=utc(token.issued_at),
-                                expires_at=utc(token.expires_at)))
+                                expires_at=utc(token.expires_at), jti=token.jti or None))
 
         self._write(work)
 

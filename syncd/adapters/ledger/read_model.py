@@ -228,6 +228,24 @@ class ReadModel:
                           .group_by(UsageDayRow.person_key, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
         return {(key, cluster): aware(last) for key, cluster, last in rows}  # type: ignore[misc]
 
+    def last_used_by_token(self) -> dict[tuple[str, str], dict[str, datetime]]:
+        """When each person (by key) last used each token on each cluster: (key, cluster) -> jti -> last use, by its
+        jti where the audit events named a token the ledger recorded (Kubernetes 1.29+), else under ""
+        (see `core.usage.token_last_used`)."""
+        recorded = CredentialRow.jti.is_not(None)  # type: ignore[union-attr]
+        with self.database.session() as s:
+            rows = s.exec(select(UsageDayRow.person_key, UsageDayRow.cluster, UsageDayRow.credential_id,
+                                 func.max(UsageDayRow.last_use))
+                          .group_by(UsageDayRow.person_key, UsageDayRow.cluster,  # type: ignore[arg-type]
+                                    UsageDayRow.credential_id)).all()
+            known = set(s.exec(select(CredentialRow.jti).where(recorded)).all())
+        last: dict[tuple[str, str], dict[str, datetime]] = {}
+        for key, cluster, credential_id, used in rows:
+            tokens = last.setdefault((key, cluster), {})
+            jti = credential_id if credential_id in known else ""
+            tokens[jti] = max(tokens.get(jti, used), aware(used))  # type: ignore[arg-type]
+        return last
+
     def verify(self, anchor: tuple[int, str] | None = None) -> str | None:
         """What is wrong with the event chain, or None when it holds: every link and hash, the chain's end at its
         head anchor, each finished run's recorded head in the chain, and `anchor` (seq, hash: a head kept outside
