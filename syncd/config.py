@@ -226,10 +226,27 @@ class ScimSettings(Strict):
 
 
 class AuditSenderSettings(Strict):
-    cluster: str = Field(description="The cluster whose API server sends its audit events with this token.")
-    token_file: Path = Field(
-        description="File holding the bearer token this API server sends (the `token` of the user in its "
+    """One API server sending to the webhook, known by its bearer token, its TLS client certificate, or both (then
+    both are required)."""
+
+    cluster: str = Field(description="The cluster whose API server sends its audit events with these credentials.")
+    token_file: Path | None = Field(
+        None, description="File holding the bearer token this API server sends (the `token` of the user in its "
         "--audit-webhook-config-file; relative to the config file). Read at start.")
+    client_ca: Path | None = Field(
+        None, description="PEM file of the CA(s) that issued this API server's client certificate (its "
+        "`client-certificate` in --audit-webhook-config-file; issued directly by one of them). Needs tls_cert.")
+    client_cn: str | None = Field(
+        None, description="The common name the client certificate's subject must have (with client_ca); required "
+        "to tell apart senders whose certificates one CA issued.")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AuditSenderSettings:
+        if self.token_file is None and self.client_ca is None:
+            raise ValueError("set token_file, client_ca or both")
+        if self.client_cn is not None and self.client_ca is None:
+            raise ValueError("client_cn needs client_ca")
+        return self
 
 
 class AuditFileSettings(Strict):
@@ -265,6 +282,8 @@ class AuditSettings(Strict):
             raise ValueError("set both tls_cert and tls_key, or neither")
         if not self.senders and not self.files:
             raise ValueError("set senders (the webhook), files (audit log files) or both")
+        if self.tls_cert is None and any(s.client_ca for s in self.senders):
+            raise ValueError("client certificates (senders[].client_ca) need TLS: set tls_cert and tls_key")
         paths = [str(f.path) for f in self.files]
         repeated = sorted({p for p in paths if paths.count(p) > 1})
         if repeated:
@@ -507,7 +526,8 @@ def load_settings(path: Path) -> Settings:
             "audit": settings.audit and settings.audit.model_copy(update={
                 "tls_cert": settings.audit.tls_cert and _resolve(base, settings.audit.tls_cert),
                 "tls_key": settings.audit.tls_key and _resolve(base, settings.audit.tls_key),
-                "senders": [s.model_copy(update={"token_file": _resolve(base, s.token_file)})
+                "senders": [s.model_copy(update={"token_file": s.token_file and _resolve(base, s.token_file),
+                                                 "client_ca": s.client_ca and _resolve(base, s.client_ca)})
                             for s in settings.audit.senders],
                 "files": [f.model_copy(update={"path": _resolve(base, f.path)}) for f in settings.audit.files],
             }),

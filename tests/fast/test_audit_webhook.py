@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from syncd.adapters.ledger import Database, Journal, ReadModel
-from syncd.app.daemon.audit import AuditApp
+from syncd.app.daemon.audit import AuditApp, Sender
 from syncd.app.daemon.metrics import Metrics
 from syncd.config import AuditSenderSettings, AuditSettings
 from syncd.core.usage import DayUsage, UsageKey, user_prefix
@@ -70,7 +70,7 @@ def receiver_over(tmp_path: Path, journal: object, *, flush_interval: float = 36
                              max_body_bytes=max_body)
     recorder = UsageRecorder(journal, flush_interval=flush_interval, queue_batches=queue_batches)  # type: ignore
     metrics = Metrics()
-    app = AuditApp(settings, {DEV_TOKEN.encode(): "dev", PROD_TOKEN.encode(): "prod"},
+    app = AuditApp(settings, [Sender("dev", DEV_TOKEN.encode()), Sender("prod", PROD_TOKEN.encode())],
                    {"dev": user_prefix("syncd"), "prod": user_prefix("syncd")}, recorder, metrics)
     return Receiver(app, recorder, metrics, ReadModel(database) if database else None)  # type: ignore[arg-type]
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import signal
+import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,10 +18,11 @@ import structlog
 import uvicorn
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from syncd.adapters.ledger import Database, Journal, ReadModel
 from syncd.app.daemon.audit import AuditApp, file_followers
-from syncd.app.daemon.http import ASGIApp, HttpApp, counting_statuses
+from syncd.app.daemon.http import ASGIApp, HttpApp, Receive, Scope, Send, counting_statuses
 from syncd.app.daemon.jobs import Backoff, JobSpec, job_specs, run_job
 from syncd.app.daemon.leader import Leadership
 from syncd.app.daemon.metrics import Metrics
@@ -65,17 +68,49 @@ def listen_addresses(settings: Settings) -> tuple:
             scim and (scim.host, scim.port, scim.tls_cert, scim.tls_key), settings.audit)
 
 
+class ClientCertificateProtocol(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
+    """uvicorn's HTTP protocol, passing the TLS client certificate the handshake verified (if any) to the app, in the
+    scope's `extensions["tls"]`: `client_cert_subject` and `client_cert_issuer`, as `getpeercert()` gives them."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        peer = ssl_object.getpeercert() if ssl_object is not None else None
+        if not peer:
+            return
+        tls = {"client_cert_subject": peer.get("subject"), "client_cert_issuer": peer.get("issuer")}
+        app = self.app
+
+        async def with_certificate(scope: Scope, receive: Receive, send: Send) -> None:
+            scope.setdefault("extensions", {})["tls"] = tls
+            await app(scope, receive, send)
+
+        self.app = with_certificate
+
+
 class Listener:
-    """One uvicorn server on a thread of its own."""
+    """One uvicorn server on a thread of its own. With `client_cas`, TLS asks for an optional client certificate
+    issued by one of them; a certificate none issued fails the handshake."""
 
     def __init__(self, name: str, app: ASGIApp, host: str, port: int, tls_cert: Path | None = None,
-                 tls_key: Path | None = None) -> None:
+                 tls_key: Path | None = None, client_cas: Sequence[Path] = ()) -> None:
         self.name = name
         self.where = f"{host}:{port}"
+
+        def asking_for_client_certificates(_config: uvicorn.Config, default: Callable[[], ssl.SSLContext]
+                                           ) -> ssl.SSLContext:
+            context = default()
+            for ca in client_cas:
+                context.load_verify_locations(cafile=str(ca))
+            context.verify_mode = ssl.CERT_OPTIONAL
+            return context
+
         self.server = uvicorn.Server(uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
             timeout_graceful_shutdown=5, ssl_certfile=str(tls_cert) if tls_cert else None,
-            ssl_keyfile=str(tls_key) if tls_key else None))
+            ssl_keyfile=str(tls_key) if tls_key else None,
+            ssl_context_factory=asking_for_client_certificates if client_cas else None,
+            http=ClientCertificateProtocol if client_cas else "auto"))
         self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -421,7 +456,7 @@ def audit_listener(settings: Settings, recorder: UsageRecorder, metrics: Metrics
     audit = settings.audit
     assert audit is not None
     return Listener("audit", AuditApp.from_settings(settings, recorder, metrics), audit.host, audit.port,
-                    audit.tls_cert, audit.tls_key)
+                    audit.tls_cert, audit.tls_key, [s.client_ca for s in audit.senders if s.client_ca])
 
 
 def run(config: Path) -> None:
