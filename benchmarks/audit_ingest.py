@@ -1,7 +1,10 @@
 """The audit webhook's ingest rate: audit events per second `syncd audit serve` accepts over real HTTP (loopback,
 EventList batches of 400 as kube-apiserver sends them, 90% of events from users that are not syncd's), side by side
 with a plain `json.loads` of the same batches in this process (the floor), and the receiver's RSS after a run and
-after one 10x longer (flat: storage and memory are bounded by credentials x days, not by events).
+after one 10x longer (flat: storage and memory are bounded by credentials x days, not by events). Then the same for
+the audit log file follower: the events written as JSON lines to a file `syncd audit serve` follows, its RSS once it
+caught up with one round and with 10x more (caught up: the position in the ledger is the file's end, so the rate
+includes up to one flush interval, 1 s).
 
     .venv/bin/python benchmarks/audit_ingest.py [--batches 500] [--rounds 3] [--senders 2]
 """
@@ -9,9 +12,11 @@ after one 10x longer (flat: storage and memory are bounded by credentials x days
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import random
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -68,19 +73,40 @@ def floor(batches: list[bytes]) -> float:
 
 
 class Receiver:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, log: Path | None = None) -> None:
+        """The webhook, or with `log` the follower of that file alone."""
         self.port = free_port()
+        self.ledger = directory / "ledger.db"
         (directory / "token").write_text(TOKEN)
         (directory / "policy.yaml").write_text("rules: []\n")
         (directory / "people.csv").write_text("id,username\n")
+        audit = ({"files": [{"cluster": "dev", "path": str(log)}], "flush_interval": "1s", "poll_interval": "100ms"}
+                 if log else {"port": self.port, "flush_interval": "2s", "queue_batches": 1000,
+                              "senders": [{"cluster": "dev", "token_file": "token"}]})
         (directory / "syncd.yaml").write_text(json.dumps({
             "policy": "policy.yaml", "ledger": {"url": "sqlite:///ledger.db"},
             "sources": [{"name": "hr", "type": "file", "path": "people.csv"}],
-            "clusters": [{"name": "dev", "kubeconfig": "none.kubeconfig"}],
-            "audit": {"port": self.port, "flush_interval": "2s", "queue_batches": 1000,
-                      "senders": [{"cluster": "dev", "token_file": "token"}]}}))
+            "clusters": [{"name": "dev", "kubeconfig": "none.kubeconfig"}], "audit": audit}))
         self.process = subprocess.Popen([sys.executable, "-m", "syncd", "audit", "serve", "--config",
                                          str(directory / "syncd.yaml")], stderr=subprocess.PIPE, text=True)
+        if log is None:
+            self._wait_listening()
+
+    def followed_to(self, size: int) -> None:
+        """Wait until the follower's position in the ledger is `size` bytes into its file."""
+        while True:
+            try:
+                with sqlite3.connect(self.ledger) as ledger:
+                    rows = ledger.execute("SELECT cookie FROM watch_cursor WHERE source = 'audit-files'").fetchall()
+            except sqlite3.Error:
+                rows = []
+            if rows and json.loads(base64.b64decode(rows[0][0]))["offset"] >= size:
+                return
+            if self.process.poll() is not None:
+                raise SystemExit(f"syncd audit serve stopped: {self.process.communicate()[1]}")
+            time.sleep(0.05)
+
+    def _wait_listening(self) -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -148,6 +174,36 @@ def main() -> None:
     print(f"ratio (time, receiver / floor): median {statistics.median(ratios):.2f} "
           f"(rounds {min(ratios):.2f}-{max(ratios):.2f})")
     print(f"receiver RSS: {rss_short:.0f} MB after the rounds, {rss_long:.0f} MB after 10x more events "
+          f"(peak {peak:.0f} MB)")
+    follow_file(batches)
+
+
+def follow_file(batches: list[bytes]) -> None:
+    """The follower: one round's events as lines, then 10x more, each time until it caught up."""
+    lines = b"".join(json.dumps(item).encode() + b"\n" for body in batches for item in json.loads(body)["items"])
+    events = len(batches) * BATCH
+    with tempfile.TemporaryDirectory() as directory:
+        log = Path(directory) / "audit.log"
+        log.write_bytes(lines[:lines.index(b"\n") + 1])
+        receiver = Receiver(Path(directory), log)
+        try:
+            receiver.followed_to(log.stat().st_size)  # started, and following
+            started = time.perf_counter()
+            with log.open("ab") as handle:
+                handle.write(lines)
+            receiver.followed_to(log.stat().st_size)
+            took = time.perf_counter() - started
+            rss_short, _ = receiver.rss_mb()
+            with log.open("ab") as handle:
+                for _ in range(10):
+                    handle.write(lines)
+            receiver.followed_to(log.stat().st_size)
+            rss_long, peak = receiver.rss_mb()
+        finally:
+            receiver.stop()
+    print(f"file follower:         {events / took:>10,.0f} events/s ({events} lines, {len(lines) / 1e6:.0f} MB, "
+          "until its position was flushed)")
+    print(f"follower RSS: {rss_short:.0f} MB after one round, {rss_long:.0f} MB after 10x more lines "
           f"(peak {peak:.0f} MB)")
 
 

@@ -226,10 +226,34 @@ class ScimSettings(Strict):
 
 
 class AuditSenderSettings(Strict):
-    cluster: str = Field(description="The cluster whose API server sends its audit events with this token.")
-    token_file: Path = Field(
-        description="File holding the bearer token this API server sends (the `token` of the user in its "
+    """One API server sending to the webhook, known by its bearer token, its TLS client certificate, or both (then
+    both are required)."""
+
+    cluster: str = Field(description="The cluster whose API server sends its audit events with these credentials.")
+    token_file: Path | None = Field(
+        None, description="File holding the bearer token this API server sends (the `token` of the user in its "
         "--audit-webhook-config-file; relative to the config file). Read at start.")
+    client_ca: Path | None = Field(
+        None, description="PEM file of the CA(s) that issued this API server's client certificate (its "
+        "`client-certificate` in --audit-webhook-config-file; issued directly by one of them). Needs tls_cert.")
+    client_cn: str | None = Field(
+        None, description="The common name the client certificate's subject must have (with client_ca); required "
+        "to tell apart senders whose certificates one CA issued.")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AuditSenderSettings:
+        if self.token_file is None and self.client_ca is None:
+            raise ValueError("set token_file, client_ca or both")
+        if self.client_cn is not None and self.client_ca is None:
+            raise ValueError("client_cn needs client_ca")
+        return self
+
+
+class AuditFileSettings(Strict):
+    cluster: str = Field(description="The cluster whose API server writes this audit log.")
+    path: Path = Field(
+        description="The audit log file (--audit-log-path, JSON lines; relative to the config file), followed across "
+        "rotation by rename or copytruncate. Follow each file from one syncd process only.")
 
 
 class AuditSettings(Strict):
@@ -240,7 +264,12 @@ class AuditSettings(Strict):
     port: int = Field(8444, ge=1, le=65535, description="Port to listen on.")
     tls_cert: Path | None = Field(None, description="PEM certificate (chain); with tls_key, serve HTTPS.")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
-    senders: list[AuditSenderSettings] = Field(min_length=1, description="One entry per API server that sends.")
+    senders: list[AuditSenderSettings] = Field(
+        default_factory=list, description="One entry per API server that sends to the webhook; none: no listener.")
+    files: list[AuditFileSettings] = Field(
+        default_factory=list, description="Audit log files to follow, for API servers that cannot send to the "
+        "webhook.")
+    poll_interval: Duration = Field(timedelta(seconds=1), description="How often the audit log files are read.")
     max_body_bytes: int = Field(8_388_608, ge=1024, description="Larger request bodies are refused with 413.")
     queue_batches: int = Field(
         1000, ge=1, description="Batches accepted but not yet aggregated at most; beyond, batches are dropped and "
@@ -251,6 +280,14 @@ class AuditSettings(Strict):
     def _tls_pair(self) -> AuditSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("set both tls_cert and tls_key, or neither")
+        if not self.senders and not self.files:
+            raise ValueError("set senders (the webhook), files (audit log files) or both")
+        if self.tls_cert is None and any(s.client_ca for s in self.senders):
+            raise ValueError("client certificates (senders[].client_ca) need TLS: set tls_cert and tls_key")
+        paths = [str(f.path) for f in self.files]
+        repeated = sorted({p for p in paths if paths.count(p) > 1})
+        if repeated:
+            raise ValueError(f"audit.files follow each path once; repeated: {', '.join(repeated)}")
         return self
 
 
@@ -427,10 +464,11 @@ class Settings(Strict):
         if self.scim and self.scim.port == self.daemon.port:
             raise ValueError("daemon.port and scim.port must differ: `syncd run` serves both")
         if self.audit:
-            unknown = sorted({s.cluster for s in self.audit.senders} - {c.name for c in self.clusters})
-            if unknown:
-                raise ValueError(f"audit.senders name no cluster: {', '.join(unknown)}")
-            if self.audit.port in (self.daemon.port, self.scim and self.scim.port):
+            for key, named in (("senders", self.audit.senders), ("files", self.audit.files)):
+                unknown = sorted({s.cluster for s in named} - {c.name for c in self.clusters})
+                if unknown:
+                    raise ValueError(f"audit.{key} name no cluster: {', '.join(unknown)}")
+            if self.audit.senders and self.audit.port in (self.daemon.port, self.scim and self.scim.port):
                 raise ValueError("audit.port must differ from daemon.port and scim.port: `syncd run` serves all")
         return self
 
@@ -533,8 +571,10 @@ def load_settings(path: Path) -> Settings:
             "audit": settings.audit and settings.audit.model_copy(update={
                 "tls_cert": settings.audit.tls_cert and _resolve(base, settings.audit.tls_cert),
                 "tls_key": settings.audit.tls_key and _resolve(base, settings.audit.tls_key),
-                "senders": [s.model_copy(update={"token_file": _resolve(base, s.token_file)})
+                "senders": [s.model_copy(update={"token_file": s.token_file and _resolve(base, s.token_file),
+                                                 "client_ca": s.client_ca and _resolve(base, s.client_ca)})
                             for s in settings.audit.senders],
+                "files": [f.model_copy(update={"path": _resolve(base, f.path)}) for f in settings.audit.files],
             }),
         }
     )

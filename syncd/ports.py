@@ -25,8 +25,11 @@ from syncd.core.model import (
     Scope,
     Snapshot,
     fingerprint,
+    token_claims,
 )
 from syncd.core.usage import DayUsage, UsageKey
+
+AUDIT_FILES = "audit-files"  # the watch cursors' "source" under which each audit log file's cursor is kept, by path
 
 
 class Source(Protocol):
@@ -75,6 +78,12 @@ class IssuedToken:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.token)
+
+    @property
+    def jti(self) -> str:
+        """The token's `jti` claim (Kubernetes 1.29+; "" before): the id audit events name it by."""
+        jti = token_claims(self.token).get("jti")
+        return jti if isinstance(jti, str) else ""
 
     def __repr__(self) -> str:
         return f"IssuedToken(secret_name={self.secret_name!r}, fingerprint={self.fingerprint!r})"
@@ -195,6 +204,7 @@ class NewCredential:
     fingerprint: str
     issued_at: datetime
     expires_at: datetime
+    jti: str = ""  # its `jti` claim, where it has one: audit events name the token by it (Kubernetes 1.29+)
 
 
 class Journal(Protocol):
@@ -241,8 +251,9 @@ class Journal(Protocol):
 
     def save_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None: ...
 
-    def record_usage(self, days: Mapping[UsageKey, DayUsage]) -> None:
-        """Fold per-day use (from audit events) into the ledger's, in one transaction."""
+    def record_usage(self, days: Mapping[UsageKey, DayUsage], cursors: Mapping[str, bytes] | None = None) -> None:
+        """Fold per-day use (from audit events) into the ledger's, in one transaction, with the audit log files'
+        cursors (path -> where its follower stopped; `ReadModel.watch_cursors(AUDIT_FILES)` reads them back)."""
         ...
 
     def record_anomaly(self, event: Event) -> bool:

@@ -9,8 +9,6 @@ one person's folder may be written and emptied by two threads: each folder is ch
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import shutil
 import sys
@@ -25,7 +23,7 @@ import structlog
 import yaml
 
 from syncd.config import DeliverySettings
-from syncd.core.model import Endpoint, fingerprint, is_person_key, person_key
+from syncd.core.model import Endpoint, fingerprint, is_person_key, person_key, token_claims
 from syncd.errors import DeliveryError
 
 EXEC_API_VERSION = "client.authentication.k8s.io/v1"
@@ -42,10 +40,8 @@ def token_expiry(token: str) -> datetime | None:
     """The `exp` claim of a service account token (a JWT), read without verifying: only for display and
     ExecCredential's expirationTimestamp, never for trust."""
     try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return datetime.fromtimestamp(int(claims["exp"]), UTC)
-    except (IndexError, ValueError, KeyError, TypeError):
+        return datetime.fromtimestamp(int(token_claims(token)["exp"]), UTC)
+    except (ValueError, KeyError, TypeError, OverflowError, OSError):
         return None
 
 

@@ -320,7 +320,7 @@ def token_list(
     """Every credential: owner, cluster, state, fingerprint, issued (last rotation), expiry, last use, scopes."""
     with _read_only(config) as ledger:
         rows = ledger.credentials(include_revoked=all_states)
-        last_used = ledger.last_used()
+        last_used = ledger.last_used_by_token()
     if output is Output.json:
         typer.echo(json.dumps([render.credential_json(*row, last_used) for row in rows], indent=2))
     else:

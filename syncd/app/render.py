@@ -9,7 +9,7 @@ from typing import Any
 from syncd.adapters.ledger.tables import CredentialRow, EventRow, aware
 from syncd.core.model import Scope, person_key
 from syncd.core.plan import Action, Kind, Plan
-from syncd.core.usage import DayUsage, UsageKey, credential_last_used, top
+from syncd.core.usage import DayUsage, UsageKey, token_last_used, top
 from syncd.runtime.engine import RunReport
 
 _MARK = {Kind.ISSUE: "+", Kind.RESCOPE: "~", Kind.REFRESH: "~", Kind.ROTATE: "~", Kind.RETIRE: "-", Kind.REPAIR: "~",
@@ -94,7 +94,8 @@ def report_json(report: RunReport) -> dict[str, Any]:
     }
 
 
-LastUsed = Mapping[tuple[str, str], datetime]  # (person key, cluster) -> last use, `ReadModel.last_used()`
+LastUsed = Mapping[tuple[str, str], Mapping[str, datetime]]  # (person key, cluster) -> jti or "" -> last use,
+# `ReadModel.last_used_by_token()`
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -102,8 +103,8 @@ def _when(moment: datetime | None) -> str | None:
 
 
 def _last_used(row: CredentialRow, last_used: LastUsed) -> datetime | None:
-    return credential_last_used(last_used.get((person_key(row.person_id), row.cluster)), aware(row.issued_at),
-                                aware(row.revoked_at))
+    return token_last_used(last_used.get((person_key(row.person_id), row.cluster), {}), row.jti,
+                           aware(row.issued_at), aware(row.revoked_at))  # type: ignore[arg-type]
 
 
 def credential_json(row: CredentialRow, username: str, scopes: frozenset[Scope],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "syncd"
@@ -136,6 +139,17 @@ def binding_name(person_id: str, scope: Scope, instance: str) -> str:
 def fingerprint(token: str) -> str:
     """What the ledger keeps of a token: enough to recognise it, useless to replay it."""
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of a service account token (a JWT), read without verifying: for display, expiry and matching audit
+    events to it (`jti`), never for trust. Empty when it is no JWT."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 # What a planned change is, and why (the planner and the lifecycle speak in these).

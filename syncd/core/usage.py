@@ -188,3 +188,13 @@ def credential_last_used(last_use: datetime | None, issued_at: datetime, ended_a
     if last_use is None or last_use < issued_at or (ended_at is not None and last_use > ended_at):
         return None
     return last_use
+
+
+def token_last_used(last_uses: Mapping[str, datetime], jti: str | None, issued_at: datetime,
+                    ended_at: datetime | None) -> datetime | None:
+    """A token's last use, from the person's last uses on its cluster by token (jti -> last use; "" for uses that
+    name no token the ledger recorded): the uses that name it (Kubernetes 1.29+), and those naming none that fall
+    within its life (`credential_last_used`)."""
+    named = last_uses.get(jti) if jti else None
+    unnamed = credential_last_used(last_uses.get(""), issued_at, ended_at)
+    return max((at for at in (named, unnamed) if at is not None), default=None)

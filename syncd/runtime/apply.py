@@ -298,7 +298,7 @@ class Applier:
             # a working token the ledger does not know; recovery undoes one recorded but not delivered.
             self.journal.record_token(source, action.identity, action.cluster, action.after,
                                       NewCredential(token.secret_name, token.fingerprint, token.issued_at,
-                                                    token.expires_at),
+                                                    token.expires_at, token.jti),
                                       grace=self.lifecycle.grace(action.kind), reason=str(action.reason))
         try:
             kubeconfig = self._deliver(cluster, action, token)

@@ -1,7 +1,9 @@
-"""Use, as the audit webhook receives it, on its way to the ledger: a bounded queue the receiver offers batches to
-without ever waiting, one thread that aggregates them in memory, and a flush into the ledger every few seconds (one
-transaction) and on close. The same thread checks each batch for anomalies (`syncd.core.anomaly`) and records them,
-and deletes use past its retention; alerts run on a thread of their own (`syncd.runtime.alert`)."""
+"""Use, as the audit webhook receives it (or a follower reads it from an audit log file), on its way to the ledger: a
+bounded queue the receiver offers batches to without ever waiting, one thread that aggregates them in memory, and a
+flush into the ledger every few seconds (one transaction) and on close. A batch read from a file carries the file's
+cursor, written in the same transaction as the use read up to there. The same thread checks each batch for anomalies
+(`syncd.core.anomaly`) and records them, and deletes use past its retention; alerts run on a thread of their own
+(`syncd.runtime.alert`)."""
 
 from __future__ import annotations
 
@@ -34,8 +36,11 @@ FLAG = {AnomalyKind.USE_AFTER_REVOCATION: "flag a use after revocation",
         AnomalyKind.NEW_USER_AGENT: "flag a new user agent"}
 
 
+Cursors = Mapping[str, bytes]  # an audit log file's path -> where its follower stopped
+
+
 class UsageJournal(Protocol):
-    def record_usage(self, days: Mapping[UsageKey, DayUsage]) -> None: ...
+    def record_usage(self, days: Mapping[UsageKey, DayUsage], cursors: Cursors | None = None) -> None: ...
 
     def record_anomaly(self, event: Event) -> bool: ...
 
@@ -75,8 +80,9 @@ class UsageRecorder:
         self.retention = usage.retention
         self.on_anomaly = on_anomaly
         self.alert = alert
-        self._batches: queue.Queue[Sequence[Use] | None] = queue.Queue(maxsize=queue_batches)
+        self._batches: queue.Queue[tuple[Sequence[Use], Cursors] | None] = queue.Queue(maxsize=queue_batches)
         self._aggregator = Aggregator()
+        self._cursors: dict[str, bytes] = {}  # of the batches aggregated and not yet written
         self._detector = AnomalyDetector(anomaly_rules(usage))
         self._pending: deque[Anomaly] = deque(maxlen=MAX_PENDING)
         self._head: tuple[int, str] | None = None  # the ledger's head when `_lives` was read: a new event voids it
@@ -90,10 +96,15 @@ class UsageRecorder:
     def offer(self, uses: Sequence[Use]) -> bool:
         """Queue a batch for aggregation; False, and nothing queued, when the queue is full."""
         try:
-            self._batches.put_nowait(uses)
+            self._batches.put_nowait((uses, {}))
         except queue.Full:
             return False
         return True
+
+    def put(self, uses: Sequence[Use], cursors: Cursors) -> None:
+        """Queue a batch read from a file, waiting while the queue is full (a file can wait; nothing is dropped);
+        `cursors` are written with the use of this batch and of every batch before it."""
+        self._batches.put((uses, cursors))
 
     def close(self) -> None:
         """Aggregate every batch queued so far and write it all to the ledger (once: closing again does nothing);
@@ -111,13 +122,15 @@ class UsageRecorder:
             try:
                 batch = self._batches.get(timeout=max(0.0, due - time.monotonic()))
             except queue.Empty:
-                batch = ()
+                batch = ((), {})
             if batch is None:
                 self._flush()
                 return
-            self._aggregator.add(batch)
-            if batch:
-                self._check(batch)
+            uses, cursors = batch
+            self._aggregator.add(uses)
+            self._cursors.update(cursors)
+            if uses:
+                self._check(uses)
             if time.monotonic() >= due:
                 self._flush()
                 due = time.monotonic() + self.flush_interval
@@ -126,14 +139,16 @@ class UsageRecorder:
         ledger = self.ledger()
         self._record_anomalies(ledger.journal)
         self._forget(ledger.journal)
-        days = self._aggregator.drain()
-        if not days:
+        days, cursors = self._aggregator.drain(), self._cursors
+        if not days and not cursors:
             return
+        self._cursors = {}
         try:
-            ledger.journal.record_usage(days)
+            ledger.journal.record_usage(days, cursors)
         except SyncdError as error:  # kept in memory for the next flush: its size is bounded by credentials x days
             log.error("fail to record use; try again at the next flush", days=len(days), error=str(error))
             self._aggregator.restore(days)
+            self._cursors = {**cursors, **self._cursors}
             return
         log.debug("record use", days=len(days), requests=sum(day.requests for day in days.values()))
 

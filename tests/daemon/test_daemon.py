@@ -237,8 +237,8 @@ def test_the_audit_webhook_listens_beside_the_jobs_counts_events_and_flushes_on_
                                      headers={"Authorization": "Bearer audit-sender-token-dev"})
     with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (http on loopback)
         assert answer.status == 200
-    assert daemon.metric("syncd_audit_events_total", result="accepted") == 1
-    assert daemon.metric("syncd_audit_events_total", result="ignored") == 1
+    assert daemon.metric("syncd_audit_events_total", source="webhook", result="accepted") == 1
+    assert daemon.metric("syncd_audit_events_total", source="webhook", result="ignored") == 1
     assert daemon.stop() == 0
     done = world.syncd("usage", "alice", "--config", str(world.config), "--output", "json")
     [day] = json.loads(done.stdout)[0]["days"]

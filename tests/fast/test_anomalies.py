@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from syncd.adapters.ledger import Database, Journal, ReadModel
-from syncd.app.daemon.audit import AuditApp, usage_recorder
+from syncd.app.daemon.audit import AuditApp, Sender, usage_recorder
 from syncd.app.daemon.metrics import Metrics
 from syncd.config import AuditSenderSettings, AuditSettings, UsageSettings
 from syncd.core.model import Identity
@@ -95,8 +95,8 @@ def start(tmp_path: Path, database: Database) -> Iterator[Callable[..., Receiver
             usage=UsageSettings(**usage))
         ledger, metrics = UsageLedger(Journal(database), ReadModel(database)), Metrics()
         recorder = usage_recorder(settings, lambda: ledger, metrics)
-        app = AuditApp(settings.audit, {TOKEN.encode(): "dev"}, {"dev": "system:serviceaccount:syncd:syncd-"},  # type: ignore[arg-type]
-                       recorder, metrics)
+        app = AuditApp(settings.audit, [Sender("dev", TOKEN.encode())],  # type: ignore[arg-type]
+                       {"dev": "system:serviceaccount:syncd:syncd-"}, recorder, metrics)
         started.append(Receiver(app, recorder, metrics, ReadModel(database)))
         return started[-1]
 

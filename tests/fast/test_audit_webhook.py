@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from syncd.adapters.ledger import Database, Journal, ReadModel
-from syncd.app.daemon.audit import AuditApp
+from syncd.app.daemon.audit import AuditApp, Sender
 from syncd.app.daemon.metrics import Metrics
 from syncd.config import AuditSenderSettings, AuditSettings, UsageSettings
 from syncd.core.usage import DayUsage, UsageKey, user_prefix
@@ -55,7 +55,8 @@ class Receiver:
         return asyncio.run(send())
 
     def counted(self, result: str) -> float:
-        return self.metrics.registry.get_sample_value("syncd_audit_events_total", {"result": result}) or 0.0
+        labels = {"source": "webhook", "result": result}
+        return self.metrics.registry.get_sample_value("syncd_audit_events_total", labels) or 0.0
 
     def requests(self, key: str = "alice") -> dict[str, int]:
         """Requests per cluster in the ledger."""
@@ -71,7 +72,7 @@ def receiver_over(tmp_path: Path, journal: object, *, database: Database, flush_
     recorder = UsageRecorder(lambda: ledger, flush_interval=flush_interval, queue_batches=queue_batches,
                              usage=UsageSettings())
     metrics = Metrics()
-    app = AuditApp(settings, {DEV_TOKEN.encode(): "dev", PROD_TOKEN.encode(): "prod"},
+    app = AuditApp(settings, [Sender("dev", DEV_TOKEN.encode()), Sender("prod", PROD_TOKEN.encode())],
                    {"dev": user_prefix("syncd"), "prod": user_prefix("syncd")}, recorder, metrics)
     return Receiver(app, recorder, metrics, ReadModel(database))
 
@@ -167,7 +168,7 @@ class StuckJournal(Journal):
         self.entered = threading.Event()
         self.recorded: list[Mapping[UsageKey, DayUsage]] = []
 
-    def record_usage(self, days: Mapping[UsageKey, DayUsage]) -> None:
+    def record_usage(self, days: Mapping[UsageKey, DayUsage], cursors: Mapping[str, bytes] | None = None) -> None:
         self.entered.set()
         self.release.wait()
         self.recorded.append(days)

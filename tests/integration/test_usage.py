@@ -1,5 +1,6 @@
-"""Use, end to end on a real control plane of its own that audits to a syncd the test starts: a person's requests with
-their delivered kubeconfig and real kubectl show up in `syncd usage` within seconds, denied ones as denied."""
+"""Use, end to end on a real control plane of its own that audits to a syncd the test starts (its webhook) and to a
+file syncd follows: a person's requests with their delivered kubeconfig and real kubectl show up in `syncd usage`
+within seconds, denied ones as denied."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from syncd.core.anomaly import FIRST_USE
-from syncd.core.model import fingerprint
+from syncd.core.model import fingerprint, token_claims
 from tests.conftest import ControlPlane, free_port, self_signed_certificate, started_control_plane, write_yaml
 from tests.daemon.conftest import RunningDaemon, start_daemon  # noqa: F401  (the fixture, for these tests too)
 from tests.integration.conftest import World
@@ -51,6 +52,7 @@ class AuditReceiver:
             "current-context": "default"})
         self.policy = directory / "audit-policy.yaml"
         write_yaml(self.policy, AUDIT_POLICY)
+        self.log = directory / "log" / "audit.log"  # the same events, written by the log backend too
 
     def post(self, body: bytes, token: str | None) -> int:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -68,7 +70,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory, receiver: AuditRecei
     """A control plane of this module's own (the session's shared one does not audit)."""
     with started_control_plane(tmp_path_factory.mktemp("kube-audit"), f"--audit-policy-file={receiver.policy}",
                                f"--audit-webhook-config-file={receiver.webhook_config}",
-                               "--audit-webhook-batch-max-wait=1s") as started:
+                               "--audit-webhook-batch-max-wait=1s", f"--audit-log-path={receiver.log}",
+                               "--audit-log-format=json") as started:
         yield started
 
 
@@ -254,3 +257,33 @@ def test_a_revoked_tokens_use_the_api_server_accepted_is_an_anomaly(world: World
     assert (flagged["person_id"], flagged["fingerprint"]) == ("u-5", fingerprint(token))
     stop(process)
     assert len(anomalies(world, "use-after-revocation")) == 1
+
+
+def follow_audit_log(world: World, receiver: AuditReceiver) -> subprocess.Popen:
+    """`syncd audit serve` following the API server's audit log file alone (no webhook listener)."""
+    world.configure(audit={"flush_interval": "1s", "poll_interval": "200ms",
+                           "files": [{"cluster": "dev", "path": str(receiver.log)}]})
+    return subprocess.Popen([sys.executable, "-m", "syncd", "audit", "serve", "--config", str(world.config)],
+                            env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_audit_log_file_is_followed_and_a_restart_counts_nothing_twice(world: World, receiver: AuditReceiver):
+    world.write_people({"id": "u-4", "username": "dave", "groups": "developers"})
+    world.reconcile()
+    kubeconfig = world.kubeconfig("dave")
+    assert "jti" not in token_claims((kubeconfig.parent / "dev.token").read_text())  # v1.20: use is per person
+    process = follow_audit_log(world, receiver)
+    for _ in range(2):
+        world.control_plane.kubectl("get", "pods", "-n", world.ns("team-a"), kubeconfig=kubeconfig)
+    wait_for_usage(world, "dave", lambda days: days and days[0]["resources"].get("pods") == 2)
+    stop(process)
+    [day] = usage(world, "dave")
+    assert day["resources"] == {"pods": 2}  # and kubectl's discovery requests, naming no resource
+
+    world.control_plane.kubectl("get", "configmaps", "-n", world.ns("team-a"), kubeconfig=kubeconfig)
+    process = follow_audit_log(world, receiver)  # a restart reads on from where the ledger says
+    try:
+        [day] = wait_for_usage(world, "dave", lambda days: days and days[0]["resources"].get("configmaps"))
+    finally:
+        stop(process)
+    assert day["resources"] == {"pods": 2, "configmaps": 1}  # the pods were not read again

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from syncd.core.model import Identity
+from syncd.core.usage import DayUsage
 from syncd.ports import Event, NewCredential
 from tests.ledger.conftest import EDIT_A, Ledger, record_events
 
@@ -155,3 +156,17 @@ def test_an_idle_revocation_suspends_the_access_until_resumed(ledger: Ledger):
         ("resume", "back from leave", "dev")
     assert ledger.read_model.verify() is None
     assert ledger.journal.resume(None, Event("1001", "alice", "resume", "again", cluster=None)) == []
+
+
+def test_use_that_names_a_recorded_token_is_kept_by_its_jti_and_any_other_under_no_token(ledger: Ledger):
+    issued = datetime(2026, 1, 1, tzinfo=UTC)
+    alice = Identity("1001", "alice")
+    ledger.journal.record_token("hr", alice, "dev", frozenset({EDIT_A}),
+                                NewCredential("syncd-1001-x", "sha256:aa", issued, issued + timedelta(hours=8),
+                                              jti="jti-a"), grace=None, reason="joiner")
+    [(row, _, _)] = ledger.read_model.credentials()
+    assert row.jti == "jti-a"
+    at = {jti: issued + timedelta(hours=hour) for hour, jti in ((1, "jti-a"), (2, "jti-forgotten"), (3, ""))}
+    ledger.journal.record_usage({("1001", "dev", issued.date(), jti): DayUsage(first=when, last=when, requests=1)
+                                 for jti, when in at.items()})
+    assert ledger.read_model.last_used_by_token() == {("1001", "dev"): {"jti-a": at["jti-a"], "": at[""]}}

@@ -1,5 +1,6 @@
 """Config and policy validation: every error names the file, the key path and what to do."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,25 @@ def test_usage_retention_keeps_at_least_the_idle_window():
     assert UsageSettings(idle_after="30d", retention="30d").retention.days == 30
     with pytest.raises(ValueError, match="retention must be at least idle_after"):
         UsageSettings(idle_after="90d", retention="30d")
+
+
+def test_audit_files_and_client_cas_are_relative_to_the_config_file(tmp_path):
+    settings = load_settings(config(tmp_path, audit={
+        "tls_cert": "tls.crt", "tls_key": "tls.key", "files": [{"cluster": "dev", "path": "log/audit.log"}],
+        "senders": [{"cluster": "dev", "client_ca": "dev-ca.crt", "client_cn": "kube-apiserver"}]}))
+    assert settings.audit.files[0].path == tmp_path / "log" / "audit.log"
+    [sender] = settings.audit.senders
+    assert sender.client_ca == tmp_path / "dev-ca.crt" and sender.token_file is None
+
+
+@pytest.mark.parametrize(("audit", "message"), [
+    ({}, "set senders (the webhook), files (audit log files) or both"),
+    ({"senders": [{"cluster": "dev"}]}, "set token_file, client_ca or both"),
+    ({"senders": [{"cluster": "dev", "token_file": "t", "client_cn": "x"}]}, "client_cn needs client_ca"),
+    ({"senders": [{"cluster": "dev", "client_ca": "ca.crt"}]}, "client certificates (senders[].client_ca) need TLS"),
+    ({"files": [{"cluster": "prod", "path": "a.log"}]}, "audit.files name no cluster: prod"),
+    ({"files": [{"cluster": "dev", "path": "a.log"}, {"cluster": "dev", "path": "a.log"}]}, "repeated: a.log"),
+])
+def test_audit_settings_that_cannot_work_are_refused(tmp_path, audit, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(config(tmp_path, audit=audit))

@@ -1,5 +1,7 @@
 """The pure mapping of audit events to a credential's use, and its per-day aggregates: one rule per test."""
 
+import base64
+import json
 from datetime import UTC, date, datetime
 
 from syncd.core.usage import (
@@ -10,8 +12,10 @@ from syncd.core.usage import (
     DayUsage,
     attribute,
     credential_last_used,
+    token_last_used,
     user_prefix,
 )
+from syncd.ports import IssuedToken
 
 PREFIX = user_prefix("syncd")
 
@@ -151,3 +155,27 @@ def test_a_credential_is_credited_with_the_last_use_within_its_life_only():
     assert credential_last_used(use, datetime(2026, 12, 1, 11, tzinfo=UTC), None) is None
     assert credential_last_used(datetime(2026, 12, 1, 13, tzinfo=UTC), issued, revoked) is None
     assert credential_last_used(None, issued, None) is None
+
+
+def test_a_token_is_credited_with_the_uses_naming_it_and_those_naming_none_within_its_life():
+    issued, revoked = datetime(2026, 12, 1, 9, tzinfo=UTC), datetime(2026, 12, 1, 12, tzinfo=UTC)
+    named, unnamed = datetime(2026, 12, 1, 10, tzinfo=UTC), datetime(2026, 12, 1, 11, tzinfo=UTC)
+    assert token_last_used({"jti-a": named, "jti-b": unnamed}, "jti-a", issued, None) == named  # b's use is not a's
+    assert token_last_used({"jti-a": named, "": unnamed}, "jti-a", issued, None) == unnamed
+    assert token_last_used({"": unnamed}, None, issued, None) == unnamed  # Kubernetes before 1.29: as before
+    assert token_last_used({"": datetime(2026, 12, 1, 13, tzinfo=UTC)}, "jti-a", issued, revoked) is None
+    assert token_last_used({"jti-b": named}, None, issued, None) is None
+
+
+def test_an_issued_tokens_jti_is_read_from_its_claims():
+    def jwt(claims: dict) -> str:
+        def part(data: dict) -> str:
+            return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+        return f"{part({'alg': 'RS256'})}.{part(claims)}.signature"
+
+    issued = datetime(2026, 12, 1, tzinfo=UTC)
+    kubernetes_1_29 = {"aud": ["https://kubernetes.default.svc"], "exp": 1, "jti": "5b0c-41", "sub": "x"}
+    assert IssuedToken(jwt(kubernetes_1_29), "s", issued, issued).jti == "5b0c-41"
+    assert IssuedToken(jwt({"exp": 1, "sub": "x"}), "s", issued, issued).jti == ""  # v1.20 tokens have none
+    assert IssuedToken("not-a-jwt", "s", issued, issued).jti == ""
+    assert IssuedToken(jwt({"jti": 7}), "s", issued, issued).jti == ""

@@ -37,7 +37,7 @@ from syncd.adapters.ledger.tables import (
 from syncd.core.lifecycle import retire_at
 from syncd.core.model import CredentialState, Identity
 from syncd.core.usage import DayUsage, UsageKey
-from syncd.ports import Event, Intent, NewCredential, RunRef
+from syncd.ports import AUDIT_FILES, Event, Intent, NewCredential, RunRef
 
 T = TypeVar("T")
 
@@ -220,7 +220,7 @@ class Journal:
                 s.add(row)
             s.add(CredentialRow(person_id=identity.id, cluster=cluster, secret_name=token.secret_name,
                                 fingerprint=token.fingerprint, issued_at=utc(token.issued_at),
-                                expires_at=utc(token.expires_at)))
+                                expires_at=utc(token.expires_at), jti=token.jti or None))
 
         self._write(work)
 
@@ -306,8 +306,10 @@ class Journal:
 
         self._write(work)
 
-    def record_usage(self, days: Mapping[UsageKey, DayUsage]) -> None:
-        """Fold per-day use, aggregated from audit events, into what the ledger holds, in one transaction.
+    def record_usage(self, days: Mapping[UsageKey, DayUsage], cursors: Mapping[str, bytes] | None = None) -> None:
+        """Fold per-day use, aggregated from audit events, into what the ledger holds, in one transaction, with
+        where each audit log file's follower stopped (`cursors`: path -> cursor, kept as the watch cursors of
+        `AUDIT_FILES`), so a restart neither reads an event again nor skips one.
         Unfenced: use is what the API server saw, not a change syncd makes, so it is kept whoever holds the lock."""
         def work(session: Session) -> None:
             for key, day in days.items():
@@ -317,6 +319,9 @@ class Journal:
                     merged.merge(day)
                     day = merged
                 session.merge(usage_row(key, day))
+            for path, cursor in (cursors or {}).items():
+                session.merge(WatchCursorRow(source=AUDIT_FILES, kind=path, updated_at=datetime.now(UTC),
+                                             cookie=base64.b64encode(cursor).decode("ascii")))
 
         self.database.write(work)
 

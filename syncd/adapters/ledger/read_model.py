@@ -286,7 +286,8 @@ class ReadModel:
                                                            & (CredentialRow.revoked_at == last.c.at))).all()
                 for row in (*recent, *latest):
                     found.setdefault((row.person_id, row.cluster), {})[row.fingerprint] = CredentialLife(
-                        row.fingerprint, aware(row.issued_at), aware(row.revoked_at))  # type: ignore[arg-type]
+                        row.fingerprint, aware(row.issued_at), aware(row.revoked_at),  # type: ignore[arg-type]
+                        row.jti or "")
         return {credential: list(lives.values()) for credential, lives in found.items()}
 
     def usage_places(self, keys: Collection[str]) -> dict[tuple[str, str], tuple[list[str], list[str]]]:
@@ -305,6 +306,24 @@ class ReadModel:
                     seen[0].extend(json.loads(ips))
                     seen[1].extend(json.loads(agents))
         return places
+
+    def last_used_by_token(self) -> dict[tuple[str, str], dict[str, datetime]]:
+        """When each person (by key) last used each token on each cluster: (key, cluster) -> jti -> last use, by its
+        jti where the audit events named a token the ledger recorded (Kubernetes 1.29+), else under ""
+        (see `core.usage.token_last_used`)."""
+        recorded = CredentialRow.jti.is_not(None)  # type: ignore[union-attr]
+        with self.database.session() as s:
+            rows = s.exec(select(UsageDayRow.person_key, UsageDayRow.cluster, UsageDayRow.credential_id,
+                                 func.max(UsageDayRow.last_use))
+                          .group_by(UsageDayRow.person_key, UsageDayRow.cluster,  # type: ignore[arg-type]
+                                    UsageDayRow.credential_id)).all()
+            known = set(s.exec(select(CredentialRow.jti).where(recorded)).all())
+        last: dict[tuple[str, str], dict[str, datetime]] = {}
+        for key, cluster, credential_id, used in rows:
+            tokens = last.setdefault((key, cluster), {})
+            jti = credential_id if credential_id in known else ""
+            tokens[jti] = max(tokens.get(jti, used), aware(used))  # type: ignore[arg-type]
+        return last
 
     def verify(self, anchor: tuple[int, str] | None = None) -> str | None:
         """What is wrong with the event chain, or None when it holds: every link and hash, the chain's end at its

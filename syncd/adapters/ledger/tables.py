@@ -55,6 +55,7 @@ class CredentialRow(SQLModel, table=True):
     revoked_at: datetime | None = None
     revoke_reason: str | None = None
     rejected_at: datetime | None = None  # when a TokenReview first confirmed the token no longer works
+    jti: str | None = Field(default=None, index=True)  # the token's jti claim (Kubernetes 1.29+): audit events name it
 
 
 class RunRow(SQLModel, table=True):

@@ -56,9 +56,10 @@ class Metrics:
         self.leader = Gauge("syncd_leader", "1 while this replica leads (runs the scheduled jobs), else 0; by "
                             "election backend (ledger, kubernetes).", ["backend"], registry=registry)
         self.audit_events = Counter(
-            "syncd_audit_events", "Audit events the webhook received, by result: received (in well-formed bodies), "
-            "accepted (syncd's credentials, queued), ignored (other users and stages), dropped (queue full), "
-            "malformed (bodies refused with 400 or 413, counted once each).", ["result"], registry=registry)
+            "syncd_audit_events", "Audit events by source (webhook, file) and result: received (in well-formed "
+            "bodies, or lines read), accepted (syncd's credentials, queued), ignored (other users and stages), "
+            "dropped (queue full), malformed (bodies refused with 400 or 413, counted once each; lines that are no "
+            "JSON object or were cut off).", ["source", "result"], registry=registry)
         self.anomalies = Counter(
             "syncd_anomalies", "Anomalies in credentials' use, by kind: use-after-revocation, denied-burst, "
             "new-source-ip, new-user-agent.", ["kind"], registry=registry)

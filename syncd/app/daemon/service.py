@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import signal
+import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,10 +18,11 @@ import structlog
 import uvicorn
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from syncd.adapters.ledger import Database, Journal, ReadModel
-from syncd.app.daemon.audit import AuditApp, usage_recorder
-from syncd.app.daemon.http import ASGIApp, HttpApp, counting_statuses
+from syncd.app.daemon.audit import AuditApp, file_followers, usage_recorder
+from syncd.app.daemon.http import ASGIApp, HttpApp, Receive, Scope, Send, counting_statuses
 from syncd.app.daemon.jobs import Backoff, JobSpec, job_specs, run_job
 from syncd.app.daemon.leader import Leadership
 from syncd.app.daemon.metrics import Metrics
@@ -27,6 +30,8 @@ from syncd.app.daemon.notify import Notifier
 from syncd.app.daemon.watch import SourceWatch, source_watches
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, SyncdError, TemporaryError
+from syncd.ports import AUDIT_FILES
+from syncd.runtime.audit_files import AuditFileFollower
 from syncd.runtime.engine import Engine, RunReport
 from syncd.runtime.usage import UsageLedger, UsageRecorder
 from syncd.runtime.wiring import leader_lease, pushed_resources
@@ -62,17 +67,49 @@ def listen_addresses(settings: Settings) -> tuple:
             scim and (scim.host, scim.port, scim.tls_cert, scim.tls_key), settings.audit)
 
 
+class ClientCertificateProtocol(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
+    """uvicorn's HTTP protocol, passing the TLS client certificate the handshake verified (if any) to the app, in the
+    scope's `extensions["tls"]`: `client_cert_subject` and `client_cert_issuer`, as `getpeercert()` gives them."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        peer = ssl_object.getpeercert() if ssl_object is not None else None
+        if not peer:
+            return
+        tls = {"client_cert_subject": peer.get("subject"), "client_cert_issuer": peer.get("issuer")}
+        app = self.app
+
+        async def with_certificate(scope: Scope, receive: Receive, send: Send) -> None:
+            scope.setdefault("extensions", {})["tls"] = tls
+            await app(scope, receive, send)
+
+        self.app = with_certificate
+
+
 class Listener:
-    """One uvicorn server on a thread of its own."""
+    """One uvicorn server on a thread of its own. With `client_cas`, TLS asks for an optional client certificate
+    issued by one of them; a certificate none issued fails the handshake."""
 
     def __init__(self, name: str, app: ASGIApp, host: str, port: int, tls_cert: Path | None = None,
-                 tls_key: Path | None = None) -> None:
+                 tls_key: Path | None = None, client_cas: Sequence[Path] = ()) -> None:
         self.name = name
         self.where = f"{host}:{port}"
+
+        def asking_for_client_certificates(_config: uvicorn.Config, default: Callable[[], ssl.SSLContext]
+                                           ) -> ssl.SSLContext:
+            context = default()
+            for ca in client_cas:
+                context.load_verify_locations(cafile=str(ca))
+            context.verify_mode = ssl.CERT_OPTIONAL
+            return context
+
         self.server = uvicorn.Server(uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
             timeout_graceful_shutdown=5, ssl_certfile=str(tls_cert) if tls_cert else None,
-            ssl_keyfile=str(tls_key) if tls_key else None))
+            ssl_keyfile=str(tls_key) if tls_key else None,
+            ssl_context_factory=asking_for_client_certificates if client_cas else None,
+            http=ClientCertificateProtocol if client_cas else "auto"))
         self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -130,11 +167,13 @@ class Daemon:
                                            scim.port, scim.tls_cert, scim.tls_key))
         audit = self.settings.audit
         self.recorder: UsageRecorder | None = None
+        self.followers: list[AuditFileFollower] = []
         if audit is not None:
             self.recorder = usage_recorder(self.settings, self._usage_ledger, self.metrics)
-            self.listeners.append(Listener("audit", AuditApp.from_settings(self.settings, self.recorder,
-                                                                           self.metrics),
-                                           audit.host, audit.port, audit.tls_cert, audit.tls_key))
+            if audit.senders:
+                self.listeners.append(audit_listener(self.settings, self.recorder, self.metrics))
+            self.followers = file_followers(self.settings, self.recorder,
+                                            self.engine.read_model.watch_cursors(AUDIT_FILES), self.metrics)
 
     # What the HTTP endpoints ask
 
@@ -175,6 +214,8 @@ class Daemon:
         self.leadership.start()
         self.scheduler.start()
         self._start_watches(self.watches)
+        for follower in self.followers:
+            follower.start()
         self.metrics.set_credentials(self.engine.read_model.credential_states())
         where = ", ".join(f"{listener.where} ({listener.name})" for listener in self.listeners)
         log.info("start the daemon", config=str(self.config), listen=where, jobs=[s.id for s in self.specs])
@@ -311,8 +352,10 @@ class Daemon:
     def _close(self, idle: bool) -> None:
         for listener in self.listeners:
             listener.stop()
+        for follower in self.followers:
+            follower.stop()
         if self.recorder is not None:
-            self.recorder.close()  # writes every use the webhook accepted, even when jobs are abandoned below
+            self.recorder.close()  # writes every use accepted or read, even when jobs are abandoned below
         self.leadership.stop()  # a follower takes over at once
         if not idle:
             # Their intents stay pending in the ledger; the next run recovers that work.
@@ -407,6 +450,14 @@ class Daemon:
         log.warning("back off a failing job", job=spec.id, failures=count, retry_in_seconds=wait.total_seconds())
 
 
+def audit_listener(settings: Settings, recorder: UsageRecorder, metrics: Metrics) -> Listener:
+    """The audit webhook's listener on the `audit:` section's address and TLS."""
+    audit = settings.audit
+    assert audit is not None
+    return Listener("audit", AuditApp.from_settings(settings, recorder, metrics), audit.host, audit.port,
+                    audit.tls_cert, audit.tls_key, [s.client_ca for s in audit.senders if s.client_ca])
+
+
 def run(config: Path) -> None:
     """`syncd run`: serve until SIGTERM."""
     Daemon(config).run()
@@ -424,15 +475,22 @@ def serve_audit(settings: Settings) -> None:
     with Database(settings.ledger.url) as database:
         ledger, metrics = UsageLedger(Journal(database), ReadModel(database)), Metrics()
         recorder = usage_recorder(settings, lambda: ledger, metrics)
+        listener = audit_listener(settings, recorder, metrics) if audit.senders else None
+        followers = file_followers(settings, recorder, ledger.reads.watch_cursors(AUDIT_FILES), metrics)
         try:
-            listener = Listener("audit", AuditApp.from_settings(settings, recorder, metrics), audit.host,
-                                audit.port, audit.tls_cert, audit.tls_key)
-            listener.start()
-            log.info("serve the audit webhook", listen=listener.where)
+            if listener is not None:
+                listener.start()
+                log.info("serve the audit webhook", listen=listener.where)
+            for follower in followers:
+                follower.start()
+                log.info("follow the audit log", path=follower.key, cluster=follower.cluster)
             while not stop.wait(TICK):
-                if not listener.healthy:
+                if listener is not None and not listener.healthy:
                     raise TemporaryError(f"the audit listener on {listener.where} stopped")
-            listener.stop()
         finally:
+            if listener is not None:
+                listener.stop()
+            for follower in followers:
+                follower.stop()
             recorder.close()
     log.info("stopped: use written to the ledger")
