@@ -22,6 +22,7 @@ from syncd.core.model import (
     KnownPerson,
     ObservedBinding,
     ObservedCluster,
+    Purpose,
     Scope,
     Snapshot,
     fingerprint,
@@ -221,10 +222,11 @@ class Journal(Protocol):
     def record_holds(self, run_id: str | None, held: Collection[Event]) -> int: ...
 
     def record_token(self, source: str, identity: Identity, cluster: str, scopes: frozenset[Scope],
-                     token: NewCredential, *, grace: timedelta | None, reason: str) -> None: ...
+                     token: NewCredential, *, grace: timedelta | None, reason: str,
+                     purpose: Purpose | None = None) -> None: ...
 
     def record_delivery(self, run_id: str | None, source: str, identity: Identity, event: Event, kubeconfig: str,
-                        intent_id: int | None) -> None: ...
+                        intent_id: int | None, *, purpose: Purpose | None = None) -> None: ...
 
     def undo_credential(self, person_id: str, cluster: str, fingerprint: str, *, delivered: str | None) -> None: ...
 

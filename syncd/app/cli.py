@@ -357,7 +357,9 @@ def usage(
         people = ledger.people_named(person)
         if not people:
             raise InputError(f"no person with id or username {person!r} in the ledger")
-        found = [(pid, name, ledger.usage(person_key(pid), cluster=cluster, since=since)) for pid, name in people]
+        found = [(pid, name, ledger.usage(person_key(pid), cluster=cluster, since=since),
+                  {on: purpose for on, purpose in ledger.purposes(pid).items() if cluster in (None, on)})
+                 for pid, name in people]
     if output is Output.json:
         typer.echo(json.dumps([render.usage_json(*one) for one in found], indent=2))
     else:
