@@ -27,6 +27,7 @@ from syncd.core.model import (
     Snapshot,
     fingerprint,
 )
+from syncd.core.review import RbacRule, Role
 from syncd.core.usage import DayUsage, UsageKey
 
 
@@ -97,6 +98,10 @@ class Cluster(Protocol):
         ...
 
     def missing_roles(self, scopes: Iterable[Scope]) -> frozenset[Scope]: ...
+
+    def role_rules(self, role: Role) -> tuple[RbacRule, ...] | None:
+        """The rules of a ClusterRole or Role, read live; None when it does not exist."""
+        ...
 
     def endpoint(self) -> Endpoint: ...
 

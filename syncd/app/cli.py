@@ -366,6 +366,45 @@ def usage(
         typer.echo("\n\n".join(render.usage_text(*one) for one in found))
 
 
+class ReviewOutput(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    html = "html"
+
+
+@app.command()
+def review(
+    config: ConfigOption = DEFAULT_CONFIG,
+    cluster: Annotated[str | None, typer.Option(help="This cluster only.")] = None,
+    output: Annotated[ReviewOutput, typer.Option("--output", "-o", help="table, json, csv or html (one file).")]
+    = ReviewOutput.table,
+) -> None:
+    """Who has what, for an access review: per person and cluster each scope, the policy rules that grant it,
+    whether its role is privileged (read live from the cluster), token expiry, last use. Changes nothing."""
+    from syncd.app import review as shown
+    from syncd.runtime.review import access_review
+
+    settings = load_settings(config)
+    now = datetime.now(UTC)
+    idle_after = None  # usage.idle_after, once the idle suspension lands
+    clusters = {c.name: KubernetesCluster(c) for c in settings.clusters if cluster in (None, c.name)}
+    try:
+        with _read_only(config) as ledger:
+            reviews = access_review(ledger, clusters, now, idle_after=idle_after, cluster=cluster)
+    finally:
+        for opened in clusters.values():
+            opened.close()
+    if output is ReviewOutput.json:
+        typer.echo(json.dumps(shown.review_json(reviews, now, idle_after), indent=2))
+    elif output is ReviewOutput.csv:
+        sys.stdout.write(shown.review_csv(reviews))
+    elif output is ReviewOutput.html:
+        sys.stdout.write(shown.review_html(reviews, now, idle_after))
+    else:
+        typer.echo(shown.review_table(reviews))
+
+
 @audit_app.command("serve")
 def audit_serve(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Serve the audit webhook (the `audit:` section) alone; use is written to the ledger every flush_interval

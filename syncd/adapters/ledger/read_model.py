@@ -238,6 +238,13 @@ class ReadModel:
                           .order_by(CredentialRow.id)).all()  # type: ignore[arg-type]
         return {cluster: purpose_from_json(purpose) for cluster, purpose in rows}  # the newest last
 
+    def first_issued(self) -> dict[tuple[str, str], datetime]:
+        """When each person (by id) was first issued a credential on each cluster."""
+        with self.database.session() as s:
+            rows = s.exec(select(CredentialRow.person_id, CredentialRow.cluster, func.min(CredentialRow.issued_at))
+                          .group_by(CredentialRow.person_id, CredentialRow.cluster)).all()  # type: ignore[arg-type]
+        return {(person_id, cluster): aware(first) for person_id, cluster, first in rows}  # type: ignore[misc]
+
     def last_used(self) -> dict[tuple[str, str], datetime]:
         """When each person (by key) last used a credential on each cluster, as the audit events told."""
         with self.database.session() as s:
