@@ -338,7 +338,7 @@ class KubernetesCluster:
         except NotFound:
             return None
         return tuple(RbacRule(tuple(rule.verbs or ()), tuple(rule.api_groups or ()), tuple(rule.resources or ()),
-                              tuple(rule.non_resource_ur_ls or ())) for rule in found.rules or ())
+                              tuple(rule.non_resource_urls or ())) for rule in found.rules or ())
 
     def token_authenticates(self, token: str) -> bool:
         """Ask the API server (TokenReview) whether this token still logs in."""
