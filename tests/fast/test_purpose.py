@@ -40,3 +40,14 @@ def test_a_credential_records_its_purpose_and_a_rescope_follows_the_rules(tmp_pa
         assert "team-a engineers" in render.credentials_text(engine.read_model.credentials())
         (again,) = engine.reconcile("hr")
         assert not again.plan.actions, "a recorded purpose that matches the policy planned work"
+
+
+def test_usage_shows_the_purpose_of_each_cluster_s_newest_credential_a_leaver_s_too(tmp_path):
+    source, clusters = FakeSource("hr", ALICE), fake_clusters("dev")
+    with make_engine(make_settings(tmp_path), source, clusters) as engine:
+        engine.reconcile("hr")
+        source.set()
+        engine.reconcile("hr", allow_mass_revocation=True)
+        purposes = engine.read_model.purposes("1")
+    assert render.usage_json("1", "alice", [], purposes)["purpose"] == {"dev": ["developers"]}
+    assert "purpose on dev: developers" in render.usage_text("1", "alice", [], purposes)
