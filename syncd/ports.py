@@ -22,11 +22,13 @@ from syncd.core.model import (
     KnownPerson,
     ObservedBinding,
     ObservedCluster,
+    Purpose,
     Scope,
     Snapshot,
     fingerprint,
     token_claims,
 )
+from syncd.core.review import RbacRule, Role
 from syncd.core.usage import DayUsage, UsageKey
 
 AUDIT_FILES = "audit-files"  # the watch cursors' "source" under which each audit log file's cursor is kept, by path
@@ -105,6 +107,10 @@ class Cluster(Protocol):
         ...
 
     def missing_roles(self, scopes: Iterable[Scope]) -> frozenset[Scope]: ...
+
+    def role_rules(self, role: Role) -> tuple[RbacRule, ...] | None:
+        """The rules of a ClusterRole or Role, read live; None when it does not exist."""
+        ...
 
     def endpoint(self) -> Endpoint: ...
 
@@ -231,10 +237,11 @@ class Journal(Protocol):
     def record_holds(self, run_id: str | None, held: Collection[Event]) -> int: ...
 
     def record_token(self, source: str, identity: Identity, cluster: str, scopes: frozenset[Scope],
-                     token: NewCredential, *, grace: timedelta | None, reason: str) -> None: ...
+                     token: NewCredential, *, grace: timedelta | None, reason: str,
+                     purpose: Purpose | None = None) -> None: ...
 
     def record_delivery(self, run_id: str | None, source: str, identity: Identity, event: Event, kubeconfig: str,
-                        intent_id: int | None) -> None: ...
+                        intent_id: int | None, *, purpose: Purpose | None = None) -> None: ...
 
     def undo_credential(self, person_id: str, cluster: str, fingerprint: str, *, delivered: str | None) -> None: ...
 

@@ -39,6 +39,7 @@ from syncd.core.model import (
     person_key,
     service_account_name,
 )
+from syncd.core.review import RbacRule, Role
 from syncd.errors import ClusterUnavailable, Conflict, NotFound, SourceUnavailable, SyncdError
 from syncd.ports import IssuedToken, ServiceAccountRef
 
@@ -102,6 +103,7 @@ class FakeCluster:
         self.namespaces: set[str] = {"default", "kube-system", *namespaces}
         self.cluster_roles: set[str] = set(cluster_roles)
         self.roles: set[tuple[str, str]] = set(roles)  # (namespace, name)
+        self.rules: dict[Role, tuple[RbacRule, ...]] = {}  # of the roles above; () where not given
         self.service_accounts: dict[str, FakeObject] = {}
         self.secrets: dict[str, FakeObject] = {}
         self.bindings: dict[tuple[str | None, str], FakeObject] = {}  # (namespace or None, name)
@@ -185,6 +187,13 @@ class FakeCluster:
                           if s.role_kind is RoleKind.CLUSTER_ROLE and s.role_name not in self.cluster_roles}
                          | {s for s in scopes if s.role_kind is RoleKind.ROLE and s.namespace is not None
                             and (s.namespace, s.role_name) not in self.roles})
+
+    @serialised
+    def role_rules(self, role: Role) -> tuple[RbacRule, ...] | None:
+        self._call(f"read {role.kind} {role.name}")
+        exists = (role.name in self.cluster_roles if role.kind is RoleKind.CLUSTER_ROLE
+                  else (role.namespace, role.name) in self.roles)
+        return self.rules.get(role, ()) if exists else None
 
     @serialised
     def token_authenticates(self, token: str) -> bool:

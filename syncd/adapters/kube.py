@@ -51,6 +51,7 @@ from syncd.core.model import (
     person_key,
     service_account_name,
 )
+from syncd.core.review import RbacRule, Role
 from syncd.errors import (
     ClusterRejected,
     ClusterUnavailable,
@@ -325,6 +326,19 @@ class KubernetesCluster:
             missing |= {Scope(namespace, RoleKind.ROLE, name)
                         for name in names - {role.metadata.name for role in found}}
         return frozenset(missing)
+
+    def role_rules(self, role: Role) -> tuple[RbacRule, ...] | None:
+        """The rules of a ClusterRole (an aggregated one's as aggregated) or Role; None when it does not exist."""
+        try:
+            if role.kind is RoleKind.CLUSTER_ROLE:
+                found = self._call(f"read ClusterRole {role.name}", self.rbac.read_cluster_role, role.name)
+            else:
+                found = self._call(f"read Role {role.namespace}/{role.name}", self.rbac.read_namespaced_role,
+                                   role.name, role.namespace)
+        except NotFound:
+            return None
+        return tuple(RbacRule(tuple(rule.verbs or ()), tuple(rule.api_groups or ()), tuple(rule.resources or ()),
+                              tuple(rule.non_resource_urls or ())) for rule in found.rules or ())
 
     def token_authenticates(self, token: str) -> bool:
         """Ask the API server (TokenReview) whether this token still logs in."""

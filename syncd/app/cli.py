@@ -360,7 +360,9 @@ def usage(
         people = ledger.people_named(person)
         if not people:
             raise InputError(f"no person with id or username {person!r} in the ledger")
-        found = [(pid, name, ledger.usage(person_key(pid), cluster=cluster, since=since)) for pid, name in people]
+        found = [(pid, name, ledger.usage(person_key(pid), cluster=cluster, since=since),
+                  {on: purpose for on, purpose in ledger.purposes(pid).items() if cluster in (None, on)})
+                 for pid, name in people]
     if output is Output.json:
         typer.echo(json.dumps([render.usage_json(*one) for one in found], indent=2))
     else:
@@ -403,6 +405,45 @@ def access_resume(
         person_id, username, clusters = engine.resume(person, cluster, reason)
     typer.echo(f"resumed {username} (id {person_id}) on {', '.join(clusters)}; the next reconcile gives access back "
                "if the source still entitles them")
+
+
+class ReviewOutput(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    html = "html"
+
+
+@app.command()
+def review(
+    config: ConfigOption = DEFAULT_CONFIG,
+    cluster: Annotated[str | None, typer.Option(help="This cluster only.")] = None,
+    output: Annotated[ReviewOutput, typer.Option("--output", "-o", help="table, json, csv or html (one file).")]
+    = ReviewOutput.table,
+) -> None:
+    """Who has what, for an access review: per person and cluster each scope, the policy rules that grant it,
+    whether its role is privileged (read live from the cluster), token expiry, last use. Changes nothing."""
+    from syncd.app import review as shown
+    from syncd.runtime.review import access_review
+
+    settings = load_settings(config)
+    now = datetime.now(UTC)
+    idle_after = settings.usage.idle_after
+    clusters = {c.name: KubernetesCluster(c) for c in settings.clusters if cluster in (None, c.name)}
+    try:
+        with _read_only(config) as ledger:
+            reviews = access_review(ledger, clusters, now, idle_after=idle_after, cluster=cluster)
+    finally:
+        for opened in clusters.values():
+            opened.close()
+    if output is ReviewOutput.json:
+        typer.echo(json.dumps(shown.review_json(reviews, now, idle_after), indent=2))
+    elif output is ReviewOutput.csv:
+        sys.stdout.write(shown.review_csv(reviews))
+    elif output is ReviewOutput.html:
+        sys.stdout.write(shown.review_html(reviews, now, idle_after))
+    else:
+        typer.echo(shown.review_table(reviews))
 
 
 @audit_app.command("serve")

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from syncd.adapters.ledger.tables import CredentialRow, EventRow, aware
-from syncd.core.model import Scope, person_key
+from syncd.adapters.ledger.tables import CredentialRow, EventRow, aware, purpose_from_json
+from syncd.core.model import Purpose, Scope, person_key, purpose_rules
 from syncd.core.plan import Action, Kind, Plan
 from syncd.core.usage import DayUsage, UsageKey, token_last_used, top
 from syncd.runtime.engine import RunReport
@@ -107,12 +107,22 @@ def _last_used(row: CredentialRow, last_used: LastUsed) -> datetime | None:
                            aware(row.issued_at), aware(row.revoked_at))  # type: ignore[arg-type]
 
 
+def purpose_json(purpose: Purpose | None) -> list[str] | None:
+    """The names of the rules that grant a credential; None when its purpose was never recorded."""
+    return None if purpose is None else list(purpose_rules(purpose))
+
+
+def purpose_text(purpose: Purpose | None) -> str:
+    return "(not recorded)" if purpose is None else ", ".join(purpose_rules(purpose)) or "-"
+
+
 def credential_json(row: CredentialRow, username: str, scopes: frozenset[Scope],
                     last_used: LastUsed | None = None) -> dict[str, Any]:
     when = _when  # short, for the many times below
     return {
         "owner": username, "person_id": row.person_id, "cluster": row.cluster, "state": row.state,
         "fingerprint": row.fingerprint, "secret": row.secret_name, "scopes": sorted(str(s) for s in scopes),
+        "purpose": purpose_json(purpose_from_json(row.purpose)),
         "issued_at": when(row.issued_at), "expires_at": when(row.expires_at), "retire_at": when(row.retire_at),
         "revoked_at": when(row.revoked_at), "revoke_reason": row.revoke_reason, "rejected_at": when(row.rejected_at),
         "last_used": when(_last_used(row, last_used or {})),
@@ -122,7 +132,7 @@ def credential_json(row: CredentialRow, username: str, scopes: frozenset[Scope],
 def credentials_text(rows: list[tuple[CredentialRow, str, frozenset[Scope]]],
                      last_used: LastUsed | None = None) -> str:
     header = f"{'OWNER':<16} {'CLUSTER':<10} {'STATE':<9} {'FINGERPRINT':<24} {'ISSUED (LAST ROTATION)':<20} " \
-             f"{'EXPIRES':<20} {'LAST USED':<20} SCOPES"
+             f"{'EXPIRES':<20} {'LAST USED':<20} {'PURPOSE':<20} SCOPES"
     lines = [header]
     for row, username, scopes in rows:
         state = row.state + (f" ({row.revoke_reason})" if row.state != "active" and row.revoke_reason else "")
@@ -130,6 +140,7 @@ def credentials_text(rows: list[tuple[CredentialRow, str, frozenset[Scope]]],
         lines.append(f"{username:<16} {row.cluster:<10} {state:<9} {row.fingerprint[:24]:<24} "
                      f"{row.issued_at:%Y-%m-%d %H:%M:%S}  {row.expires_at:%Y-%m-%d %H:%M:%S}  "
                      f"{f'{used:%Y-%m-%d %H:%M:%S}' if used else 'never':<20} "
+                     f"{purpose_text(purpose_from_json(row.purpose)):<20} "
                      f"{', '.join(sorted(str(s) for s in scopes)) or '-'}")
     return "\n".join(lines)
 
@@ -151,8 +162,14 @@ def accesses_text(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def usage_json(person_id: str, username: str, days: list[tuple[UsageKey, DayUsage]]) -> dict[str, Any]:
-    return {"person_id": person_id, "username": username, "days": [
+Purposes = Mapping[str, Purpose | None]  # cluster -> the purpose of the person's newest credential there
+
+
+def usage_json(person_id: str, username: str, days: list[tuple[UsageKey, DayUsage]],
+               purposes: Purposes | None = None) -> dict[str, Any]:
+    return {"person_id": person_id, "username": username,
+            "purpose": {cluster: purpose_json(purpose) for cluster, purpose in sorted((purposes or {}).items())},
+            "days": [
         {"day": on.isoformat(), "cluster": cluster, "credential_id": credential_id or None,
          "requests": day.requests, "denied": day.denied, "first_use": _when(day.first), "last_use": _when(day.last),
          "source_ips": day.source_ips, "user_agents": day.user_agents, "verbs": day.verbs,
@@ -160,13 +177,16 @@ def usage_json(person_id: str, username: str, days: list[tuple[UsageKey, DayUsag
         for (_, cluster, on, credential_id), day in days]}
 
 
-def usage_text(person_id: str, username: str, days: list[tuple[UsageKey, DayUsage]]) -> str:
+def usage_text(person_id: str, username: str, days: list[tuple[UsageKey, DayUsage]],
+               purposes: Purposes | None = None) -> str:
+    granted = [f"  purpose on {cluster}: {purpose_text(purpose)}"
+               for cluster, purpose in sorted((purposes or {}).items())]
     if not days:
-        return f"{username} (id {person_id}): no use recorded"
+        return "\n".join([f"{username} (id {person_id}): no use recorded", *granted])
     first, last = min(day.first for _, day in days), max(day.last for _, day in days)
     lines = [f"{username} (id {person_id}): {sum(d.requests for _, d in days)} request(s), "
              f"{sum(d.denied for _, d in days)} denied; first use {first:%Y-%m-%d %H:%M:%S}, last use "
-             f"{last:%Y-%m-%d %H:%M:%S}",
+             f"{last:%Y-%m-%d %H:%M:%S}", *granted,
              f"{'DAY':<10}  {'CLUSTER':<10} {'REQUESTS':>8} {'DENIED':>6}  {'LAST USE':<8}  {'SOURCE IPS':<20} "
              f"TOP VERBS / RESOURCES / NAMESPACES"]
     for (_, cluster, on, _), day in days:

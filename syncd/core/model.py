@@ -83,14 +83,28 @@ class Scope:
         return hashlib.sha256(str(self).encode()).hexdigest()[:10]
 
 
+Purpose = frozenset[tuple[Scope, str]]  # why access is granted: each scope with the name of a policy rule granting it
+
+
+def purpose_rules(purpose: Purpose) -> tuple[str, ...]:
+    """The names of the rules behind a purpose, sorted."""
+    return tuple(sorted({rule for _, rule in purpose}))
+
+
+def rules_granting(purpose: Purpose, scope: Scope) -> tuple[str, ...]:
+    """The names of the rules that grant this scope, sorted."""
+    return tuple(sorted(rule for granted, rule in purpose if granted == scope))
+
+
 @dataclass(frozen=True)
 class Access:
-    """Everything one person may do on one cluster, and the life of the token that carries it."""
+    """Everything one person may do on one cluster, the life of the token that carries it, and why (`purpose`)."""
 
     cluster: str
     scopes: frozenset[Scope]
     token_ttl: timedelta
     rotation_period: timedelta
+    purpose: Purpose = frozenset()
 
 
 @dataclass(frozen=True)
@@ -176,6 +190,7 @@ class Reason(StrEnum):
     VANISHED = "vanished"
     STALE = "stale"
     DRIFT = "drift"
+    PURPOSE = "purpose"  # the same scopes, now granted by other policy rules: the recorded purpose follows
     RELOCATE = "relocate"  # delivered under the old layout (DIRECTORY/USERNAME/): a fresh token in the person's folder
     LEAVER = "leaver"
     DISABLED = "disabled"
@@ -207,6 +222,7 @@ class KnownCredential:
     issued_at: datetime
     expires_at: datetime
     retire_at: datetime | None = None  # set once replaced: the old token stays valid until then
+    purpose: Purpose | None = None  # the rules that grant it; None when recorded before syncd kept purposes
 
 
 @dataclass(frozen=True, slots=True)

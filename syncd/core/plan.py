@@ -397,6 +397,8 @@ def _plan_person_on_cluster(
         actions.append(Action(Kind.RESCOPE, Reason.RENAME, **common))
     elif create or delete:
         actions.append(Action(Kind.REPAIR, Reason.DRIFT, **common))
+    elif credential.purpose is not None and credential.purpose != desired.purpose:
+        actions.append(Action(Kind.RESCOPE, Reason.PURPOSE, **common))
 
     renewal = inputs.lifecycle.renewal(credential, desired, inputs.now)
     if renewal is not None:

@@ -119,6 +119,7 @@ class Policy(Strict):
         if not identity.active:
             return {}
         scopes: dict[str, set[Scope]] = {}
+        purposes: dict[str, set[tuple[Scope, str]]] = {}
         ttls: dict[str, list[timedelta]] = {}
         rotations: dict[str, list[timedelta]] = {}
         groups = self.groups_of(identity)
@@ -127,10 +128,12 @@ class Policy(Strict):
                 continue
             for grant in rule.grant:
                 scopes.setdefault(grant.cluster, set()).update(grant.scopes())
+                purposes.setdefault(grant.cluster, set()).update((scope, rule.name) for scope in grant.scopes())
                 ttls.setdefault(grant.cluster, []).append(grant.token_ttl or self.defaults.token_ttl)
                 rotations.setdefault(grant.cluster, []).append(grant.rotation_period or self.defaults.rotation_period)
         # Where rules disagree on lifetimes, the strictest wins.
         return {
-            cluster: Access(cluster, frozenset(found), min(ttls[cluster]), min(rotations[cluster]))
+            cluster: Access(cluster, frozenset(found), min(ttls[cluster]), min(rotations[cluster]),
+                            frozenset(purposes[cluster]))
             for cluster, found in scopes.items()
         }

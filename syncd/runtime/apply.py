@@ -298,8 +298,9 @@ class Applier:
             # a working token the ledger does not know; recovery undoes one recorded but not delivered.
             self.journal.record_token(source, action.identity, action.cluster, action.after,
                                       NewCredential(token.secret_name, token.fingerprint, token.issued_at,
-                                                    token.expires_at, token.jti),
-                                      grace=self.lifecycle.grace(action.kind), reason=str(action.reason))
+                                                   token.expires_at, token.jti),
+                                      grace=self.lifecycle.grace(action.kind), reason=str(action.reason),
+                                      purpose=action.access.purpose)
         try:
             kubeconfig = self._deliver(cluster, action, token)
         except Exception:
@@ -309,7 +310,8 @@ class Applier:
 
         self.journal.record_delivery(self.run_id, source, action.identity,
                                      self._event(action, fingerprint=token.fingerprint if token else None),
-                                     str(kubeconfig or ""), intent)
+                                     str(kubeconfig or ""), intent,
+                                     purpose=action.access.purpose if action.access else None)
         if action.old_kubeconfig and token is not None:
             # Delivered under the old layout (DIRECTORY/USERNAME/): those files go only if they hold this person's
             # token; another person with that username may have been delivered there.

@@ -15,6 +15,7 @@ import yaml
 from syncd.adapters.kube import KubernetesCluster
 from syncd.config import ClusterSettings
 from syncd.core.model import UNOWNED, RoleKind, Scope, binding_name, person_key, service_account_name
+from syncd.core.review import Role
 from syncd.errors import ClusterUnavailable, Conflict, NotFound
 from syncd.ports import Cluster
 from tests.conftest import ControlPlane, free_port
@@ -162,8 +163,14 @@ class ClusterContract:
         assert setup.cluster.missing_roles([present, absent, no_role]) == {
             Scope(None, RoleKind.CLUSTER_ROLE, absent.role_name), no_role}
 
+    def test_a_role_s_rules_are_read_and_a_missing_role_is_none(self, setup: Setup):
+        assert isinstance(setup.cluster.role_rules(Role(RoleKind.CLUSTER_ROLE, "view")), tuple)
+        assert setup.cluster.role_rules(Role(RoleKind.CLUSTER_ROLE, f"no-such-{uuid.uuid4().hex[:6]}")) is None
+        assert setup.cluster.role_rules(Role(RoleKind.ROLE, "deployer", setup.team)) is None
+
     def test_an_unreachable_cluster_is_unavailable(self, setup: Setup):
         for call in (lambda c: c.observe(), lambda c: c.ensure_namespace(),
+                     lambda c: c.role_rules(Role(RoleKind.CLUSTER_ROLE, "view")),
                      lambda c: c.delete_token_secret("syncd-x-abcde"), lambda c: c.token_authenticates("x.y.z")):
             with pytest.raises(ClusterUnavailable):
                 call(setup.unreachable)

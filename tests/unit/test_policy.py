@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.core.model import Identity, RoleKind, Scope
+from syncd.core.model import Identity, RoleKind, Scope, purpose_rules, rules_granting
 from syncd.core.policy import Policy
 
 POLICY = Policy.model_validate({"rules": [
@@ -36,6 +36,23 @@ def test_union_of_matching_rules():
     assert access["prod"].scopes == {Scope("ops", RoleKind.ROLE, "ops")}
     assert access["prod"].token_ttl.total_seconds() == 3600
     assert access["dev"].token_ttl.total_seconds() == 8 * 3600
+
+
+def test_purpose_names_each_rule_granting_each_scope_on_its_cluster():
+    access = POLICY.access_for(who("developers", "sre", department="platform"))
+    view_a, edit_a = Scope("a", RoleKind.CLUSTER_ROLE, "view"), Scope("a", RoleKind.CLUSTER_ROLE, "edit")
+    assert purpose_rules(access["dev"].purpose) == ("devs", "platform sre")
+    assert rules_granting(access["dev"].purpose, edit_a) == ("devs",)
+    assert rules_granting(access["dev"].purpose, view_a) == ("platform sre",)
+    assert purpose_rules(access["prod"].purpose) == ("platform sre",)
+
+
+def test_two_rules_granting_one_scope_are_both_its_purpose():
+    policy = Policy.model_validate({"rules": [
+        {"name": name, "match": {"groups": [name]}, "grant": [{"cluster": "dev", "namespaces": ["a"], "role": "edit"}]}
+        for name in ("oncall", "developers")]})
+    access = policy.access_for(who("developers", "oncall"))["dev"]
+    assert rules_granting(access.purpose, Scope("a", RoleKind.CLUSTER_ROLE, "edit")) == ("developers", "oncall")
 
 
 def test_inactive_person_gets_nothing():

@@ -29,13 +29,14 @@ from syncd.adapters.ledger.tables import (
     WatchCursorRow,
     aware,
     event_hash,
+    purpose_to_json,
     scopes_to_json,
     usage_from_row,
     usage_row,
     utc,
 )
 from syncd.core.lifecycle import retire_at
-from syncd.core.model import CredentialState, Identity
+from syncd.core.model import CredentialState, Identity, Purpose
 from syncd.core.usage import DayUsage, UsageKey
 from syncd.ports import AUDIT_FILES, Event, Intent, NewCredential, RunRef
 
@@ -201,9 +202,10 @@ class Journal:
     # Credentials, with the identity and access records behind them
 
     def record_token(self, source: str, identity: Identity, cluster: str, scopes: frozenset, token: NewCredential,
-                     *, grace: timedelta | None, reason: str) -> None:
-        """A token just issued, recorded before its file is written: the person's active credential is replaced
-        (it retires after `grace`, never past its expiry, or is revoked now when `grace` is None)."""
+                     *, grace: timedelta | None, reason: str, purpose: Purpose | None = None) -> None:
+        """A token just issued, recorded before its file is written, with the rules that grant it (`purpose`): the
+        person's active credential is replaced (it retires after `grace`, never past its expiry, or is revoked now
+        when `grace` is None)."""
         def work(s: Session) -> None:
             self._save_identity(s, source, identity)
             self._save_access(s, identity.id, cluster, scopes, "")
@@ -220,17 +222,23 @@ class Journal:
                 s.add(row)
             s.add(CredentialRow(person_id=identity.id, cluster=cluster, secret_name=token.secret_name,
                                 fingerprint=token.fingerprint, issued_at=utc(token.issued_at),
-                                expires_at=utc(token.expires_at), jti=token.jti or None))
+                                expires_at=utc(token.expires_at), jti=token.jti or None,
+                                purpose=None if purpose is None else purpose_to_json(purpose)))
 
         self._write(work)
 
     def record_delivery(self, run_id: str | None, source: str, identity: Identity, event: Event, kubeconfig: str,
-                        intent_id: int | None) -> None:
+                        intent_id: int | None, *, purpose: Purpose | None = None) -> None:
         """An action that grants access, done: the person, their access (`event.after`, delivered to
-        `kubeconfig`), its event and the end of its intent."""
+        `kubeconfig`), its event and the end of its intent. Every live credential there (one ServiceAccount holds
+        them all) records `purpose`, when given."""
         def work(s: Session) -> None:
             self._save_identity(s, source, identity)
             self._save_access(s, event.person_id, event.cluster or "", event.after, kubeconfig)
+            if purpose is not None:
+                for row in self._live(s, event.person_id, event.cluster or ""):
+                    row.purpose = purpose_to_json(purpose)
+                    s.add(row)
             self._record(s, run_id, event)
             self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
 

@@ -26,6 +26,7 @@ from syncd.adapters.ledger.tables import (
     WatchCursorRow,
     aware,
     event_hash,
+    purpose_from_json,
     scopes_from_json,
     usage_from_row,
     utc,
@@ -37,6 +38,7 @@ from syncd.core.model import (
     KnownAccess,
     KnownCredential,
     KnownPerson,
+    Purpose,
     Scope,
     person_key,
 )
@@ -79,7 +81,7 @@ class ReadModel:
         retiring: dict[tuple[str, str], list[KnownCredential]] = {}
         for row in sorted(credentials, key=lambda r: r.issued_at):
             known = KnownCredential(row.secret_name, row.fingerprint, aware(row.issued_at), aware(row.expires_at),
-                                    aware(row.retire_at))
+                                    aware(row.retire_at), purpose_from_json(row.purpose))
             key = (row.person_id, row.cluster)
             if row.state == CredentialState.ACTIVE:
                 active[key] = known
@@ -231,6 +233,14 @@ class ReadModel:
         with self.database.session() as s:
             rows = s.exec(query.order_by(UsageDayRow.day, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
         return [usage_from_row(row) for row in rows]
+
+    def purposes(self, person_id: str) -> dict[str, Purpose | None]:
+        """The purpose of the person's newest credential on each cluster, revoked ones too (a leaver's last)."""
+        with self.database.session() as s:
+            rows = s.exec(select(CredentialRow.cluster, CredentialRow.purpose)
+                          .where(CredentialRow.person_id == person_id)
+                          .order_by(CredentialRow.id)).all()  # type: ignore[arg-type]
+        return {cluster: purpose_from_json(purpose) for cluster, purpose in rows}  # the newest last
 
     def last_used(self, keys: Collection[str] | None = None) -> dict[tuple[str, str], datetime]:
         """When each person (by key), or only these people (past ID_LIST_LIMIT of them, read from everyone), last

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 
 from sqlmodel import Field, SQLModel
 
-from syncd.core.model import CredentialState, RoleKind, Scope
+from syncd.core.model import CredentialState, Purpose, RoleKind, Scope
 from syncd.core.usage import DayUsage, UsageKey
 
 
@@ -56,6 +56,8 @@ class CredentialRow(SQLModel, table=True):
     revoke_reason: str | None = None
     rejected_at: datetime | None = None  # when a TokenReview first confirmed the token no longer works
     jti: str | None = Field(default=None, index=True)  # the token's jti claim (Kubernetes 1.29+): audit events name it
+    purpose: str | None = None  # JSON list of [namespace, role kind, role, rule]: the rules that grant it (None: not
+    # recorded, issued before syncd kept purposes)
 
 
 class RunRow(SQLModel, table=True):
@@ -198,6 +200,16 @@ def scopes_to_json(scopes: Iterable[Scope]) -> str:
 
 def scopes_from_json(text: str) -> frozenset[Scope]:
     return frozenset(Scope(ns, RoleKind(kind), name) for ns, kind, name in json.loads(text))
+
+
+def purpose_to_json(purpose: Purpose) -> str:
+    return json.dumps([[s.namespace, str(s.role_kind), s.role_name, rule] for s, rule in sorted(purpose)])
+
+
+def purpose_from_json(text: str | None) -> Purpose | None:
+    if text is None:
+        return None
+    return frozenset((Scope(ns, RoleKind(kind), name), rule) for ns, kind, name, rule in json.loads(text))
 
 
 def event_hash(row: EventRow) -> str:

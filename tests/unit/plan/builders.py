@@ -12,6 +12,7 @@ from syncd.core.model import (
     ObservedAccount,
     ObservedBinding,
     ObservedCluster,
+    Purpose,
     RoleKind,
     Scope,
     Snapshot,
@@ -50,8 +51,9 @@ def person(pid: str = "1001", username: str = "alice", groups: tuple[str, ...] =
 
 
 def credential(issued: datetime = NOW - timedelta(hours=1), ttl: timedelta = timedelta(hours=8),
-               secret: str = "syncd-1001-abcde", retire_at: datetime | None = None) -> KnownCredential:
-    return KnownCredential(secret, "sha256:00", issued, issued + ttl, retire_at)
+               secret: str = "syncd-1001-abcde", retire_at: datetime | None = None,
+               purpose: Purpose | None = None) -> KnownCredential:
+    return KnownCredential(secret, "sha256:00", issued, issued + ttl, retire_at, purpose)
 
 
 def known(pid: str = "1001", username: str = "alice", scopes: tuple[Scope, ...] = (EDIT_A,),
