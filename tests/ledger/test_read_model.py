@@ -124,3 +124,20 @@ def test_held_revocations_are_the_people_still_waiting_on_a_hold(ledger: Ledger)
     ledger.journal.record(other, Event("p1", "p1", "revoke", "leaver", cluster="dev", result="held"))
     assert ledger.read_model.held_revocations("idp") == {"u2", "u3"}
     assert ledger.read_model.held_revocations("hr") == {"p1"}
+
+
+def test_mass_holds_are_the_people_the_limits_hold_in_the_window_until_a_human_approves(ledger: Ledger):
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    why = "60% of credential holders would lose access, ...; pass --allow-mass-revocation if that is intended"
+    burst = ledger.journal.start_run("idp", dry_run=False)
+    for person in ("u1", "u2", "u3"):
+        ledger.journal.record(burst, Event(person, person, "revoke", "disabled", cluster="dev", result="held",
+                                           error=why))
+    ledger.journal.record(burst, Event("u1", "u1", "revoke", "disabled", cluster="dev"))  # applied since
+    ledger.journal.record(burst, Event("p1", "p1", "revoke", "leaver", cluster="dev", result="held",
+                                       error="the source read was partial; nothing is revoked from partial data"))
+    assert ledger.read_model.mass_holds("idp", since) == {"u2", "u3"}
+    assert ledger.read_model.mass_holds("idp", datetime.now(UTC) + timedelta(seconds=1)) == set()  # window past
+    assert ledger.read_model.mass_holds("hr", since) == set()
+    ledger.journal.start_run("idp", dry_run=False, approved=True)  # a human saw them
+    assert ledger.read_model.mass_holds("idp", since) == set()
