@@ -115,7 +115,8 @@ class SourceWatch:
                     pending.people |= batch.people
                     pending.full_read |= batch.full_read
                     pending.cookies |= batch.cookies
-                    if time.monotonic() - first < gather.gather_max_delay.total_seconds():
+                    # A full read (a first refresh, a forgotten cookie) reads everyone: nothing to gather for.
+                    if not pending.full_read and time.monotonic() - first < gather.gather_max_delay.total_seconds():
                         continue
                 if pending and self._apply(pending):
                     pending = Batch()
