@@ -86,6 +86,13 @@ class LdapWatch(Strict):
         "content sync; psearch: persistent search (no cookie: a full read after each (re)connect); dirsync: AD's "
         "changes since a cookie, asked for every `interval`; poll: no watch, only the scheduled polls.")
     interval: Duration = Field(timedelta(seconds=2), description="How often a DirSync watch asks for changes.")
+    gather_quiet: Duration = Field(
+        timedelta(milliseconds=300), description="After a change, wait until the directory has been quiet this long "
+        "and apply everything gathered as one targeted run, so that the safety thresholds see a burst (an OU "
+        "deleted) whole and hold it whole rather than after its first dozen revocations.")
+    gather_max_delay: Duration = Field(
+        timedelta(seconds=1), description="Longest wait after the first change gathered: changes that keep coming "
+        "are applied this often at most (a leaver's latency bound under constant change).")
     backoff: Duration = Field(timedelta(seconds=1), description="Wait before reconnecting a lost watch; doubles.")
     max_backoff: Duration = Field(timedelta(seconds=30), description="Longest wait between reconnections.")
     keepalive: Duration = Field(

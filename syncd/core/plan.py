@@ -152,12 +152,16 @@ class Plan:
         return bool(self.actions)
 
 
+ALLOW_MASS_REVOCATION = "pass --allow-mass-revocation"  # ends every reason the mass-revocation limits give
+
+
 @dataclass(frozen=True)
 class RevocationCounts:
     """What a targeted run counts toward the mass-revocation limits; a full run counts its own plan."""
 
     recent_revocations: int = 0  # holders this source revoked lately (targeted runs, not approved ones): they count
     credential_holders: int | None = None  # a targeted run knows only its people; the ledger counts the rest
+    held_revocations: int = 0  # holders outside this run whose revocation those limits hold lately: they count too
 
 
 @dataclass(frozen=True)
@@ -497,21 +501,22 @@ def _unsafe(actions: list[Action], known: Mapping[str, KnownPerson], snapshot: S
     if not revoking:
         return None
     if not (len(snapshot.identities) if snapshot.population is None else snapshot.population):
-        return "the source returned no people at all; pass --allow-mass-revocation if that is true"
+        return f"the source returned no people at all; {ALLOW_MASS_REVOCATION} if that is true"
     holders = {pid for pid, person in known.items() if any(a.credential for a in person.access.values())}
     # Holders before this plan: the ledger's count for a targeted run (it knows only its people), plus the
     # people the window's runs revoked, who held one until then.
     held = (len(holders) if counts.credential_holders is None else counts.credential_holders) \
         + counts.recent_revocations
-    losing = len(revoking & holders) + counts.recent_revocations
+    # People whose revocation is held still hold their credential: they are among the holders already.
+    losing = len(revoking & holders) + counts.recent_revocations + counts.held_revocations
     if losing > safety.max_revocations:
         return (f"{losing} people would lose access, more than safety.max_revocations="
-                f"{safety.max_revocations}; pass --allow-mass-revocation if that is intended")
+                f"{safety.max_revocations}; {ALLOW_MASS_REVOCATION} if that is intended")
     percent = min(100.0, 100.0 * losing / max(held, 1))
     if held >= 10 and percent > safety.max_revocation_percent:
         return (f"{percent:.0f}% of credential holders would lose access, more than "
                 f"safety.max_revocation_percent={safety.max_revocation_percent:g}; "
-                "pass --allow-mass-revocation if that is intended")
+                f"{ALLOW_MASS_REVOCATION} if that is intended")
     return None
 
 

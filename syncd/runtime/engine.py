@@ -334,7 +334,8 @@ class Engine:
         if only is not None:
             since = now - self.settings.safety.targeted_window
             counts = RevocationCounts(self.read_model.recent_revocations(snapshot.source, since),
-                                      self.read_model.credential_holders(snapshot.source))
+                                      self.read_model.credential_holders(snapshot.source),
+                                      len(self.read_model.mass_holds(snapshot.source, since) - only))
         # A targeted run reads only its people from the ledger and the clusters.
         observed = self._observe(report, only, deadline)
         usage = self.settings.usage

@@ -45,6 +45,37 @@ def test_readyz_and_metrics_show_the_watch_and_a_leaver_goes_through_it(ldap_wor
     assert daemon.stop() == 0
 
 
+def test_a_mass_delete_is_quarantined_whole_until_allowed_then_leavers_are_ordinary(ldap_world: World,
+                                                                                     directory: Directory,
+                                                                                     start_daemon):
+    dns = [directory.person(f"p{n:02}") for n in range(70)]
+    directory.group("developers", *dns)
+    keys = [person_key(directory.entry_uuid(dn)) for dn in dns]
+    ldap_world.configure(sources=[directory.source_settings(watch=WATCH)])
+    daemon = start_daemon()
+    daemon.wait_until(lambda: all(ldap_world.ours("rolebindings", key) for key in keys), "everyone issued",
+                      timeout=180)
+    daemon.wait_until(lambda: watch_state(daemon)["state"] == "connected", "watch connected")
+
+    directory.server.delete(*dns[:60])  # an OU emptied by mistake, in one ldapdelete
+    daemon.wait_until(lambda: daemon.get_json("/readyz")[1]["held_revocations"] == {"directory": 60},
+                      "the 60 held", timeout=120)
+    assert daemon.metric("syncd_quarantined_revocations", source="directory") == 60
+    (warned,) = [e for e in daemon.log_events() if e.get("event", "").startswith("quarantine revocations")]
+    assert (warned["job"], warned["held"]) == ("watch:directory", 60)
+    assert daemon.revocations() == []
+    assert all(ldap_world.ours("rolebindings", key) for key in keys)
+
+    ldap_world.reconcile("--allow-mass-revocation")  # a human allows it, beside the running daemon
+    assert not any(ldap_world.ours("rolebindings", key) for key in keys[:60])
+    directory.server.delete(dns[60])  # then an ordinary leaver: revoked by the watch, not held
+    daemon.wait_until(lambda: not ldap_world.ours("rolebindings", keys[60]), "the ordinary leaver revoked")
+    daemon.wait_until(lambda: daemon.get_json("/readyz")[1]["held_revocations"] == {"directory": 0},
+                      "no hold left")
+    assert all(ldap_world.ours("rolebindings", key) for key in keys[61:])
+    assert daemon.stop() == 0
+
+
 def test_a_frozen_slapd_shows_as_reconnecting_then_connected(ldap_world: World, own_slapd: Slapd,  # noqa: F811
                                                              start_daemon):
     directory = Directory(own_slapd, "frozen").create()

@@ -62,6 +62,46 @@ def test_a_mass_revocation_is_held_until_allowed(rig: Rig):
     assert len(allowed.plan.actions) == 4 and all(rig.dev.bindings_of(p.id) == set() for p in people)
 
 
+def targeted_rig(tmp_path, people: int) -> tuple[FakeTargetedSource, dict, object]:
+    everyone = [person(str(n), f"dev{n}", "developers") for n in range(people)]
+    source, clusters = FakeTargetedSource("idp", *everyone), fake_clusters("dev")
+    return source, clusters, make_engine(make_settings(tmp_path, source="idp"), source, clusters)
+
+
+def test_a_burst_split_over_targeted_runs_is_held_whole_until_allowed(tmp_path):
+    source, clusters, engine = targeted_rig(tmp_path, 20)
+    with engine:
+        engine.reconcile("idp")
+        source.set(*(person(str(n), f"dev{n}", "developers") for n in range(15, 20)))
+        (first,) = engine.reconcile("idp", only=frozenset(str(n) for n in range(12)))  # 60% of the holders
+        assert not first.plan.actions and len(first.plan.held) == 12
+        # The burst's tail alone would be 15%: the held part counts, so it is held too.
+        (tail,) = engine.reconcile("idp", only=frozenset({"12", "13", "14"}))
+        assert not tail.plan.actions and [h.unsafe for h in tail.plan.held] == [True] * 3
+        # Retrying the held people does not count them twice (15 of 20 either way) and holds them still.
+        (retry,) = engine.reconcile("idp", only=engine.read_model.held_revocations("idp"))
+        assert not retry.plan.actions and "75%" in retry.plan.held[0].why
+        assert all(clusters["dev"].bindings_of(str(n)) == {EDIT_A} for n in range(20))
+
+        (allowed,) = engine.reconcile("idp", allow_mass_revocation=True)
+        assert len(allowed.plan.revocations) == 15
+        source.set(*(person(str(n), f"dev{n}", "developers") for n in range(16, 20)))
+        (ordinary,) = engine.reconcile("idp", only=frozenset({"15"}))  # after the approval, an ordinary leaver
+        assert [a.person_id for a in ordinary.plan.revocations] == ["15"] and not ordinary.plan.held
+
+
+def test_a_slow_trickle_of_targeted_leavers_trips_the_window(tmp_path):
+    source, clusters, engine = targeted_rig(tmp_path, 20)
+    with engine:
+        engine.reconcile("idp")
+        results = []
+        for n in range(8):  # one leaver per run, as an IdP or a watch sends them
+            source.set(*(person(str(k), f"dev{k}", "developers") for k in range(n + 1, 20)))
+            (report,) = engine.reconcile("idp", only=frozenset({str(n)}))
+            results.append("revoked" if report.plan.revocations else "held")
+        assert results == ["revoked"] * 5 + ["held"] * 3  # 25% of 20 may go; the window adds them up
+
+
 def test_a_partial_read_revokes_nobody(rig: Rig):
     rig.source.set(ALICE, BOB)
     rig.reconcile()

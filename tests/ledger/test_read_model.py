@@ -170,3 +170,20 @@ def test_use_that_names_a_recorded_token_is_kept_by_its_jti_and_any_other_under_
     ledger.journal.record_usage({("1001", "dev", issued.date(), jti): DayUsage(first=when, last=when, requests=1)
                                  for jti, when in at.items()})
     assert ledger.read_model.last_used_by_token() == {("1001", "dev"): {"jti-a": at["jti-a"], "": at[""]}}
+
+
+def test_mass_holds_are_the_people_the_limits_hold_in_the_window_until_a_human_approves(ledger: Ledger):
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    why = "60% of credential holders would lose access, ...; pass --allow-mass-revocation if that is intended"
+    burst = ledger.journal.start_run("idp", dry_run=False)
+    for person in ("u1", "u2", "u3"):
+        ledger.journal.record(burst, Event(person, person, "revoke", "disabled", cluster="dev", result="held",
+                                           error=why))
+    ledger.journal.record(burst, Event("u1", "u1", "revoke", "disabled", cluster="dev"))  # applied since
+    ledger.journal.record(burst, Event("p1", "p1", "revoke", "leaver", cluster="dev", result="held",
+                                       error="the source read was partial; nothing is revoked from partial data"))
+    assert ledger.read_model.mass_holds("idp", since) == {"u2", "u3"}
+    assert ledger.read_model.mass_holds("idp", datetime.now(UTC) + timedelta(seconds=1)) == set()  # window past
+    assert ledger.read_model.mass_holds("hr", since) == set()
+    ledger.journal.start_run("idp", dry_run=False, approved=True)  # a human saw them
+    assert ledger.read_model.mass_holds("idp", since) == set()

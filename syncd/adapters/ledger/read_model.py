@@ -8,7 +8,8 @@ from collections.abc import Collection
 from datetime import date, datetime
 
 from sqlalchemy.orm import aliased
-from sqlmodel import exists, func, select
+from sqlmodel import Session, exists, func, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from syncd.adapters.ledger.database import ID_LIST_LIMIT, Database
 from syncd.adapters.ledger.journal import LIVE
@@ -42,6 +43,7 @@ from syncd.core.model import (
     Scope,
     person_key,
 )
+from syncd.core.plan import ALLOW_MASS_REVOCATION
 from syncd.core.usage import DayUsage, UsageKey
 from syncd.ports import Intent
 
@@ -142,14 +144,18 @@ class ReadModel:
     def held_revocations(self, source: str) -> frozenset[str]:
         """People of this source with a revocation held on some cluster and nothing recorded for them there since:
         they wait for the hold to end (or a human)."""
+        with self.database.session() as s:
+            return frozenset(s.exec(self._outstanding_holds(source)).all())
+
+    @staticmethod
+    def _outstanding_holds(source: str) -> SelectOfScalar[str]:
+        """The ids of people of this source with a held revocation nothing was recorded after."""
         later = aliased(EventRow)
         superseded = exists().where(later.person_id == EventRow.person_id, later.cluster == EventRow.cluster,
                                     later.seq > EventRow.seq)  # type: ignore[operator]
-        with self.database.session() as s:
-            query = (select(EventRow.person_id).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
-                     .where(EventRow.result == "held", EventRow.action == "revoke", RunRow.source == source,
-                            ~superseded).distinct())
-            return frozenset(s.exec(query).all())
+        return (select(EventRow.person_id).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
+                .where(EventRow.result == "held", EventRow.action == "revoke", RunRow.source == source,
+                       ~superseded).distinct())
 
     # Counts for the safety thresholds
 
@@ -166,15 +172,30 @@ class ReadModel:
         held no credential do not count; nor does anything up to and including a run a human allowed
         (--allow-mass-revocation): they saw what was revoked, and the count starts afresh."""
         with self.database.session() as s:
-            approved_at = aware(s.exec(select(func.max(RunRow.started_at)).where(
-                RunRow.source == source, RunRow.approved.is_(True))).one())  # type: ignore[attr-defined]
-            since = max(utc(since), approved_at) if approved_at is not None else utc(since)
+            since = self._window_start(s, source, since)
             query = (select(EventRow.person_id).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
                      .where(RunRow.source == source, RunRow.approved.is_(False),  # type: ignore[attr-defined]
                             EventRow.action == "revoke", EventRow.result == "ok",
                             EventRow.fingerprint.is_not(None),  # type: ignore[union-attr]
                             EventRow.at >= since).distinct())
             return len(s.exec(query).all())
+
+    def mass_holds(self, source: str, since: datetime) -> frozenset[str]:
+        """People of this source whose revocation the mass-revocation thresholds held since then and who still wait
+        on it (a burst split over several runs is held whole); as for `recent_revocations`, the count starts afresh
+        after a run a human allowed."""
+        with self.database.session() as s:
+            since = self._window_start(s, source, since)
+            query = self._outstanding_holds(source).where(
+                EventRow.at >= since, EventRow.error.contains(ALLOW_MASS_REVOCATION, autoescape=True))  # type: ignore[union-attr]
+            return frozenset(s.exec(query).all())
+
+    @staticmethod
+    def _window_start(s: Session, source: str, since: datetime) -> datetime:
+        """The later of `since` and the start of the source's last run a human allowed."""
+        approved_at = aware(s.exec(select(func.max(RunRow.started_at)).where(
+            RunRow.source == source, RunRow.approved.is_(True))).one())  # type: ignore[attr-defined]
+        return max(utc(since), approved_at) if approved_at is not None else utc(since)
 
     # Reading the log, the runs and the credentials
 

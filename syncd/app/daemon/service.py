@@ -237,6 +237,7 @@ class Daemon:
 
     def _record_watch_run(self, report: RunReport, seconds: float) -> None:
         self._record(self.engine, "watch", f"watch:{report.source}", report, seconds)
+        self._quarantine(f"watch:{report.source}", report)
 
     def _start_watches(self, watches: list[SourceWatch]) -> None:
         for watch in watches:
@@ -395,7 +396,7 @@ class Daemon:
                 failed = any(report.result == "failed" for report in reports)
             for report in reports:
                 self._record(engine, spec.kind, spec.id, report, time.monotonic() - started)
-                self._quarantine(spec, report)
+                self._quarantine(spec.id, report)
             if failed:
                 self._back_off(spec)
             else:
@@ -428,17 +429,17 @@ class Daemon:
                             f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}")
         self.notifier.send(f"STATUS={self.last_status}")
 
-    def _quarantine(self, spec: JobSpec, report: RunReport) -> None:
+    def _quarantine(self, job_id: str, report: RunReport) -> None:
         """Revocations the safety thresholds hold are recorded in the ledger, counted by `_record` and tried again
         by the credentials job until the hold ends or a human allows them: warn when the set held changes."""
         unsafe = [held for held in report.plan.held if held.unsafe] if report.plan is not None else []
         held = frozenset((h.action.person_id, h.action.cluster) for h in unsafe)
-        if self.quarantined.get(spec.id, frozenset()) == held:
+        if self.quarantined.get(job_id, frozenset()) == held:
             return
-        self.quarantined[spec.id] = held
+        self.quarantined[job_id] = held
         if unsafe:
             log.warning("quarantine revocations the safety thresholds hold; run `syncd reconcile "
-                        "--allow-mass-revocation` if they are intended", job=spec.id, held=len(unsafe),
+                        "--allow-mass-revocation` if they are intended", job=job_id, held=len(unsafe),
                         why=unsafe[0].why)
 
     def _back_off(self, spec: JobSpec) -> None:

@@ -1,6 +1,7 @@
-"""The daemon's long-lived watch of an LDAP source: each change the directory reports goes through a targeted run
-(the same path a SCIM push takes), and the watch's cookie is kept in the ledger once the run applied it, so a restart
-resumes where it stopped. A lost connection reconnects with backoff."""
+"""The daemon's long-lived watch of an LDAP source: the changes the directory reports, gathered while they keep
+coming (`watch.gather_quiet`, at most `watch.gather_max_delay`), go through one targeted run (the same path a SCIM
+push takes), so that the safety thresholds see a burst whole. The watch's cookie is kept in the ledger once the run
+applied it, so a restart resumes where it stopped. A lost connection reconnects with backoff."""
 
 from __future__ import annotations
 
@@ -97,16 +98,26 @@ class SourceWatch:
         watch.open()
         self._opened = True
         log.info("watch the directory for changes", source=self.name, mode=mode, resumed=watch.resumed)
-        pending = Batch()
+        gather = self.settings.watch
+        pending, first = Batch(), 0.0  # what is gathered, and when its first change came (monotonic)
         try:
             while not self._stop.is_set() and self.leads():
                 self.state = "resyncing" if watch.resyncing else "connected"
-                batch = watch.next_batch(WAIT)
+                # Gather a burst into one run: until the directory is quiet for `gather_quiet`, at most
+                # `gather_max_delay` after the first change.
+                until_due = first + gather.gather_max_delay.total_seconds() - time.monotonic()
+                batch = watch.next_batch(max(0.0, min(gather.gather_quiet.total_seconds(), until_due))
+                                         if pending else WAIT)
                 self.last_message = watch.last_heard
                 if batch is not None:
+                    if not pending:
+                        first = time.monotonic()
                     pending.people |= batch.people
                     pending.full_read |= batch.full_read
                     pending.cookies |= batch.cookies
+                    # A full read (a first refresh, a forgotten cookie) reads everyone: nothing to gather for.
+                    if not pending.full_read and time.monotonic() - first < gather.gather_max_delay.total_seconds():
+                        continue
                 if pending and self._apply(pending):
                     pending = Batch()
         finally:
