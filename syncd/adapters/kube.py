@@ -171,6 +171,7 @@ class KubernetesCluster:
         self.core = k8s.CoreV1Api(self.api)
         self.rbac = k8s.RbacAuthorizationV1Api(self.api)
         self.authn = k8s.AuthenticationV1Api(self.api)
+        self._endpoint: Endpoint | None = None
 
     def close(self) -> None:
         self.api.close()
@@ -248,11 +249,14 @@ class KubernetesCluster:
     # Reading
 
     def endpoint(self) -> Endpoint:
-        configuration = self.api.configuration
-        ca_data = None
-        if configuration.ssl_ca_cert:
-            ca_data = base64.b64encode(Path(configuration.ssl_ca_cert).read_bytes()).decode()
-        return Endpoint(self.settings.server or configuration.host, ca_data)
+        """What delivered kubeconfigs point at; read once (the kubeconfig it comes from is loaded once)."""
+        if self._endpoint is None:
+            configuration = self.api.configuration
+            ca_data = None
+            if configuration.ssl_ca_cert:
+                ca_data = base64.b64encode(Path(configuration.ssl_ca_cert).read_bytes()).decode()
+            self._endpoint = Endpoint(self.settings.server or configuration.host, ca_data)
+        return self._endpoint
 
     def observe(self, people: Collection[str] | None = None) -> ObservedCluster:
         """Everything in the cluster that carries our label, grouped by person. Given `people` (person keys), it
