@@ -42,7 +42,7 @@ class ReadModel:
 
     def identities(self, source: str) -> tuple[Identity, ...]:
         """The source's people as runs last recorded them, with the attributes the policy matched on then."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(PersonRow).where(PersonRow.source == source,
                                                   PersonRow.removed_at.is_(None))).all()  # type: ignore[union-attr]
         return tuple(Identity(row.id, row.username, row.email, row.display_name, frozenset(json.loads(row.groups)),
@@ -61,7 +61,7 @@ class ReadModel:
             people_query = people_query.where(PersonRow.id.in_(ids))  # type: ignore[attr-defined]
             access_query = access_query.where(AccessRow.person_id.in_(ids))  # type: ignore[attr-defined]
             credential_query = credential_query.where(CredentialRow.person_id.in_(ids))  # type: ignore[attr-defined]
-        with self.database.session() as s:
+        with self.database.read() as s:
             people = s.exec(people_query).all()
             access_rows = s.exec(access_query).all()
             credentials = s.exec(credential_query).all()
@@ -85,7 +85,7 @@ class ReadModel:
 
     def live_fingerprints(self, person_id: str, cluster: str) -> set[str]:
         """The fingerprints of the person's active and retiring credentials on the cluster."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             return set(s.exec(select(CredentialRow.fingerprint).where(
                 CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
                 CredentialRow.state.in_(LIVE))).all())  # type: ignore[attr-defined]
@@ -93,7 +93,7 @@ class ReadModel:
     def interrupted_intents(self) -> list[Intent]:
         """Intents a dead run left pending, and those a sweep left for a full run, oldest first. Call only while
         holding `exclusive()`."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = list(s.exec(select(IntentRow).where(IntentRow.state.in_(("pending", "deferred")))  # type: ignore[attr-defined]
                                .order_by(IntentRow.id)).all())  # type: ignore[arg-type]
         return [Intent(row.id, row.run_id, row.person_id, row.username, row.cluster, row.action,  # type: ignore[arg-type]
@@ -101,19 +101,19 @@ class ReadModel:
 
     def head(self) -> tuple[int, str]:
         """The chain's head anchor: its newest event's sequence number and hash (0 and GENESIS when empty)."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             head = s.get(HeadRow, 1)
         return (head.seq, head.hash) if head is not None else (0, GENESIS)
 
     def last_seq(self) -> int:
         """The newest event's sequence number (0 when there is none): a mark for `source_changed_since`."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             return s.exec(select(func.max(EventRow.seq))).one() or 0
 
     def source_changed_since(self, source: str, seq: int) -> bool:
         """Whether a run of this source changed anyone's access after the mark (held actions and confirmations
         change nothing)."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             after_mark = EventRow.seq > seq  # type: ignore[operator]
             query = (select(EventRow.seq).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
                      .where(RunRow.source == source, after_mark, EventRow.result != "held",
@@ -122,7 +122,7 @@ class ReadModel:
 
     def watch_cursors(self, source: str) -> dict[str, bytes]:
         """Where the source's watch stopped, per stream (see `Journal.save_cursors`)."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(WatchCursorRow).where(WatchCursorRow.source == source)).all()
             return {row.kind: base64.b64decode(row.cookie) for row in rows}
 
@@ -132,7 +132,7 @@ class ReadModel:
         later = aliased(EventRow)
         superseded = exists().where(later.person_id == EventRow.person_id, later.cluster == EventRow.cluster,
                                     later.seq > EventRow.seq)  # type: ignore[operator]
-        with self.database.session() as s:
+        with self.database.read() as s:
             query = (select(EventRow.person_id).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
                      .where(EventRow.result == "held", EventRow.action == "revoke", RunRow.source == source,
                             ~superseded).distinct())
@@ -142,7 +142,7 @@ class ReadModel:
 
     def credential_holders(self, source: str) -> int:
         """How many people of this source hold a live credential."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             return s.exec(select(func.count(func.distinct(CredentialRow.person_id)))
                           .join(PersonRow, PersonRow.id == CredentialRow.person_id)  # type: ignore[arg-type]
                           .where(PersonRow.source == source, PersonRow.removed_at.is_(None),  # type: ignore[union-attr]
@@ -152,7 +152,7 @@ class ReadModel:
         """How many credential holders runs of this source revoked since then. Held revocations and people who
         held no credential do not count; nor does anything up to and including a run a human allowed
         (--allow-mass-revocation): they saw what was revoked, and the count starts afresh."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             approved_at = aware(s.exec(select(func.max(RunRow.started_at)).where(
                 RunRow.source == source, RunRow.approved.is_(True))).one())  # type: ignore[attr-defined]
             since = max(utc(since), approved_at) if approved_at is not None else utc(since)
@@ -167,7 +167,7 @@ class ReadModel:
 
     def events(self, *, person: str | None = None, run_id: str | None = None, limit: int | None = None
                ) -> list[EventRow]:
-        with self.database.session() as s:
+        with self.database.read() as s:
             query = select(EventRow).order_by(EventRow.seq)  # type: ignore[arg-type]
             if person is not None:
                 query = query.where((EventRow.person_id == person) | (EventRow.username == person))
@@ -179,13 +179,13 @@ class ReadModel:
         return rows[-limit:] if limit else rows
 
     def runs(self) -> list[RunRow]:
-        with self.database.session() as s:
+        with self.database.read() as s:
             return list(s.exec(select(RunRow).order_by(RunRow.started_at)).all())  # type: ignore[arg-type]
 
     def credentials(self, *, include_revoked: bool = False) -> list[tuple[CredentialRow, str, frozenset[Scope]]]:
         """Credentials with their owner's username and current scopes on that cluster, oldest first; each row's
         `state` a `CredentialState`."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             query = select(CredentialRow, PersonRow).join(PersonRow).order_by(CredentialRow.id)  # type: ignore[arg-type]
             if not include_revoked:
                 query = query.where(CredentialRow.state != CredentialState.REVOKED)
@@ -198,13 +198,13 @@ class ReadModel:
 
     def credential_states(self) -> dict[CredentialState, int]:
         """How many credentials are in each state."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(CredentialRow.state, func.count()).group_by(CredentialRow.state)).all()
         return {CredentialState(state): count for state, count in rows}
 
     def people_named(self, target: str) -> list[tuple[str, str]]:
         """(id, username) of everyone, leavers included, whose id or username is `target`."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(PersonRow.id, PersonRow.username)
                           .where((PersonRow.id == target) | (PersonRow.username == target))).all()
         return [(person_id, username) for person_id, username in rows]
@@ -217,13 +217,13 @@ class ReadModel:
             query = query.where(UsageDayRow.cluster == cluster)
         if since is not None:
             query = query.where(UsageDayRow.day >= since)
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(query.order_by(UsageDayRow.day, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
         return [usage_from_row(row) for row in rows]
 
     def last_used(self) -> dict[tuple[str, str], datetime]:
         """When each person (by key) last used a credential on each cluster, as the audit events told."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(UsageDayRow.person_key, UsageDayRow.cluster, func.max(UsageDayRow.last_use))
                           .group_by(UsageDayRow.person_key, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
         return {(key, cluster): aware(last) for key, cluster, last in rows}  # type: ignore[misc]
@@ -232,7 +232,7 @@ class ReadModel:
         """What is wrong with the event chain, or None when it holds: every link and hash, the chain's end at its
         head anchor, each finished run's recorded head in the chain, and `anchor` (seq, hash: a head kept outside
         the database) in the chain."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             head = s.get(HeadRow, 1)
             runs = s.exec(select(RunRow.id, RunRow.head_seq, RunRow.head_hash)
                           .where(RunRow.head_seq.is_not(None))).all()  # type: ignore[union-attr]
@@ -266,5 +266,5 @@ class ReadModel:
 
     def ping(self) -> None:
         """Raise `LedgerError` unless the database answers."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             s.exec(select(RunRow.id).limit(1)).all()  # reads at most one row, however long the history
