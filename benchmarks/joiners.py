@@ -7,9 +7,10 @@
    every one a leaver with revocation confirmed by TokenReview.
 
 Each phase runs in its own child process, which reports its peak RSS. For syncd it reports the apply time, API write
-calls per person, the share of the apply time the ledger was busy (its SQLite write lock held: ledger work is
-serialised, so this is its wall-clock occupancy) over the whole run, and the share of the workers' apply time spent
-writing and removing delivered files.
+calls per person, ledger write transactions per person and the commits they were grouped into, the share of the
+apply time the ledger was busy (its SQLite write lock held: ledger work is serialised, so this is its wall-clock
+occupancy) over the whole run, the share of the workers' apply time spent writing and removing delivered files, and
+the CPU time of the process.
 
     .venv/bin/python benchmarks/joiners.py [--people 1000] [--threads 16]
 """
@@ -67,14 +68,15 @@ def raw(kubeconfig: Path, people: int, threads: int) -> dict:
             role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="edit"),
             subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)]))
 
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     if threads == 1:
         for n in range(people):
             joiner(n)
     else:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(joiner, range(people)))
-    return {"seconds": time.monotonic() - started, "writes_per_person": 4.0}
+    return {"seconds": time.monotonic() - started, "writes_per_person": 4.0,
+            "cpu_seconds": time.process_time() - cpu}
 
 
 class TimedLock:
@@ -116,8 +118,20 @@ def syncd(config: Path, people: int, allow: bool) -> dict:
                 delivering["seconds"] += time.perf_counter() - started
 
     settings = load_settings(config)
+    counts = {"writes": 0, "commits": 0}
+
+    def counted(name: str, call):  # type: ignore[no-untyped-def]
+        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            with counting:
+                counts[name] += 1
+            return call(*args, **kwargs)
+        return wrapped
+
     with Engine.from_settings(settings) as engine:
         ledger = engine.database._one_at_a_time = TimedLock(engine.database._one_at_a_time)  # noqa: SLF001
+        engine.database.write = counted("writes", engine.database.write)  # type: ignore[method-assign]
+        group_commit = engine.database._group_commit  # noqa: SLF001
+        group_commit._commit = counted("commits", group_commit._commit)  # type: ignore[method-assign]  # noqa: SLF001
         for method in ("deliver", "replace_token", "remove"):
             original = getattr(engine.delivery, method)
 
@@ -126,16 +140,17 @@ def syncd(config: Path, people: int, allow: bool) -> dict:
                     return _original(*args, **kwargs)
 
             setattr(engine.delivery, method, wrapped)
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         (report,) = engine.reconcile("hr", allow_mass_revocation=allow)
-        seconds = time.monotonic() - started
+        seconds, cpu = time.monotonic() - started, time.process_time() - cpu
         ledger_held = ledger.held
     workers = settings.clusters[0].concurrency
     apply_seconds = report.apply_seconds or 1e-9
     return {"seconds": seconds, "apply_seconds": report.apply_seconds, "actions": len(report.plan.actions),
             "failed": len(report.outcome.failed) if report.outcome else 0, "result": report.result,
             "writes_per_person": report.writes / people, "confirmed": report.confirmed_rejections,
-            "ledger_share": min(ledger_held / seconds, 1.0),
+            "ledger_share": min(ledger_held / seconds, 1.0), "cpu_seconds": cpu,
+            "ledger_writes_per_person": counts["writes"] / people, "commits_per_person": counts["commits"] / people,
             "delivery_share": delivering["seconds"] / (apply_seconds * workers)}
 
 
@@ -219,12 +234,14 @@ def main() -> None:
 
     print(f"{args.people} people, {args.threads} threads / clusters[].concurrency, one run each, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'phase':<32}{'seconds':>9}{'apply s':>9}{'writes/p':>10}{'ledger':>8}{'files':>7}{'RSS MB':>8}  notes")
+    print(f"{'phase':<32}{'seconds':>9}{'apply s':>9}{'CPU s':>7}{'writes/p':>10}{'ledger tx/p':>12}"
+          f"{'commits/p':>10}{'ledger':>8}{'files':>7}{'RSS MB':>8}  notes")
     for name, row in rows:
         extra = f"{row['actions']} actions, {row['failed']} failed, {row.get('confirmed', 0)} confirmed" \
             if "actions" in row else ""
         print(f"{name:<32}{row['seconds']:>9.1f}{row.get('apply_seconds', row['seconds']):>9.1f}"
-              f"{row['writes_per_person']:>10.2f}"
+              f"{row['cpu_seconds']:>7.1f}{row['writes_per_person']:>10.2f}"
+              f"{row.get('ledger_writes_per_person', 0):>12.2f}{row.get('commits_per_person', 0):>10.2f}"
               f"{row.get('ledger_share', 0) * 100:>7.0f}%{row.get('delivery_share', 0) * 100:>6.0f}%"
               f"{row['rss_mb']:>8.0f}  {extra}")
     joiners = results["joiners"]["seconds"]

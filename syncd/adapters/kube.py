@@ -71,6 +71,7 @@ SELECTOR_BATCH = 50  # people per label selector: 50 keys of up to 63 characters
 ATTEMPTS = 6  # a request answered 429 or 5xx is sent at most this many times in all
 BACKOFF = 0.5  # seconds before sending again after a 5xx (or a 429 without Retry-After); doubles each time
 LONGEST_WAIT = 60.0  # the longest wait one answer's Retry-After may impose
+CREDENTIAL_CHECK = 1.0  # seconds between the client's checks that the kubeconfig's credential needs refreshing
 T = TypeVar("T")
 
 log = structlog.get_logger("syncd.kube")
@@ -143,6 +144,23 @@ def cluster_error(error: ApiException, message: str) -> SyncdError:
     return REJECTIONS.get(status, ClusterRejected)(message)
 
 
+def at_most_every(seconds: float, hook: Callable[[k8s.Configuration], None],
+                  clock: Callable[[], float] = time.monotonic) -> Callable[[k8s.Configuration], None]:
+    """`hook`, called at most once every `seconds` (the calls between do nothing)."""
+    lock = threading.Lock()
+    last = [-float("inf")]
+
+    def call(configuration: k8s.Configuration) -> None:
+        with lock:
+            now = clock()
+            if now - last[0] < seconds:
+                return
+            last[0] = now
+        hook(configuration)
+
+    return call
+
+
 class KubernetesCluster:
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings = settings
@@ -162,6 +180,11 @@ class KubernetesCluster:
                 f"cluster {self.name}: cannot load kubeconfig {settings.kubeconfig}: {error}",
                 hint="check clusters[].kubeconfig and clusters[].context",
             ) from None
+        # The client runs this hook before every request: for a kubeconfig with a token it sets the whole
+        # configuration again (its host setter scans the environment for proxies), CPU every apply worker competes
+        # for. A credential that expires is refreshed five minutes early, so once a second is often enough.
+        if configuration.refresh_api_key_hook is not None:
+            configuration.refresh_api_key_hook = at_most_every(CREDENTIAL_CHECK, configuration.refresh_api_key_hook)
         # Every call is bounded by the timeout, to connect and to each read: no retry may add a second wait.
         configuration.retries = False
         # One kept-alive connection per worker, and a few for confirmations and reads beside them.
@@ -172,6 +195,7 @@ class KubernetesCluster:
         self.core = k8s.CoreV1Api(self.api)
         self.rbac = k8s.RbacAuthorizationV1Api(self.api)
         self.authn = k8s.AuthenticationV1Api(self.api)
+        self._endpoint: Endpoint | None = None
 
     def close(self) -> None:
         self.api.close()
@@ -249,11 +273,14 @@ class KubernetesCluster:
     # Reading
 
     def endpoint(self) -> Endpoint:
-        configuration = self.api.configuration
-        ca_data = None
-        if configuration.ssl_ca_cert:
-            ca_data = base64.b64encode(Path(configuration.ssl_ca_cert).read_bytes()).decode()
-        return Endpoint(self.settings.server or configuration.host, ca_data)
+        """What delivered kubeconfigs point at; read once (the kubeconfig it comes from is loaded once)."""
+        if self._endpoint is None:
+            configuration = self.api.configuration
+            ca_data = None
+            if configuration.ssl_ca_cert:
+                ca_data = base64.b64encode(Path(configuration.ssl_ca_cert).read_bytes()).decode()
+            self._endpoint = Endpoint(self.settings.server or configuration.host, ca_data)
+        return self._endpoint
 
     def observe(self, people: Collection[str] | None = None) -> ObservedCluster:
         """Everything in the cluster that carries our label, grouped by person. Given `people` (person keys), it

@@ -5,8 +5,8 @@ An action that fails is recorded as failed and the others go on; a cluster that 
 its own remaining actions.
 
 Actions run concurrently: each cluster has a pool of `concurrency` workers, and the actions of one person on one
-cluster (a lane) run in plan order on one worker, so each person's steps keep their order. Interrupted (Ctrl-C), a
-run finishes the actions in flight and begins no other.
+cluster (a lane) run in plan order on one worker, so each person's steps keep their order. Interrupted (Ctrl-C, or
+`stop` set: the daemon's SIGTERM), a run finishes the actions in flight and begins no other.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Outcome:
     applied: list[Action] = field(default_factory=list)
     failed: list[tuple[Action, SyncdError]] = field(default_factory=list)
     pending_rejections: list[PendingRejection] = field(default_factory=list)
+    not_begun: int = 0  # actions left for the next run because the run was stopped
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Applier:
     def __init__(self, journal: Journal, read_model: ReadModel, clusters: Mapping[str, Cluster],
                  delivery: Delivery, *, run_id: str | None = None, dry_run: bool, lifecycle: Lifecycle,
                  deadline: float | None = None, concurrency: Mapping[str, int] | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, stop: threading.Event | None = None) -> None:
         self.lifecycle = lifecycle
         self.deadline = deadline  # time.monotonic() after which the remaining actions wait for the next run
         self.journal = journal
@@ -90,6 +91,7 @@ class Applier:
         self.dry_run = dry_run
         self.concurrency = concurrency or {}  # workers per cluster; 1 where not given
         self.progress = progress
+        self.stop = stop or threading.Event()  # once set, no action begins and confirmations stop waiting
         self._namespace_ready: set[str] = set()
         self._namespace_locks = {name: threading.Lock() for name in clusters}
 
@@ -129,6 +131,10 @@ class Applier:
             except BaseException:
                 run.stopping.set()  # Ctrl-C: the actions in flight finish (the pools wait for them), no other begins
                 raise
+        if self.stop.is_set() and run.done < run.total:
+            outcome.not_begun = run.total - run.done
+            log.warning("stop applying: the actions in flight finished, the others wait for the next run",
+                        source=plan.source, run_id=self.run_id, not_begun=outcome.not_begun)
         # Held actions wait for a human: visible and auditable in the ledger, once per hold, not applied.
         self.journal.record_holds(self.run_id, [self._event(h.action, result="held", error=h.why)
                                                for h in plan.held])
@@ -149,7 +155,7 @@ class Applier:
     def _apply_lane(self, run: _Run, actions: list[Action]) -> None:
         """One person's actions on one cluster, in plan order."""
         for action in actions:
-            if run.stopping.is_set():
+            if run.stopping.is_set() or self.stop.is_set():
                 return
             self._apply_action(run, action)
             with run.lock:
@@ -417,13 +423,16 @@ class Applier:
                     log.info("confirm a revoked token is rejected", cluster=item.cluster, person_id=item.person_id,
                              fingerprint=item.fingerprint)
                 remaining = still
+                if remaining and self.stop.is_set():
+                    log.warning("stop confirming revoked tokens: syncd is stopping", unconfirmed=len(remaining))
+                    break
                 if remaining and time.monotonic() + interval > deadline:
                     for item in remaining:
                         log.warning("revoked token still authenticates at the deadline", cluster=item.cluster,
                                     person_id=item.person_id, fingerprint=item.fingerprint, timeout_s=timeout)
                     break
                 if remaining:
-                    time.sleep(interval)
+                    self.stop.wait(interval)
         return confirmed
 
     def _authenticates(self, item: PendingRejection) -> bool:

@@ -51,6 +51,8 @@ class RunReport:
     def result(self) -> str:
         if isinstance(self.error, LeaseLost):
             return "lost-lease"
+        if self.outcome and self.outcome.not_begun:
+            return "interrupted"  # stopped: the actions not begun wait for the next run
         if self.error is not None or (self.outcome and self.outcome.failed) or self.cluster_errors:
             return "failed"
         return "ok" if self.plan else "no-op"
@@ -62,6 +64,7 @@ class RunReport:
             "held": len(plan.held),
             "refused": sum(1 for held in plan.held if held.refused),
             "failed": len(self.outcome.failed) if self.outcome else 0,
+            "not_begun": self.outcome.not_begun if self.outcome else 0,
             "writes": self.writes,
             "apply_seconds": round(self.apply_seconds, 3),
             "actions_per_second": round(len(plan.actions) / self.apply_seconds, 1)
@@ -92,6 +95,7 @@ class Engine:
         # newer one (a full read still in flight must not re-issue what a push revoked meanwhile).
         self._source_locks = {name: threading.RLock() for name in self.sources}
         self.progress: Progress | None = None  # told of each action applied (the CLI draws a bar on a terminal)
+        self._stop = threading.Event()
 
     @classmethod
     def from_settings(cls, settings: Settings, policy: Policy | None = None) -> Engine:
@@ -100,6 +104,13 @@ class Engine:
 
     def close(self) -> None:
         self.parts.close()
+
+    def stop(self) -> None:
+        """Stop applying (SIGTERM): runs finish the actions in flight and begin no other, which wait for the next
+        run; their run is recorded `interrupted`. Waiting for revoked tokens to die stops too. For good: the engine
+        is about to close."""
+        log.info("stop applying: finish the actions in flight, begin no other")
+        self._stop.set()
 
     def __enter__(self) -> Engine:
         return self
@@ -211,7 +222,8 @@ class Engine:
     def _applier(self, *, dry_run: bool, deadline: float | None = None, run_id: str | None = None) -> Applier:
         return Applier(self._journal, self.read_model, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
                        lifecycle=Lifecycle(self.settings.tokens), deadline=deadline,
-                       concurrency={c.name: c.concurrency for c in self.settings.clusters}, progress=self.progress)
+                       concurrency={c.name: c.concurrency for c in self.settings.clusters}, progress=self.progress,
+                       stop=self._stop)
 
     def _recover(self, applier: Applier, settles: Callable[[str], bool]) -> set[tuple[str, str]]:
         """Mark dead runs interrupted and settle the intents they left (see `Applier.recover`), under the apply lock

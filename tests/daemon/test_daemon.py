@@ -17,6 +17,7 @@ import pytest
 from syncd.core.model import person_key
 from tests.conftest import free_port
 from tests.integration.conftest import World
+from tests.integration.test_crash import assert_converged, pending_intents, query
 
 pytestmark = pytest.mark.kube
 
@@ -217,6 +218,40 @@ def test_sigterm_abandons_a_job_stuck_past_the_stop_timeout(world: World, start_
     world.reconcile()
     assert world.can("bob", "list", "pods", world.ns("team-b")) == "yes"
     assert world.syncd("ledger", "verify", "--config", str(world.config)).returncode == 0
+
+
+def test_sigterm_mid_apply_finishes_the_actions_in_flight_and_begins_no_other(world: World, start_daemon):
+    ledger, workers = world.directory / "ledger.db", 32
+    people = [{"id": f"{5000 + i}", "username": f"term{i:03d}", "groups": "developers"} for i in range(300)]
+    world.configure(clusters=[cluster | {"concurrency": workers, "timeout": "180s"}
+                              for cluster in world.settings["clusters"]])
+    world.write_people(*people)
+    daemon = start_daemon(stop_timeout="180s")  # its reconcile at start applies the 300 joiners
+
+    def intents(state: str) -> set[int]:
+        return {intent_id for (intent_id,) in query(ledger, "SELECT id FROM intent WHERE state = ?", state)}
+
+    daemon.wait_until(lambda: len(intents("done")) >= workers, "the run is applying", timeout=180)
+    with world.control_plane.frozen():
+        # Every worker ends up inside an action, waiting on the API server.
+        in_flight = daemon.wait_until(lambda: len(intents("pending")) == workers and intents("pending"),
+                                      f"{workers} actions in flight", timeout=120)
+        done_before = intents("done")
+        daemon.send(signal.SIGTERM)
+        daemon.wait_until(lambda: [e for e in daemon.log_events()
+                                   if e.get("event", "").startswith("stop applying: finish")], "apply told to stop")
+    assert daemon.process.wait(timeout=180) == 0
+
+    # The actions in flight finished, no other began: the others wait for the next run, which finds nothing to
+    # recover.
+    assert not pending_intents(ledger)
+    assert intents("done") == done_before | in_flight
+    [(summary,)] = query(ledger, "SELECT summary FROM run WHERE result = 'interrupted'")
+    assert json.loads(summary)["not_begun"] == len(people) - len(done_before | in_flight)
+    run = world.reconcile()
+    assert len(run["actions"]) == len(people) - len(done_before | in_flight)
+    assert not query(ledger, "SELECT id FROM event WHERE action = 'recover'")
+    assert_converged(world, ledger, people, [people[0]["username"]])
 
 
 def test_the_audit_webhook_listens_beside_the_jobs_counts_events_and_flushes_on_sigterm(world: World, start_daemon):

@@ -9,7 +9,7 @@ import signal
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -187,3 +187,34 @@ def test_ctrl_c_finishes_the_actions_in_flight_and_begins_no_other(tmp_path: Pat
     again = rig.reconcile()
     assert again.result == "ok" and len(again.plan.actions) == len(people) - done
     assert all(rig.token(p) is not None for p in people) and rig.engine.read_model.verify() is None
+
+
+class Stopping(Interrupting):
+    """The engine is told to stop (the daemon's SIGTERM) while the third person's ServiceAccount is being written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop: Callable[[], None] = lambda: None
+
+    def ensure_service_account(self, person_id: str, username: str) -> ServiceAccountRef:
+        with self.lock:
+            self.accounts += 1
+            if self.accounts == 3:
+                self.stop()
+        return FakeCluster.ensure_service_account(self, person_id, username)
+
+
+def test_a_stopped_engine_finishes_the_actions_in_flight_and_records_the_run_interrupted(tmp_path: Path):
+    people = [person(str(n), f"dev{n:02d}", "developers") for n in range(1, 31)]
+    dev = Stopping()
+    rig = next(rig_on(tmp_path, dev, concurrency=4))
+    dev.stop = rig.engine.stop
+    rig.source.set(*people)
+    report = rig.reconcile()
+    done = intents(tmp_path, "done")
+    assert intents(tmp_path, "pending") == 0, "an action in flight was abandoned half done"
+    assert 3 <= done < len(people), "the run went on after it was stopped"
+    assert report.result == "interrupted" and not report.outcome.failed
+    assert len(report.outcome.applied) == done and report.outcome.not_begun == len(people) - done
+    assert report.summary()["not_begun"] == len(people) - done
+    assert rig.engine.read_model.runs()[-1].result == "interrupted"

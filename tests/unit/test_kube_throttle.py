@@ -6,7 +6,7 @@ from email.utils import format_datetime
 
 from kubernetes.client.exceptions import ApiException
 
-from syncd.adapters.kube import LONGEST_WAIT, Throttle, retry_after
+from syncd.adapters.kube import LONGEST_WAIT, Throttle, at_most_every, retry_after
 
 
 class Clock:
@@ -57,3 +57,15 @@ def test_retry_after_in_seconds_or_as_a_date_capped():
     assert retry_after(answer("-4")) == 0.0
     assert retry_after(answer("soon")) is None
     assert retry_after(answer(None)) is None
+
+
+def test_the_credential_refresh_hook_runs_at_most_once_a_second():
+    clock, calls = Clock(), []
+    hook = at_most_every(1.0, calls.append, clock=lambda: clock.now)
+    for _ in range(5):
+        hook("configuration")  # type: ignore[arg-type]
+    clock.sleep(0.5)
+    hook("configuration")  # type: ignore[arg-type]
+    clock.sleep(0.5)
+    hook("configuration")  # type: ignore[arg-type]
+    assert calls == ["configuration", "configuration"]

@@ -29,7 +29,9 @@ SCHEMA_LOCK_KEY = APPLY_LOCK_KEY + 2
 # A lock connection (or any other) whose server went silent fails within about 5 s rather than hanging.
 POSTGRES_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 3,
                        "tcp_user_timeout": 5000}
+READ_ONLY = "syncd_read_only"  # an execution option: the transaction only reads
 ID_LIST_LIMIT = 500  # ids in one `IN (...)`: databases cap a query's parameters (PostgreSQL at 65,535)
+CONNECTIONS = 5  # connections kept open by default (SQLAlchemy's); as many again may open while they are all busy
 
 
 def _write_failed(error: SQLAlchemyError) -> LedgerError:
@@ -62,9 +64,11 @@ def _holders(database: str | None) -> str:
 class Database:
     """One ledger database. `migrate=True` (commands that write) brings its schema to this syncd's newest revision;
     `migrate=False` (read-only commands) only checks it, refusing a ledger that is missing, older or newer.
-    `revisions`: the schema's revision before and after opening."""
+    `connections`: how many to keep open, at least the threads that use the ledger at once (an apply's workers
+    each read it), so that none waits for a connection. `revisions`: the schema's revision before and after
+    opening."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, connections: int = CONNECTIONS) -> None:
         self.url = url
         self._apply_lease: ApplyLease | None = None  # while this process holds the apply lock (PostgreSQL)
         try:
@@ -72,7 +76,8 @@ class Database:
             if not migrate and file not in (None, "", ":memory:") and not Path(file).exists():  # type: ignore[arg-type]
                 # Connecting would create it.
                 raise LedgerMissing(f"there is no ledger at {self._safe_url()} yet", hint=schema.MISSING_HINT)
-            self.engine = create_engine(url, connect_args=self._connect_args(url))
+            self.engine = create_engine(url, connect_args=self._connect_args(url), pool_size=connections,
+                                        max_overflow=connections)
             # SQLite has one writer at a time: this process's threads queue here rather than in SQLite's busy
             # handler, which sleeps up to 100 ms a try.
             self._one_at_a_time: AbstractContextManager = nullcontext()
@@ -116,7 +121,9 @@ class Database:
 
         @sa_event.listens_for(self.engine, "begin")
         def _begin(connection):  # type: ignore[no-untyped-def]
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A reader needs no write lock: in WAL mode it reads a snapshot while a writer goes on.
+            connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get(READ_ONLY)
+                                       else "BEGIN IMMEDIATE")
 
     def _safe_url(self) -> str:
         if hasattr(self, "engine"):
@@ -135,6 +142,17 @@ class Database:
                 session.commit()
         except SQLAlchemyError as error:
             raise _write_failed(error) from None
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """One ORM transaction that only reads: a snapshot, taken without waiting for writers (on SQLite, without
+        the write lock the writers queue for). For the read model."""
+        try:
+            with Session(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False) as session:
+                yield session  # closing it ends the transaction; what it read stays readable
+        except SQLAlchemyError as error:
+            raise LedgerError(f"ledger read failed: {error.__class__.__name__}: "
+                              f"{getattr(error, 'orig', None) or error}") from None
 
     def write(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` as one write transaction, committed together with other threads' writes queued

@@ -70,6 +70,8 @@ class GroupCommit:
                         write.error = self._failed(error)
                     except Exception as error:  # noqa: BLE001 - the caller's own exception, raised in its thread
                         write.error = error
+                    # Each write sees the rows as the group left them, never an object an earlier one loaded.
+                    session.expunge_all()
                 session.commit()
         except SQLAlchemyError as error:
             for write in group:

@@ -1,6 +1,10 @@
 """The journal: the one path that writes the ledger. Runs, intents, events (holds and recoveries included),
 credential state changes and the identity and access records behind them; each method is one transaction and takes
-plain data. The transactions of concurrent callers are committed in groups (`Database.write`)."""
+plain data. The transactions of concurrent callers are committed in groups (`Database.write`).
+
+The writes an action makes (its intent, its token, its event) are plain SQL statements on the transaction's connection
+(inserts, updates, upserts), not ORM loads and flushes: a group's transaction holds the ledger's write lock, so every
+statement saved there is saved for every worker. Rows this path changes are never loaded into the ORM session."""
 
 from __future__ import annotations
 
@@ -10,8 +14,11 @@ import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
+from types import SimpleNamespace
+from typing import Any, TypeVar
 
+from sqlalchemy import Connection, Executable, bindparam, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, delete, func, select
 
 from syncd.adapters.ledger.database import ID_LIST_LIMIT, Database
@@ -45,6 +52,26 @@ T = TypeVar("T")
 LEFT_FOR_FULL_RUN = "left-for-full-run"  # what recovery does with work only a run that reads the source can settle
 LIVE = (CredentialState.ACTIVE, CredentialState.RETIRING)
 
+# The statements of an action's writes, built once: SQLAlchemy then reuses their compiled form, and each write only
+# binds its values. An UPDATE's SET clause is the columns its parameters name.
+PERSON, ACCESS, CREDENTIAL, EVENT, HEAD, INTENT = (row.__table__ for row in (  # type: ignore[attr-defined]
+    PersonRow, AccessRow, CredentialRow, EventRow, HeadRow, IntentRow))
+INSERT_INTENT = insert(INTENT)
+END_INTENT = update(INTENT).where(INTENT.c.id == bindparam("intent_id"))
+SELECT_HEAD = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)
+INSERT_EVENT, INSERT_HEAD = insert(EVENT), insert(HEAD)
+UPDATE_HEAD = update(HEAD).where(HEAD.c.id == 1)
+INSERT_CREDENTIAL = insert(CREDENTIAL)
+UPDATE_CREDENTIAL = update(CREDENTIAL).where(CREDENTIAL.c.id == bindparam("credential_id"))
+SET_PURPOSE = update(CREDENTIAL).where(
+    CREDENTIAL.c.person_id == bindparam("of_person"), CREDENTIAL.c.cluster == bindparam("on_cluster"),
+    CREDENTIAL.c.state.in_(LIVE))
+ACTIVE_CREDENTIALS = select(CREDENTIAL.c.id, CREDENTIAL.c.expires_at).where(
+    CREDENTIAL.c.person_id == bindparam("person"), CREDENTIAL.c.cluster == bindparam("cluster"),
+    CREDENTIAL.c.state == CredentialState.ACTIVE)
+PERSON_CHANGES = ("username", "email", "display_name", "active", "groups", "attributes", "last_seen", "removed_at")
+ACCESS_CHANGES = ("scopes", "kubeconfig", "updated_at")
+
 
 class Journal:
     def __init__(self, database: Database) -> None:
@@ -76,9 +103,9 @@ class Journal:
                 run.finished_at = utc(datetime.now(UTC))
                 run.result = result
                 run.summary = json.dumps(summary, sort_keys=True)
-                head = s.get(HeadRow, 1)
+                head = _head(s.connection())
                 if head is not None:  # the chain's head as the run leaves it: `verify` finds it in the chain
-                    run.head_seq, run.head_hash = head.seq, head.hash
+                    run.head_seq, run.head_hash = head
                 s.add(run)
 
         self._write(work)
@@ -115,12 +142,10 @@ class Journal:
 
     def begin_intent(self, run_id: str | None, event: Event) -> int:
         def work(s: Session) -> int:
-            row = IntentRow(run_id=run_id, person_id=event.person_id, username=event.username,
-                            cluster=event.cluster or "", action=event.action, reason=event.reason,
-                            started_at=datetime.now(UTC))
-            s.add(row)
-            s.flush()
-            return row.id  # type: ignore[return-value]
+            inserted = s.connection().execute(INSERT_INTENT, dict(
+                run_id=run_id, person_id=event.person_id, username=event.username, cluster=event.cluster or "",
+                action=event.action, reason=event.reason, state="pending", started_at=datetime.now(UTC)))
+            return inserted.inserted_primary_key[0]  # type: ignore[index]
 
         return self._write(work)
 
@@ -129,11 +154,9 @@ class Journal:
 
     @staticmethod
     def _end_intent(session: Session, intent_id: int | None, state: str) -> None:
-        row = session.get(IntentRow, intent_id) if intent_id is not None else None
-        if row is not None:
-            row.state = state
-            row.finished_at = datetime.now(UTC)
-            session.add(row)
+        if intent_id is not None:
+            session.connection().execute(END_INTENT, dict(intent_id=intent_id, state=state,
+                                                          finished_at=datetime.now(UTC)))
 
     def settle_intent(self, run_id: str | None, intent: Intent, result: str) -> None:
         """Close an interrupted intent with a `recover` event saying what became of its work (finished,
@@ -162,20 +185,20 @@ class Journal:
 
     def _record(self, session: Session, run_id: str | None, event: Event) -> None:
         self.database.lock_chain(session)  # two processes never chain onto the same last event
+        connection = session.connection()
         # The chain goes on from its anchored head, not from whatever event is newest: a cut-off tail stays a
         # break in the chain, however many events follow.
-        head = session.get(HeadRow, 1) or HeadRow(id=1, seq=0, hash=GENESIS)
-        row = EventRow(
-            seq=head.seq + 1, run_id=run_id, at=utc(datetime.now(UTC)),
+        head = _head(connection)
+        seq, prev_hash = head or (0, GENESIS)
+        row = SimpleNamespace(
+            seq=seq + 1, run_id=run_id, at=utc(datetime.now(UTC)),
             person_id=event.person_id, username=event.username, cluster=event.cluster, action=event.action,
             reason=event.reason, before=scopes_to_json(event.before), after=scopes_to_json(event.after),
-            result=event.result, error=event.error, fingerprint=event.fingerprint,
-            prev_hash=head.hash, hash="",
+            result=event.result, error=event.error, fingerprint=event.fingerprint, prev_hash=prev_hash,
         )
-        row.hash = event_hash(row)
-        head.seq, head.hash = row.seq, row.hash
-        session.add(row)
-        session.add(head)
+        row.hash = event_hash(row)  # type: ignore[arg-type]
+        connection.execute(INSERT_EVENT, vars(row))
+        connection.execute(INSERT_HEAD if head is None else UPDATE_HEAD, dict(id=1, seq=row.seq, hash=row.hash))
 
     def record_holds(self, run_id: str | None, held: Collection[Event]) -> int:
         """Record held actions that are news: a person and cluster whose latest event already holds the same
@@ -207,23 +230,22 @@ class Journal:
         person's active credential is replaced (it retires after `grace`, never past its expiry, or is revoked now
         when `grace` is None)."""
         def work(s: Session) -> None:
+            connection = s.connection()
             self._save_identity(s, source, identity)
             self._save_access(s, identity.id, cluster, scopes, "")
             now = datetime.now(UTC)
-            for row in s.exec(select(CredentialRow).where(
-                    CredentialRow.person_id == identity.id, CredentialRow.cluster == cluster,
-                    CredentialRow.state == CredentialState.ACTIVE)).all():
+            active = connection.execute(ACTIVE_CREDENTIALS, dict(person=identity.id, cluster=cluster)).all()
+            for credential_id, expires_at in active:
                 if grace is None:
-                    self._revoke_row(row, reason, now)
+                    self._revoke(connection, [credential_id], reason, now)
                 else:
-                    row.state = CredentialState.RETIRING
-                    row.retire_at = retire_at(aware(row.expires_at), now, grace)
-                    row.revoke_reason = reason
-                s.add(row)
-            s.add(CredentialRow(person_id=identity.id, cluster=cluster, secret_name=token.secret_name,
-                                fingerprint=token.fingerprint, issued_at=utc(token.issued_at),
-                                expires_at=utc(token.expires_at), jti=token.jti or None,
-                                purpose=None if purpose is None else purpose_to_json(purpose)))
+                    connection.execute(UPDATE_CREDENTIAL, dict(
+                        credential_id=credential_id, state=CredentialState.RETIRING, revoke_reason=reason,
+                        retire_at=retire_at(aware(expires_at), now, grace)))
+            connection.execute(INSERT_CREDENTIAL, dict(
+                person_id=identity.id, cluster=cluster, secret_name=token.secret_name, fingerprint=token.fingerprint,
+                issued_at=utc(token.issued_at), expires_at=utc(token.expires_at), state=CredentialState.ACTIVE,
+                jti=token.jti or None, purpose=None if purpose is None else purpose_to_json(purpose)))
 
         self._write(work)
 
@@ -236,9 +258,8 @@ class Journal:
             self._save_identity(s, source, identity)
             self._save_access(s, event.person_id, event.cluster or "", event.after, kubeconfig)
             if purpose is not None:
-                for row in self._live(s, event.person_id, event.cluster or ""):
-                    row.purpose = purpose_to_json(purpose)
-                    s.add(row)
+                s.connection().execute(SET_PURPOSE, dict(of_person=event.person_id, on_cluster=event.cluster or "",
+                                                         purpose=purpose_to_json(purpose)))
             self._record(s, run_id, event)
             self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
 
@@ -268,11 +289,15 @@ class Journal:
         person_id, cluster = event.person_id, event.cluster or ""
 
         def work(s: Session) -> list[str]:
-            rows = self._live(s, person_id, cluster, secret_names)
+            connection = s.connection()
+            query = select(CredentialRow.id, CredentialRow.fingerprint).where(
+                CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
+                CredentialRow.state.in_(LIVE))  # type: ignore[attr-defined]
+            if secret_names is not None:
+                query = query.where(CredentialRow.secret_name.in_(secret_names))  # type: ignore[attr-defined]
+            rows = connection.execute(query).all()
             now = datetime.now(UTC)
-            for row in rows:
-                self._revoke_row(row, event.reason, now)
-                s.add(row)
+            self._revoke(connection, [row.id for row in rows], event.reason, now)
             if remove_access:
                 self._remove_access(s, person_id, cluster)
             if suspend and s.get(SuspensionRow, (person_id, cluster)) is None:
@@ -369,13 +394,17 @@ class Journal:
         self._write(work)
 
     @staticmethod
-    def _live(session: Session, person_id: str, cluster: str, secret_names: tuple[str, ...] | None = None
-              ) -> list[CredentialRow]:
-        query = select(CredentialRow).where(CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
-                                            CredentialRow.state.in_(LIVE))  # type: ignore[attr-defined]
-        if secret_names is not None:
-            query = query.where(CredentialRow.secret_name.in_(secret_names))  # type: ignore[attr-defined]
-        return list(session.exec(query).all())
+    def _live(session: Session, person_id: str, cluster: str) -> list[CredentialRow]:
+        return list(session.exec(select(CredentialRow).where(
+            CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
+            CredentialRow.state.in_(LIVE))).all())  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _revoke(connection: Connection, credential_ids: list[int], reason: str, now: datetime) -> None:
+        if credential_ids:
+            connection.execute(UPDATE_CREDENTIAL, [dict(credential_id=credential_id, state=CredentialState.REVOKED,
+                                                        revoked_at=now, revoke_reason=reason)
+                                                   for credential_id in credential_ids])
 
     @staticmethod
     def _revoke_row(row: CredentialRow, reason: str, now: datetime) -> None:
@@ -385,39 +414,51 @@ class Journal:
 
     @staticmethod
     def _save_identity(session: Session, source: str, identity: Identity) -> None:
+        """Insert the person, or update what a source may change of them (their source and first sighting stay)."""
+        connection = session.connection()
         now = utc(datetime.now(UTC))
-        row = session.get(PersonRow, identity.id)
-        if row is None:
-            row = PersonRow(id=identity.id, source=source, username=identity.username, first_seen=now, last_seen=now)
-        row.username = identity.username
-        row.email = identity.email
-        row.display_name = identity.display_name
-        row.active = identity.active
-        row.groups = json.dumps(sorted(identity.groups))
-        row.attributes = json.dumps(identity.attributes, sort_keys=True)
-        row.last_seen = now
-        row.removed_at = None
-        session.add(row)
+        connection.execute(_upsert(connection, PERSON, ("id",), PERSON_CHANGES), dict(
+            id=identity.id, source=source, first_seen=now, username=identity.username, email=identity.email,
+            display_name=identity.display_name, active=identity.active, groups=json.dumps(sorted(identity.groups)),
+            attributes=json.dumps(identity.attributes, sort_keys=True), last_seen=now, removed_at=None))
 
     @staticmethod
     def _save_access(session: Session, person_id: str, cluster: str, scopes: frozenset, kubeconfig: str) -> None:
-        row = session.get(AccessRow, (person_id, cluster)) or AccessRow(
-            person_id=person_id, cluster=cluster, updated_at=utc(datetime.now(UTC)), granted_at=utc(datetime.now(UTC))
-        )
-        row.scopes = scopes_to_json(scopes)
-        row.kubeconfig = kubeconfig
-        row.updated_at = utc(datetime.now(UTC))
-        session.add(row)
+        connection = session.connection()
+        now = utc(datetime.now(UTC))
+        connection.execute(_upsert(connection, ACCESS, ("person_id", "cluster"), ACCESS_CHANGES), dict(
+            person_id=person_id, cluster=cluster, scopes=scopes_to_json(scopes), kubeconfig=kubeconfig,
+            updated_at=now, granted_at=now))  # granted_at: a new access's only (no ACCESS_CHANGES)
 
     @staticmethod
     def _remove_access(session: Session, person_id: str, cluster: str) -> None:
-        row = session.get(AccessRow, (person_id, cluster))
-        if row is not None:
-            session.delete(row)
-        remaining = session.exec(
-            select(AccessRow).where(AccessRow.person_id == person_id, AccessRow.cluster != cluster)
-        ).first()
-        person = session.get(PersonRow, person_id)
-        if person is not None and remaining is None:
-            person.removed_at = utc(datetime.now(UTC))
-            session.add(person)
+        connection = session.connection()
+        connection.execute(AccessRow.__table__.delete().where(  # type: ignore[attr-defined]
+            AccessRow.person_id == person_id, AccessRow.cluster == cluster))
+        remaining = connection.execute(select(AccessRow.cluster).where(AccessRow.person_id == person_id)
+                                       .limit(1)).first()
+        if remaining is None:
+            connection.execute(update(PersonRow).where(PersonRow.id == person_id)  # type: ignore[arg-type]
+                               .values(removed_at=utc(datetime.now(UTC))))
+
+
+def _head(connection: Connection) -> tuple[int, str] | None:
+    """The hash chain's head anchor (seq, hash), None before the first event."""
+    row = connection.execute(SELECT_HEAD).first()
+    return (row.seq, row.hash) if row is not None else None
+
+
+_UPSERTS: dict[tuple[str, str], Executable] = {}
+
+
+def _upsert(connection: Connection, table: Any, keys: tuple[str, ...], changes: tuple[str, ...]) -> Executable:
+    """This database's statement that inserts a row of `table`, or updates the `changes` columns of the row with
+    the same `keys`: one statement, no read. Built once per database kind."""
+    kind = connection.dialect.name
+    statement = _UPSERTS.get((kind, table.name))
+    if statement is None:
+        inserting = (postgresql if kind == "postgresql" else sqlite).insert(table)
+        statement = inserting.on_conflict_do_update(
+            index_elements=list(keys), set_={name: inserting.excluded[name] for name in changes})
+        _UPSERTS[(kind, table.name)] = statement
+    return statement

@@ -56,7 +56,7 @@ class ReadModel:
 
     def identities(self, source: str) -> tuple[Identity, ...]:
         """The source's people as runs last recorded them, with the attributes the policy matched on then."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(PersonRow).where(PersonRow.source == source,
                                                   PersonRow.removed_at.is_(None))).all()  # type: ignore[union-attr]
         return tuple(Identity(row.id, row.username, row.email, row.display_name, frozenset(json.loads(row.groups)),
@@ -75,7 +75,7 @@ class ReadModel:
             people_query = people_query.where(PersonRow.id.in_(ids))  # type: ignore[attr-defined]
             access_query = access_query.where(AccessRow.person_id.in_(ids))  # type: ignore[attr-defined]
             credential_query = credential_query.where(CredentialRow.person_id.in_(ids))  # type: ignore[attr-defined]
-        with self.database.session() as s:
+        with self.database.read() as s:
             people = s.exec(people_query).all()
             access_rows = s.exec(access_query).all()
             credentials = s.exec(credential_query).all()
@@ -100,7 +100,7 @@ class ReadModel:
 
     def live_fingerprints(self, person_id: str, cluster: str) -> set[str]:
         """The fingerprints of the person's active and retiring credentials on the cluster."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             return set(s.exec(select(CredentialRow.fingerprint).where(
                 CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
                 CredentialRow.state.in_(LIVE))).all())  # type: ignore[attr-defined]
@@ -108,7 +108,7 @@ class ReadModel:
     def interrupted_intents(self) -> list[Intent]:
         """Intents a dead run left pending, and those a sweep left for a full run, oldest first. Call only while
         holding `exclusive()`."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = list(s.exec(select(IntentRow).where(IntentRow.state.in_(("pending", "deferred")))  # type: ignore[attr-defined]
                                .order_by(IntentRow.id)).all())  # type: ignore[arg-type]
         return [Intent(row.id, row.run_id, row.person_id, row.username, row.cluster, row.action,  # type: ignore[arg-type]
@@ -116,19 +116,19 @@ class ReadModel:
 
     def head(self) -> tuple[int, str]:
         """The chain's head anchor: its newest event's sequence number and hash (0 and GENESIS when empty)."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             head = s.get(HeadRow, 1)
         return (head.seq, head.hash) if head is not None else (0, GENESIS)
 
     def last_seq(self) -> int:
         """The newest event's sequence number (0 when there is none): a mark for `source_changed_since`."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             return s.exec(select(func.max(EventRow.seq))).one() or 0
 
     def source_changed_since(self, source: str, seq: int) -> bool:
         """Whether a run of this source changed anyone's access after the mark (held actions and confirmations
         change nothing)."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             after_mark = EventRow.seq > seq  # type: ignore[operator]
             query = (select(EventRow.seq).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
                      .where(RunRow.source == source, after_mark, EventRow.result != "held",
@@ -137,14 +137,14 @@ class ReadModel:
 
     def watch_cursors(self, source: str) -> dict[str, bytes]:
         """Where the source's watch stopped, per stream (see `Journal.save_cursors`)."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(WatchCursorRow).where(WatchCursorRow.source == source)).all()
             return {row.kind: base64.b64decode(row.cookie) for row in rows}
 
     def held_revocations(self, source: str) -> frozenset[str]:
         """People of this source with a revocation held on some cluster and nothing recorded for them there since:
         they wait for the hold to end (or a human)."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             return frozenset(s.exec(self._outstanding_holds(source)).all())
 
     @staticmethod
@@ -161,7 +161,7 @@ class ReadModel:
 
     def credential_holders(self, source: str) -> int:
         """How many people of this source hold a live credential."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             return s.exec(select(func.count(func.distinct(CredentialRow.person_id)))
                           .join(PersonRow, PersonRow.id == CredentialRow.person_id)  # type: ignore[arg-type]
                           .where(PersonRow.source == source, PersonRow.removed_at.is_(None),  # type: ignore[union-attr]
@@ -171,7 +171,7 @@ class ReadModel:
         """How many credential holders runs of this source revoked since then. Held revocations and people who
         held no credential do not count; nor does anything up to and including a run a human allowed
         (--allow-mass-revocation): they saw what was revoked, and the count starts afresh."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             since = self._window_start(s, source, since)
             query = (select(EventRow.person_id).join(RunRow, EventRow.run_id == RunRow.id)  # type: ignore[arg-type]
                      .where(RunRow.source == source, RunRow.approved.is_(False),  # type: ignore[attr-defined]
@@ -184,7 +184,7 @@ class ReadModel:
         """People of this source whose revocation the mass-revocation thresholds held since then and who still wait
         on it (a burst split over several runs is held whole); as for `recent_revocations`, the count starts afresh
         after a run a human allowed."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             since = self._window_start(s, source, since)
             query = self._outstanding_holds(source).where(
                 EventRow.at >= since, EventRow.error.contains(ALLOW_MASS_REVOCATION, autoescape=True))  # type: ignore[union-attr]
@@ -201,7 +201,7 @@ class ReadModel:
 
     def events(self, *, person: str | None = None, run_id: str | None = None, limit: int | None = None
                ) -> list[EventRow]:
-        with self.database.session() as s:
+        with self.database.read() as s:
             query = select(EventRow).order_by(EventRow.seq)  # type: ignore[arg-type]
             if person is not None:
                 query = query.where((EventRow.person_id == person) | (EventRow.username == person))
@@ -213,13 +213,13 @@ class ReadModel:
         return rows[-limit:] if limit else rows
 
     def runs(self) -> list[RunRow]:
-        with self.database.session() as s:
+        with self.database.read() as s:
             return list(s.exec(select(RunRow).order_by(RunRow.started_at)).all())  # type: ignore[arg-type]
 
     def credentials(self, *, include_revoked: bool = False) -> list[tuple[CredentialRow, str, frozenset[Scope]]]:
         """Credentials with their owner's username and current scopes on that cluster, oldest first; each row's
         `state` a `CredentialState`."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             query = select(CredentialRow, PersonRow).join(PersonRow).order_by(CredentialRow.id)  # type: ignore[arg-type]
             if not include_revoked:
                 query = query.where(CredentialRow.state != CredentialState.REVOKED)
@@ -232,13 +232,13 @@ class ReadModel:
 
     def credential_states(self) -> dict[CredentialState, int]:
         """How many credentials are in each state."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(CredentialRow.state, func.count()).group_by(CredentialRow.state)).all()
         return {CredentialState(state): count for state, count in rows}
 
     def people_named(self, target: str) -> list[tuple[str, str]]:
         """(id, username) of everyone, leavers included, whose id or username is `target`."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(PersonRow.id, PersonRow.username)
                           .where((PersonRow.id == target) | (PersonRow.username == target))).all()
         return [(person_id, username) for person_id, username in rows]
@@ -251,13 +251,13 @@ class ReadModel:
             query = query.where(UsageDayRow.cluster == cluster)
         if since is not None:
             query = query.where(UsageDayRow.day >= since)
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(query.order_by(UsageDayRow.day, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
         return [usage_from_row(row) for row in rows]
 
     def purposes(self, person_id: str) -> dict[str, Purpose | None]:
         """The purpose of the person's newest credential on each cluster, revoked ones too (a leaver's last)."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(CredentialRow.cluster, CredentialRow.purpose)
                           .where(CredentialRow.person_id == person_id)
                           .order_by(CredentialRow.id)).all()  # type: ignore[arg-type]
@@ -269,13 +269,13 @@ class ReadModel:
         query = select(UsageDayRow.person_key, UsageDayRow.cluster, func.max(UsageDayRow.last_use))
         if keys is not None and len(keys) <= ID_LIST_LIMIT:
             query = query.where(UsageDayRow.person_key.in_(keys))  # type: ignore[attr-defined]
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(query.group_by(UsageDayRow.person_key, UsageDayRow.cluster)).all()  # type: ignore[arg-type]
         return {(key, cluster): aware(last) for key, cluster, last in rows}  # type: ignore[misc]
 
     def suspensions(self) -> list[tuple[str, str, str, datetime]]:
         """(person id, username, cluster, since) of each access suspended for want of use, until resumed."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(SuspensionRow, PersonRow.username)
                           .join(PersonRow, PersonRow.id == SuspensionRow.person_id)  # type: ignore[arg-type]
                           .order_by(PersonRow.username, SuspensionRow.cluster)).all()  # type: ignore[arg-type]
@@ -283,7 +283,7 @@ class ReadModel:
 
     def accesses(self) -> list[tuple[str, str, str, frozenset[Scope], datetime | None]]:
         """(person id, username, cluster, scopes, granted at) of each access held now."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(AccessRow, PersonRow.username)
                           .join(PersonRow, PersonRow.id == AccessRow.person_id)  # type: ignore[arg-type]
                           .order_by(PersonRow.username, AccessRow.cluster)).all()  # type: ignore[arg-type]
@@ -294,7 +294,7 @@ class ReadModel:
 
     def people_by_key(self) -> dict[str, tuple[str, str]]:
         """Everyone the ledger holds, leavers too, by person key: (id, username)."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(PersonRow.id, PersonRow.username)).all()
         return {person_key(person_id): (person_id, username) for person_id, username in rows}
 
@@ -304,7 +304,7 @@ class ReadModel:
         the one revoked last (however long ago)."""
         ids = list(person_ids)
         found: dict[tuple[str, str], dict[str, CredentialLife]] = {}
-        with self.database.session() as s:
+        with self.database.read() as s:
             for chunk in (ids[i:i + ID_LIST_LIMIT] for i in range(0, len(ids), ID_LIST_LIMIT)):
                 of_them = CredentialRow.person_id.in_(chunk)  # type: ignore[attr-defined]
                 last = (select(CredentialRow.person_id, CredentialRow.cluster,
@@ -326,7 +326,7 @@ class ReadModel:
         seen on several days is listed each time)."""
         wanted = list(keys)
         places: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
-        with self.database.session() as s:
+        with self.database.read() as s:
             for chunk in (wanted[i:i + ID_LIST_LIMIT] for i in range(0, len(wanted), ID_LIST_LIMIT)):
                 query = (select(UsageDayRow.person_key, UsageDayRow.cluster, UsageDayRow.source_ips,
                                 UsageDayRow.user_agents)
@@ -343,7 +343,7 @@ class ReadModel:
         jti where the audit events named a token the ledger recorded (Kubernetes 1.29+), else under ""
         (see `core.usage.token_last_used`)."""
         recorded = CredentialRow.jti.is_not(None)  # type: ignore[union-attr]
-        with self.database.session() as s:
+        with self.database.read() as s:
             rows = s.exec(select(UsageDayRow.person_key, UsageDayRow.cluster, UsageDayRow.credential_id,
                                  func.max(UsageDayRow.last_use))
                           .group_by(UsageDayRow.person_key, UsageDayRow.cluster,  # type: ignore[arg-type]
@@ -360,7 +360,7 @@ class ReadModel:
         """What is wrong with the event chain, or None when it holds: every link and hash, the chain's end at its
         head anchor, each finished run's recorded head in the chain, and `anchor` (seq, hash: a head kept outside
         the database) in the chain."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             head = s.get(HeadRow, 1)
             runs = s.exec(select(RunRow.id, RunRow.head_seq, RunRow.head_hash)
                           .where(RunRow.head_seq.is_not(None))).all()  # type: ignore[union-attr]
@@ -394,5 +394,5 @@ class ReadModel:
 
     def ping(self) -> None:
         """Raise `LedgerError` unless the database answers."""
-        with self.database.session() as s:
+        with self.database.read() as s:
             s.exec(select(RunRow.id).limit(1)).all()  # reads at most one row, however long the history

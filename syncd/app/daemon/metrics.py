@@ -27,9 +27,11 @@ class Metrics:
         self.registry = registry = CollectorRegistry()
         self.runs = Counter(
             "syncd_runs",
-            "Runs by job (poll, reconcile, credentials, sweep, scim, watch), source and result (ok, no-op, failed).",
+            "Runs by job (poll, reconcile, credentials, sweep, scim, watch), source and result (ok, no-op, failed, "
+            "interrupted, lost-lease).",
             ["job", "source", "result"], registry=registry)
-        self.actions = Counter("syncd_actions", "Planned actions by kind, reason and result (ok, failed, held).",
+        self.actions = Counter("syncd_actions",
+                               "Planned actions by kind, reason and result (ok, failed, held, not-begun).",
                                ["kind", "reason", "result"], registry=registry)
         self.run_duration = Histogram("syncd_run_duration_seconds", "Wall time of a job run.", ["job"],
                                       buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=registry)
@@ -83,8 +85,10 @@ class Metrics:
         if plan is None:
             return
         failed = {id(action) for action, _ in report.outcome.failed} if report.outcome else set()
+        applied = {id(action) for action in report.outcome.applied} if report.outcome else set()
         for action in plan.actions:
-            result = "dry-run" if report.dry_run else "failed" if id(action) in failed else "ok"
+            result = "dry-run" if report.dry_run else "failed" if id(action) in failed else \
+                "ok" if id(action) in applied else "not-begun"
             self.actions.labels(str(action.kind), str(action.reason), result).inc()
         for held in plan.held:
             self.actions.labels(str(held.action.kind), str(held.action.reason), "held").inc()

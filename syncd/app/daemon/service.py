@@ -345,6 +345,7 @@ class Daemon:
         self.notifier.send("STOPPING=1", "STATUS=stopping: finishing the running jobs")
         self._stopping = True
         self.scheduler.shutdown(wait=False)
+        self.engine.stop()  # runs finish the actions in flight and begin no other
         idle = self._wait_idle(timeout=self.settings.daemon.stop_timeout.total_seconds())
         self._open_gate()  # jobs queued at the gate see _stopping and return
         self._close(idle)
