@@ -3,7 +3,6 @@ ledger on SQLite): each is one ledger event, a metric and an alert_command run, 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -13,7 +12,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from syncd.adapters.ledger import Database, Journal, ReadModel
@@ -24,6 +22,7 @@ from syncd.core.model import Identity
 from syncd.core.usage import DayUsage
 from syncd.ports import Event, NewCredential
 from syncd.runtime.usage import UsageLedger, UsageRecorder
+from tests.fast.audit import event_list, post_audit
 from tests.fast.conftest import make_settings
 
 TOKEN = "dev-sender-token"
@@ -42,10 +41,6 @@ def event(at: datetime | None = None, *, code: int = 200, ip: str = "10.0.0.7", 
             "responseStatus": {"code": code}, "requestReceivedTimestamp": moment, "stageTimestamp": moment}
 
 
-def event_list(*events: dict) -> bytes:
-    return json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": list(events)}).encode()
-
-
 @dataclass
 class Receiver:
     app: AuditApp
@@ -54,14 +49,7 @@ class Receiver:
     read_model: ReadModel
 
     def post(self, *events: dict) -> None:
-        async def send() -> int:
-            transport = httpx.ASGITransport(app=self.app)  # type: ignore[arg-type]
-            async with httpx.AsyncClient(transport=transport, base_url="http://syncd.test") as client:
-                answer = await client.post("/audit", content=event_list(*events),
-                                           headers={"Authorization": f"Bearer {TOKEN}"})
-                return answer.status_code
-
-        assert asyncio.run(send()) == 200
+        assert post_audit(self.app, event_list(*events), TOKEN) == 200
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0

@@ -3,8 +3,6 @@ are told apart by their token, syncd's ServiceAccounts' events are kept per day,
 
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -12,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from syncd.adapters.ledger import Database, Journal, ReadModel
@@ -21,6 +18,7 @@ from syncd.app.daemon.metrics import Metrics
 from syncd.config import AuditSenderSettings, AuditSettings, UsageSettings
 from syncd.core.usage import DayUsage, UsageKey, user_prefix
 from syncd.runtime.usage import UsageLedger, UsageRecorder
+from tests.fast.audit import event_list, post_audit
 
 DEV_TOKEN, PROD_TOKEN = "dev-sender-token", "prod-sender-token"
 TODAY = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
@@ -33,10 +31,6 @@ def event(username: str = "system:serviceaccount:syncd:syncd-alice", code: int =
             "requestReceivedTimestamp": TODAY, "stageTimestamp": TODAY}
 
 
-def event_list(*events: dict) -> bytes:
-    return json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": list(events)}).encode()
-
-
 @dataclass
 class Receiver:
     app: AuditApp
@@ -45,14 +39,7 @@ class Receiver:
     read_model: ReadModel
 
     def post(self, body: bytes, token: str | None = DEV_TOKEN) -> int:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-        async def send() -> int:
-            transport = httpx.ASGITransport(app=self.app)  # type: ignore[arg-type]
-            async with httpx.AsyncClient(transport=transport, base_url="http://syncd.test") as client:
-                return (await client.post("/audit", content=body, headers=headers)).status_code
-
-        return asyncio.run(send())
+        return post_audit(self.app, body, token)
 
     def counted(self, result: str) -> float:
         labels = {"source": "webhook", "result": result}
