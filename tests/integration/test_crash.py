@@ -150,9 +150,10 @@ Journal.begin_intent, Journal.record_delivery = stop_before_the_second, deliver_
 """,
 }
 RUN_WITH_A_STOP = """
-import os, signal, sys
+import os, signal, sys, threading
 def stop():
     os.kill(os.getpid(), signal.SIGSTOP)
+    threading.Event().wait()  # the stop may take effect a few ms late: this thread goes no further meanwhile
 {hook}
 from syncd.app.cli import main
 main(sys.argv[1:])
