@@ -21,6 +21,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TypeVar
 
 import structlog
@@ -161,6 +162,18 @@ def at_most_every(seconds: float, hook: Callable[[k8s.Configuration], None],
     return call
 
 
+def credential_only(hook: Callable[[k8s.Configuration], None]) -> Callable[[k8s.Configuration], None]:
+    """The kubeconfig loader's refresh hook, taking only the credential it refreshes. Run on the configuration, the
+    loader's hook sets every setting again and puts itself back as the hook, replacing any wrapper around it (so
+    `at_most_every` held for one call); here it runs on a scratch object and only its `api_key` is copied."""
+    def refresh(configuration: k8s.Configuration) -> None:
+        scratch = SimpleNamespace(api_key={})
+        hook(scratch)  # type: ignore[arg-type]
+        configuration.api_key.update(scratch.api_key)
+
+    return refresh
+
+
 class KubernetesCluster:
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings = settings
@@ -184,7 +197,8 @@ class KubernetesCluster:
         # configuration again (its host setter scans the environment for proxies), CPU every apply worker competes
         # for. A credential that expires is refreshed five minutes early, so once a second is often enough.
         if configuration.refresh_api_key_hook is not None:
-            configuration.refresh_api_key_hook = at_most_every(CREDENTIAL_CHECK, configuration.refresh_api_key_hook)
+            configuration.refresh_api_key_hook = at_most_every(
+                CREDENTIAL_CHECK, credential_only(configuration.refresh_api_key_hook))
         # Every call is bounded by the timeout, to connect and to each read: no retry may add a second wait.
         configuration.retries = False
         # One kept-alive connection per worker, and a few for confirmations and reads beside them.
