@@ -115,8 +115,8 @@ STOP_AT = {
     "token-written": """
 from syncd.adapters import delivery
 write = delivery.write_secret_file
-def write_then_stop(path, content):
-    write(path, content)
+def write_then_stop(path, content, **kwargs):
+    write(path, content, **kwargs)
     if path.name.endswith(".token"):
         stop()
 delivery.write_secret_file = write_then_stop
@@ -125,10 +125,10 @@ delivery.write_secret_file = write_then_stop
     "token-not-written": """
 from syncd.adapters import delivery
 write = delivery.write_secret_file
-def stop_then_write(path, content):
+def stop_then_write(path, content, **kwargs):
     if path.name.endswith(".token"):
         stop()
-    write(path, content)
+    write(path, content, **kwargs)
 delivery.write_secret_file = stop_then_write
 """,
     # Between two actions: the first one recorded and its intent done, the second not begun (concurrent workers:
