@@ -149,10 +149,13 @@ def stop_before_the_second(self, *args, **kwargs):
 Journal.begin_intent, Journal.record_delivery = stop_before_the_second, deliver_and_tell
 """,
 }
+# SIGSTOP sent to this thread, not the process: a process-directed one is taken by whichever thread the kernel picks
+# (the main thread, waiting for the workers), and on a loaded machine the worker that sent it went on for a while,
+# past the point (a token file written after "token-not-written").
 RUN_WITH_A_STOP = """
-import os, signal, sys
+import signal, sys, threading
 def stop():
-    os.kill(os.getpid(), signal.SIGSTOP)
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 {hook}
 from syncd.app.cli import main
 main(sys.argv[1:])
