@@ -63,8 +63,9 @@ def exec_credential(token_file: Path) -> dict:
     return {"apiVersion": EXEC_API_VERSION, "kind": "ExecCredential", "status": status}
 
 
-def write_secret_file(path: Path, content: str) -> None:
-    """Atomically replace `path` with `content`, readable by its owner only."""
+def write_secret_file(path: Path, content: str, *, sync_folder: bool = True) -> None:
+    """Atomically replace `path` with `content`, readable by its owner only; durable once its folder is synced
+    (`sync_folder`, else the caller syncs it after its last file there)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -77,7 +78,13 @@ def write_secret_file(path: Path, content: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
+    if sync_folder:
+        sync(path.parent)
+
+
+def sync(folder: Path) -> None:
+    """Make the renames into `folder` durable."""
+    directory = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
@@ -127,7 +134,11 @@ class Delivery:
         token_path = self.token_path(key, cluster)
         user: dict[str, object]
         if self.token_file:
-            write_secret_file(token_path, token)
+            # Its folder is synced once, after the kubeconfig: a crash before that may leave either file old or
+            # missing, each complete, and the intent still open; recovery keeps the token only if the token file
+            # holds it (`Applier.recover`), so a kubeconfig that came through without its token file is delivered
+            # again. The caller records the delivery only once both are durable.
+            write_secret_file(token_path, token, sync_folder=False)
         if self.mode == "token-file":
             user = {"tokenFile": str(token_path.resolve())}
         elif self.mode == "exec":

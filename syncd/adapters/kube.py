@@ -21,6 +21,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TypeVar
 
 import structlog
@@ -144,6 +145,22 @@ def cluster_error(error: ApiException, message: str) -> SyncdError:
     return REJECTIONS.get(status, ClusterRejected)(message)
 
 
+def answer(response: urllib3.BaseHTTPResponse) -> dict:
+    """The JSON body of an answer asked for with `_preload_content=False`. For the objects syncd creates it reads
+    the few fields it needs from this: the client's own deserialising, a model validated field by field, cost each
+    joiner more CPU than the request itself, CPU every apply worker competes for. The client still raises for an
+    answer that is not 2xx."""
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+def _timestamp(value: str) -> datetime:
+    at = datetime.fromisoformat(value)
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def at_most_every(seconds: float, hook: Callable[[k8s.Configuration], None],
                   clock: Callable[[], float] = time.monotonic) -> Callable[[k8s.Configuration], None]:
     """`hook`, called at most once every `seconds` (the calls between do nothing)."""
@@ -159,6 +176,18 @@ def at_most_every(seconds: float, hook: Callable[[k8s.Configuration], None],
         hook(configuration)
 
     return call
+
+
+def credential_only(hook: Callable[[k8s.Configuration], None]) -> Callable[[k8s.Configuration], None]:
+    """The kubeconfig loader's refresh hook, taking only the credential it refreshes. Run on the configuration, the
+    loader's hook sets every setting again and puts itself back as the hook, replacing any wrapper around it (so
+    `at_most_every` held for one call); here it runs on a scratch object and only its `api_key` is copied."""
+    def refresh(configuration: k8s.Configuration) -> None:
+        scratch = SimpleNamespace(api_key={})
+        hook(scratch)  # type: ignore[arg-type]
+        configuration.api_key.update(scratch.api_key)
+
+    return refresh
 
 
 class KubernetesCluster:
@@ -184,7 +213,8 @@ class KubernetesCluster:
         # configuration again (its host setter scans the environment for proxies), CPU every apply worker competes
         # for. A credential that expires is refreshed five minutes early, so once a second is often enough.
         if configuration.refresh_api_key_hook is not None:
-            configuration.refresh_api_key_hook = at_most_every(CREDENTIAL_CHECK, configuration.refresh_api_key_hook)
+            configuration.refresh_api_key_hook = at_most_every(
+                CREDENTIAL_CHECK, credential_only(configuration.refresh_api_key_hook))
         # Every call is bounded by the timeout, to connect and to each read: no retry may add a second wait.
         configuration.retries = False
         # One kept-alive connection per worker, and a few for confirmations and reads beside them.
@@ -401,12 +431,14 @@ class KubernetesCluster:
                                     automount_service_account_token=False)
         account, created = self._create_or_get(
             f"create ServiceAccount {name}",
-            lambda: self.core.create_namespaced_service_account(self.namespace, body, _request_timeout=self.timeout),
+            lambda: answer(self.core.create_namespaced_service_account(
+                self.namespace, body, _request_timeout=self.timeout, _preload_content=False)),
             lambda: self.core.read_namespaced_service_account(name, self.namespace, _request_timeout=self.timeout),
             lambda existing: self._labelled_for(person_id, existing),
         )
-        annotations = account.metadata.annotations or {}
-        if not created and annotations.get(USERNAME_ANNOTATION) != username:
+        if created:
+            return ServiceAccountRef(account["metadata"]["name"], account["metadata"]["uid"])
+        if (account.metadata.annotations or {}).get(USERNAME_ANNOTATION) != username:
             patch = {"metadata": {"annotations": {USERNAME_ANNOTATION: username, PERSON_ID_ANNOTATION: person_id}}}
             account = self._call(f"annotate ServiceAccount {name}", self.core.patch_namespaced_service_account,
                                  name, self.namespace, patch, write=True)
@@ -418,30 +450,29 @@ class KubernetesCluster:
         bound to that Secret."""
         owner = k8s.V1OwnerReference(api_version="v1", kind="ServiceAccount", name=account.name, uid=account.uid)
         key = person_key(person_id)
-        secret = self._call(
+        secret = answer(self._call(
             "create token Secret", self.core.create_namespaced_secret, self.namespace,
             k8s.V1Secret(type="Opaque", metadata=self._meta(
                 person_id, username, generate_name=f"syncd-{key}-", owner_references=[owner],
                 labels={TOKEN_LABEL: "true"})),
-            write=True, idempotent=False,
-        )
+            write=True, idempotent=False, _preload_content=False,
+        ))["metadata"]
         request = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(
             audiences=[],
             expiration_seconds=int(ttl.total_seconds()),
             bound_object_ref=k8s.V1BoundObjectReference(api_version="v1", kind="Secret",
-                                                        name=secret.metadata.name, uid=secret.metadata.uid),
+                                                        name=secret["name"], uid=secret["uid"]),
         ))
         issued_at = datetime.now(UTC)
         try:
-            response = self._call(f"request a token for {account.name}",
-                                  self.core.create_namespaced_service_account_token,
-                                  account.name, self.namespace, request, write=True)
+            status = answer(self._call(f"request a token for {account.name}",
+                                       self.core.create_namespaced_service_account_token,
+                                       account.name, self.namespace, request, write=True,
+                                       _preload_content=False))["status"]
         except Exception:
-            self.delete_token_secret(secret.metadata.name)
+            self.delete_token_secret(secret["name"])
             raise
-        expires_at = response.status.expiration_timestamp
-        return IssuedToken(response.status.token, secret.metadata.name, issued_at,
-                           expires_at.astimezone(UTC) if expires_at.tzinfo else expires_at.replace(tzinfo=UTC))
+        return IssuedToken(status["token"], secret["name"], issued_at, _timestamp(status["expirationTimestamp"]))
 
     def create_binding(self, person_id: str, username: str, scope: Scope) -> None:
         name = binding_name(person_id, scope, self.namespace)
@@ -460,7 +491,8 @@ class KubernetesCluster:
             body = k8s.V1ClusterRoleBinding(metadata=meta, role_ref=role_ref, subjects=[subject])
             self._create_or_get(
                 f"bind {scope}",
-                lambda: self.rbac.create_cluster_role_binding(body, _request_timeout=self.timeout),
+                lambda: answer(self.rbac.create_cluster_role_binding(
+                    body, _request_timeout=self.timeout, _preload_content=False)),
                 lambda: self.rbac.read_cluster_role_binding(name, _request_timeout=self.timeout),
                 ours,
             )
@@ -468,7 +500,8 @@ class KubernetesCluster:
         body = k8s.V1RoleBinding(metadata=meta, role_ref=role_ref, subjects=[subject])
         self._create_or_get(
             f"bind {scope}",
-            lambda: self.rbac.create_namespaced_role_binding(scope.namespace, body, _request_timeout=self.timeout),
+            lambda: answer(self.rbac.create_namespaced_role_binding(
+                scope.namespace, body, _request_timeout=self.timeout, _preload_content=False)),
             lambda: self.rbac.read_namespaced_role_binding(name, scope.namespace, _request_timeout=self.timeout),
             ours,
         )

@@ -115,8 +115,8 @@ STOP_AT = {
     "token-written": """
 from syncd.adapters import delivery
 write = delivery.write_secret_file
-def write_then_stop(path, content):
-    write(path, content)
+def write_then_stop(path, content, **kwargs):
+    write(path, content, **kwargs)
     if path.name.endswith(".token"):
         stop()
 delivery.write_secret_file = write_then_stop
@@ -125,10 +125,10 @@ delivery.write_secret_file = write_then_stop
     "token-not-written": """
 from syncd.adapters import delivery
 write = delivery.write_secret_file
-def stop_then_write(path, content):
+def stop_then_write(path, content, **kwargs):
     if path.name.endswith(".token"):
         stop()
-    write(path, content)
+    write(path, content, **kwargs)
 delivery.write_secret_file = stop_then_write
 """,
     # Between two actions: the first one recorded and its intent done, the second not begun (concurrent workers:
@@ -149,11 +149,14 @@ def stop_before_the_second(self, *args, **kwargs):
 Journal.begin_intent, Journal.record_delivery = stop_before_the_second, deliver_and_tell
 """,
 }
+# SIGSTOP sent to this thread, not the process: a process-directed one is taken by whichever thread the kernel picks
+# (the main thread, waiting for the workers), and on a loaded machine the worker that sent it went on for a while,
+# past the point (a token file written after "token-not-written").
 RUN_WITH_A_STOP = """
-import os, signal, sys, threading
+import signal, sys, threading
 def stop():
-    os.kill(os.getpid(), signal.SIGSTOP)
-    threading.Event().wait()  # the stop may take effect a few ms late: this thread goes no further meanwhile
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+    threading.Event().wait()  # and should the stop still come late, this thread goes no further meanwhile
 {hook}
 from syncd.app.cli import main
 main(sys.argv[1:])

@@ -117,3 +117,16 @@ def test_many_threads_at_once_keep_an_exact_chain_and_see_their_own_writes(ledge
     assert all(seen_own) and len(seen_own) == threads * each
     for t in range(threads):  # each writer's events in the order it wrote them
         assert [e.person_id for e in events if e.person_id.startswith(f"t{t}-")] == [f"t{t}-{n}" for n in range(each)]
+
+
+def test_a_group_without_a_failing_write_takes_no_savepoint(ledger: Ledger):
+    statements: list[str] = []
+    sa_event.listen(ledger.database.engine, "before_cursor_execute",
+                    lambda _c, _cursor, statement, *_: statements.append(statement))
+    with ThreadPoolExecutor(8) as pool:
+        with HeldLeader(ledger, pool) as leader:
+            writes = [leader.queue(lambda n=n: ledger.journal.record("run1", joiner(n))) for n in range(6)]
+        for write in writes:
+            write.result()
+    assert not [s for s in statements if "SAVEPOINT" in s.upper()]
+    assert [e.person_id for e in ledger.read_model.events()] == [f"p{n}" for n in range(6)]

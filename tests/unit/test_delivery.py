@@ -1,5 +1,6 @@
 """Delivered files: atomic, mode 0600, in the person's own folder, a kubeconfig that points at its token file."""
 
+import os
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,18 @@ def test_kubeconfig_and_token_are_private_and_linked(tmp_path):
     assert config["contexts"][0]["context"]["namespace"] == "team-a"
     assert "secret-token" not in path.read_text()
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_a_delivery_syncs_each_file_and_then_its_folder_once(tmp_path, monkeypatch):
+    """Each file is synced before its rename; the folder once, after both renames, before `deliver` returns."""
+    synced: list[str] = []
+    sync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or sync(fd))
+    delivery = Delivery(DeliverySettings(directory=tmp_path))
+    delivery.deliver("1001", "alice", "dev", ENDPOINT, "secret-token", None)
+    folder = str(tmp_path / "1001")
+    assert synced[-1] == folder and synced.count(folder) == 1
+    assert len(synced) == 3  # the token file, the kubeconfig, their folder
 
 
 def test_refresh_replaces_only_the_token_file(tmp_path):

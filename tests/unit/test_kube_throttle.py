@@ -4,9 +4,12 @@ Retry-After."""
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+import yaml
+from kubernetes.client import configuration as client_configuration
 from kubernetes.client.exceptions import ApiException
 
-from syncd.adapters.kube import LONGEST_WAIT, Throttle, at_most_every, retry_after
+from syncd.adapters.kube import LONGEST_WAIT, KubernetesCluster, Throttle, at_most_every, retry_after
+from syncd.config import ClusterSettings
 
 
 class Clock:
@@ -69,3 +72,22 @@ def test_the_credential_refresh_hook_runs_at_most_once_a_second():
     clock.sleep(0.5)
     hook("configuration")  # type: ignore[arg-type]
     assert calls == ["configuration", "configuration"]
+
+
+def test_the_credential_is_checked_at_most_once_a_second_however_many_requests(tmp_path, monkeypatch):
+    """The kubeconfig loader's hook put itself back as the hook each time it ran: the once-a-second wrapper held for
+    one request, then every request set the whole configuration again (scanning the environment for proxies)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "a-token"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    cluster = KubernetesCluster(ClusterSettings(name="c", kubeconfig=kubeconfig))
+    configuration = cluster.api.configuration
+    scans = []
+    monkeypatch.setattr(client_configuration, "getproxies", lambda: scans.append(1) or {})
+    for _ in range(5):
+        assert configuration.auth_settings()["BearerToken"]["value"] == "Bearer a-token"
+    assert len(scans) <= 1
+    cluster.close()

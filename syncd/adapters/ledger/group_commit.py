@@ -1,11 +1,13 @@
 """Group commit: concurrent callers' write transactions made durable by one commit (one fsync for many).
 
 A caller queues its work (a function of an ORM session) and waits. Whichever caller takes the leader's turn drains
-the queue and runs the works in queue order in one transaction, each inside its own SAVEPOINT (a work that fails
-rolls back alone and its caller gets the exception; the others stay), commits, then releases every caller with its
-result. A caller returns only once its own writes are committed, so each caller's writes stay in the order it made
-them, and events of one group chain in queue order. No thread of its own: nothing to start or stop, and it works in
-a forked child."""
+the queue and runs the works in queue order in one transaction, commits, then releases every caller with its result.
+Should a work fail, the transaction is rolled back and the group run again, each work inside its own SAVEPOINT (the
+failing one rolls back alone and its caller gets the exception; the others stay): a savepoint per work costs two
+statements and the session's bookkeeping for every write, inside the write lock, to serve the rare write that fails.
+A work may thus run twice; it reads and writes only the session. A caller returns only once its own writes are
+committed, so each caller's writes stay in the order it made them, and events of one group chain in queue order. No
+thread of its own: nothing to start or stop, and it works in a forked child."""
 
 from __future__ import annotations
 
@@ -61,18 +63,9 @@ class GroupCommit:
 
     def _commit(self, group: list[_Write]) -> None:
         try:
-            with self._one_at_a_time(), Session(self._engine, expire_on_commit=False) as session:
-                for write in group:
-                    try:
-                        with session.begin_nested():
-                            write.result = write.work(session)
-                    except SQLAlchemyError as error:
-                        write.error = self._failed(error)
-                    except Exception as error:  # noqa: BLE001 - the caller's own exception, raised in its thread
-                        write.error = error
-                    # Each write sees the rows as the group left them, never an object an earlier one loaded.
-                    session.expunge_all()
-                session.commit()
+            with self._one_at_a_time():
+                if not self._together(group):
+                    self._apart(group)
         except SQLAlchemyError as error:
             for write in group:
                 write.error = write.error or self._failed(error)
@@ -83,3 +76,32 @@ class GroupCommit:
         finally:
             for write in group:
                 write.done = True
+
+    def _together(self, group: list[_Write]) -> bool:
+        """The works in one transaction, committed; False, with nothing written, once one of them failed."""
+        with Session(self._engine, expire_on_commit=False) as session:
+            try:
+                for write in group:
+                    write.result = write.work(session)
+                    session.flush()
+                    # Each write sees the rows as the group left them, never an object an earlier one loaded.
+                    session.expunge_all()
+            except Exception:  # noqa: BLE001 - run again apart, where it fails alone
+                session.rollback()
+                return False
+            session.commit()
+        return True
+
+    def _apart(self, group: list[_Write]) -> None:
+        """The works in one transaction, each inside its own savepoint: one that fails rolls back alone."""
+        with Session(self._engine, expire_on_commit=False) as session:
+            for write in group:
+                try:
+                    with session.begin_nested():
+                        write.result = write.work(session)
+                except SQLAlchemyError as error:
+                    write.error = self._failed(error)
+                except Exception as error:  # noqa: BLE001 - the caller's own exception, raised in its thread
+                    write.error = error
+                session.expunge_all()
+            session.commit()
