@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +64,47 @@ class _Run:
     down: set[str] = field(default_factory=set)  # clusters found unreachable: their remaining actions wait
     stopping: threading.Event = field(default_factory=threading.Event)  # interrupted: begin no other action
     done: int = 0
+    intents: dict[str, IntentBlocks] = field(default_factory=dict)  # per cluster
+
+
+class IntentBlocks:
+    """The intents of one cluster's lanes, begun a block of lanes at a time: the worker that starts a lane whose
+    intents are not begun yet begins those of the lanes queued after it too, up to `block` lanes, in one transaction
+    (one ledger round trip instead of one per action). Each intent is still durable before its action's first write;
+    a run stopped cleanly closes those of the lanes it never started (`abandon`), a crash leaves them to recovery."""
+
+    def __init__(self, begin: Callable[[list[Action]], list[int]], lanes: list[list[Action]], block: int) -> None:
+        self._begin = begin
+        self._lanes = lanes
+        self._block = block
+        self._ids: dict[int, list[int]] = {}  # lane index -> its actions' intent ids, once begun
+        self._begun_up_to = 0  # lanes [0, begun_up_to) have their intents
+        self._started: set[int] = set()
+        self._left: list[int] = []  # intents of started lanes whose actions were not begun
+        self._lock = threading.Lock()
+
+    def start(self, lane: int) -> list[int]:
+        """The intents of lane `lane`, begun now if they were not."""
+        with self._lock:
+            if lane >= self._begun_up_to:
+                upto = min(max(lane + 1, self._begun_up_to + self._block), len(self._lanes))
+                block = range(self._begun_up_to, upto)
+                ids = iter(self._begin([action for n in block for action in self._lanes[n]]))
+                for n in block:
+                    self._ids[n] = [next(ids) for _ in self._lanes[n]]
+                self._begun_up_to = upto
+            self._started.add(lane)
+            return self._ids[lane]
+
+    def leave(self, intents: list[int]) -> None:
+        """Intents of a started lane whose actions will not begin (the run is stopping)."""
+        with self._lock:
+            self._left.extend(intents)
+
+    def abandoned(self) -> list[int]:
+        """The intents begun for actions that never began."""
+        with self._lock:
+            return [*self._left, *(i for n, ids in self._ids.items() if n not in self._started for i in ids)]
 
 
 def lanes(actions: Iterable[Action]) -> list[list[Action]]:
@@ -122,15 +163,24 @@ class Applier:
                 outcome.applied.append(action)
             return outcome
         run = _Run(plan.source, outcome, len(plan.actions))
-        grouped = lanes(plan.actions)
-        with self._pools(lane[0].cluster for lane in grouped) as pools:
-            futures = [pools[lane[0].cluster].submit(self._apply_lane, run, lane) for lane in grouped]
+        by_cluster: dict[str, list[list[Action]]] = {}
+        for lane in lanes(plan.actions):
+            by_cluster.setdefault(lane[0].cluster, []).append(lane)
+        for name, cluster_lanes in by_cluster.items():
+            run.intents[name] = IntentBlocks(
+                lambda actions: self.journal.begin_intents(self.run_id, [self._event(a) for a in actions]),
+                cluster_lanes, self.concurrency.get(name, 1))
+        with self._pools(by_cluster) as pools:
+            futures = [pools[name].submit(self._apply_lane, run, name, n, lane)
+                       for name, cluster_lanes in by_cluster.items() for n, lane in enumerate(cluster_lanes)]
             try:
                 for future in futures:
                     future.result()
             except BaseException:
                 run.stopping.set()  # Ctrl-C: the actions in flight finish (the pools wait for them), no other begins
                 raise
+            finally:
+                self._abandon(run)
         if self.stop.is_set() and run.done < run.total:
             outcome.not_begun = run.total - run.done
             log.warning("stop applying: the actions in flight finished, the others wait for the next run",
@@ -152,31 +202,40 @@ class Applier:
             for pool in pools.values():
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _apply_lane(self, run: _Run, actions: list[Action]) -> None:
-        """One person's actions on one cluster, in plan order."""
-        for action in actions:
+    def _abandon(self, run: _Run) -> None:
+        """Close the intents begun for actions that never began (a stopped run): nothing of them was written."""
+        abandoned = [i for blocks in run.intents.values() for i in blocks.abandoned()]
+        if abandoned:
+            with suppress(LeaseLost):  # another process holds the apply lock: its recovery closes them
+                self.journal.end_intents(abandoned, "not-begun")
+
+    def _apply_lane(self, run: _Run, cluster: str, lane: int, actions: list[Action]) -> None:
+        """One person's actions on one cluster (lane number `lane` of its cluster), in plan order."""
+        if run.stopping.is_set() or self.stop.is_set():
+            return
+        intents = run.intents[cluster].start(lane)
+        for n, action in enumerate(actions):
             if run.stopping.is_set() or self.stop.is_set():
+                run.intents[cluster].leave(intents[n:])
                 return
-            self._apply_action(run, action)
+            self._apply_action(run, action, intents[n])
             with run.lock:
                 run.done += 1
                 if self.progress is not None:
                     self.progress(run.source, run.done, run.total)
 
-    def _apply_action(self, run: _Run, action: Action) -> None:
-        """Apply one action: its intent, its writes, its ledger event; a failure fails this action only."""
+    def _apply_action(self, run: _Run, action: Action, intent: int) -> None:
+        """Apply one action under its intent (begun): its writes, its ledger event; a failure fails this action
+        only."""
         fields = self._fields(action)
         if action.cluster in run.down:
             error = ClusterUnavailable(f"cluster {action.cluster} is unreachable; action postponed")
-            self._fail(run, action, error, fields)
+            self._fail(run, action, error, fields, intent)
             return
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self._fail(run, action, TemporaryError("the run's deadline passed; action postponed",
-                                                   hint="raise run_deadline if runs need longer"), fields)
+                                                   hint="raise run_deadline if runs need longer"), fields, intent)
             return
-        # The fencing check before the action's first external write: once another process holds the apply lock,
-        # this write fails (LeaseLost) and the run stops here.
-        intent = self.journal.begin_intent(self.run_id, self._event(action))
         try:
             recorded_failure = self._apply_one(run.source, action, run.outcome, intent)
         except LeaseLost:
@@ -187,8 +246,7 @@ class Applier:
             if isinstance(error, ClusterUnavailable):
                 with run.lock:
                     run.down.add(action.cluster)
-            self.journal.end_intent(intent, "failed")
-            self._fail(run, action, error, fields)
+            self._fail(run, action, error, fields, intent)
             return
         if recorded_failure is not None:
             log.error(action.message, result="failed", error=str(recorded_failure),
@@ -255,11 +313,11 @@ class Applier:
                           cluster=intent.cluster, error=str(error))
         return "finished"
 
-    def _fail(self, run: _Run, action: Action, error: SyncdError, fields: dict) -> None:
+    def _fail(self, run: _Run, action: Action, error: SyncdError, fields: dict, intent: int) -> None:
         log.error(action.message, result="failed", error=str(error), retryable=error.retryable, **fields)
         with run.lock:
             run.outcome.failed.append((action, error))
-        self.journal.record(self.run_id, self._event(action, result="failed", error=str(error)))
+        self.journal.record(self.run_id, self._event(action, result="failed", error=str(error)), intent)
 
     @staticmethod
     def _fields(action: Action) -> dict:
@@ -301,10 +359,13 @@ class Applier:
             assert account is not None
             token = cluster.issue_token(account, action.person_id, action.username, action.access.token_ttl)
             # Recorded before its file is written (the intent still pending): a crash after delivery never leaves
-            # a working token the ledger does not know; recovery undoes one recorded but not delivered.
+            # a working token the ledger does not know; recovery undoes one recorded but not delivered. The
+            # access records where the person's files are: an old layout's place until the new one is written.
+            destination = str(self.delivery.kubeconfig_path(action.key, action.cluster))
             self.journal.record_token(source, action.identity, action.cluster, action.after,
                                       NewCredential(token.secret_name, token.fingerprint, token.issued_at,
                                                    token.expires_at, token.jti),
+                                      kubeconfig=action.old_kubeconfig or destination,
                                       grace=self.lifecycle.grace(action.kind), reason=str(action.reason),
                                       purpose=action.access.purpose)
         try:
@@ -314,10 +375,14 @@ class Applier:
                 self._undo_credential(action.person_id, action.cluster, token.fingerprint)
             raise
 
-        self.journal.record_delivery(self.run_id, source, action.identity,
-                                     self._event(action, fingerprint=token.fingerprint if token else None),
-                                     str(kubeconfig or ""), intent,
-                                     purpose=action.access.purpose if action.access else None)
+        if token is not None:
+            # The person, their access and the token are recorded: the event and the intent's end remain.
+            self.journal.record_delivered(self.run_id, self._event(action, fingerprint=token.fingerprint), intent,
+                                          moved_to=str(kubeconfig) if action.old_kubeconfig else None)
+        else:
+            self.journal.record_delivery(self.run_id, source, action.identity, self._event(action),
+                                         str(kubeconfig or ""), intent,
+                                         purpose=action.access.purpose if action.access else None)
         if action.old_kubeconfig and token is not None:
             # Delivered under the old layout (DIRECTORY/USERNAME/): those files go only if they hold this person's
             # token; another person with that username may have been delivered there.

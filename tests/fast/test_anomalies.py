@@ -97,7 +97,7 @@ def issue_and_revoke(database: Database) -> str:
     """Alice's only credential on dev, issued an hour ago and revoked now; its fingerprint."""
     journal, now = Journal(database), datetime.now(UTC)
     token = NewCredential("syncd-alice-x", "sha256:aa", now - timedelta(hours=1), now + timedelta(hours=1))
-    journal.record_token("hr", ALICE, "dev", frozenset(), token, grace=None, reason="join")
+    journal.record_token("hr", ALICE, "dev", frozenset(), token, kubeconfig="", grace=None, reason="join")
     journal.record_revocation(None, Event("alice", "alice", "revoke", "manual", cluster="dev"), remove_access=True)
     return "sha256:aa"
 

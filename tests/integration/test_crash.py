@@ -131,22 +131,24 @@ def stop_then_write(path, content, **kwargs):
     write(path, content, **kwargs)
 delivery.write_secret_file = stop_then_write
 """,
-    # Between two actions: the first one recorded and its intent done, the second not begun (concurrent workers:
-    # the second waits for the first to end).
+    # Between two actions: the first one recorded and its intent done, the second's intent begun with the first's
+    # (one transaction for a block of lanes) but nothing of it written (concurrent workers: the second waits for the
+    # first to end).
     "between-actions": """
 import threading
 from syncd.adapters.ledger import Journal
-begin, deliver, begun, first_done = Journal.begin_intent, Journal.record_delivery, [], threading.Event()
-def deliver_and_tell(self, *args, **kwargs):
-    deliver(self, *args, **kwargs)
+from syncd.runtime.apply import Applier
+apply, done, begun, first_done = Applier._apply_action, Journal.record_delivered, [], threading.Event()
+def done_and_tell(self, *args, **kwargs):
+    done(self, *args, **kwargs)
     first_done.set()
 def stop_before_the_second(self, *args, **kwargs):
     begun.append(1)
     if len(begun) == 2:
         first_done.wait()  # however long the first takes on a loaded machine (kill_at's deadline bounds it)
         stop()
-    return begin(self, *args, **kwargs)
-Journal.begin_intent, Journal.record_delivery = stop_before_the_second, deliver_and_tell
+    return apply(self, *args, **kwargs)
+Applier._apply_action, Journal.record_delivered = stop_before_the_second, done_and_tell
 """,
 }
 # SIGSTOP sent to this thread, not the process: a process-directed one is taken by whichever thread the kernel picks
@@ -249,12 +251,14 @@ def test_a_run_killed_between_two_actions_is_marked_interrupted(world: World):
     world.write_people(ALICE, BOB)
     kill_at(world, "between-actions")
     [(killed,)] = query(ledger, "SELECT id FROM run WHERE result = 'running'")
-    assert not pending_intents(ledger)
+    [(_, second, _)] = pending_intents(ledger)  # begun, never applied
+    assert len(world.ours("serviceaccounts")) == 1, "the second action wrote to the cluster"
 
     world.reconcile()
     assert query(ledger, "SELECT result FROM run WHERE id = ?", killed) == [("interrupted",)]
-    assert query(ledger, "SELECT reason, result, error FROM event WHERE action = 'recover'") == [
-        ("interrupted-run", "interrupted", f"run {killed} of hr stopped before it finished")]
+    assert query(ledger, "SELECT reason, username, result FROM event WHERE action = 'recover' ORDER BY seq") == [
+        ("interrupted-run", "", "interrupted"), ("interrupted-issue", second, "replanned")]
+    assert not pending_intents(ledger)
     log = world.syncd("ledger", "log", "--config", str(world.config)).stdout
     assert f"(interrupted-run) interrupted error=run {killed} of hr stopped before it finished" in log
     assert not query(ledger, "SELECT id FROM run WHERE result = 'running'")

@@ -88,12 +88,12 @@ def test_a_write_failing_in_a_group_fails_alone(ledger: Ledger):
         with HeldLeader(ledger, pool) as leader:
             first = leader.queue(lambda: ledger.journal.record(run_id, joiner(1)))
             failing = leader.queue(lambda: ledger.database.write(chain_then_fail))
-            intent = leader.queue(lambda: ledger.journal.begin_intent(run_id, joiner(2)))
+            intent = leader.queue(lambda: ledger.journal.begin_intents(run_id, [joiner(2)]))
             last = leader.queue(lambda: ledger.journal.record(run_id, joiner(3)))
         first.result(), last.result()
         with pytest.raises(LedgerError, match="ledger write failed: IntegrityError"):
             failing.result()
-        assert isinstance(intent.result(), int)
+        assert [type(i) for i in intent.result()] == [int]
     assert ledger.read_model.verify() is None
     assert [(e.seq, e.person_id) for e in ledger.read_model.events()] == [(1, "p1"), (2, "p3")]
 

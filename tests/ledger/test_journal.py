@@ -130,10 +130,13 @@ def test_a_hold_is_recorded_once_while_it_lasts(ledger: Ledger):
 def test_a_dead_run_is_marked_interrupted_and_its_intents_settled_once(ledger: Ledger):
     killed = ledger.journal.start_run("hr", dry_run=False)
     between_actions = ledger.journal.start_run("hr", dry_run=False)  # died with no intent pending
-    ledger.journal.begin_intent(killed, Event("1001", "alice", "issue", "joiner", cluster="dev"))
-    ledger.journal.begin_intent(killed, Event("1003", "carol", "revoke", "leaver", cluster="dev"))
-    finished = ledger.journal.begin_intent(killed, Event("1002", "bob", "issue", "joiner", cluster="dev"))
-    ledger.journal.end_intent(finished, "done")
+    _, _, finished, never_begun = ledger.journal.begin_intents(killed, [
+        Event("1001", "alice", "issue", "joiner", cluster="dev"),
+        Event("1003", "carol", "revoke", "leaver", cluster="dev"),
+        Event("1002", "bob", "issue", "joiner", cluster="dev"),
+        Event("1004", "dan", "issue", "joiner", cluster="dev")])
+    ledger.journal.end_intents([finished], "done")
+    ledger.journal.end_intents([never_begun], "not-begun")  # the run stopped before this action began
 
     sweep = ledger.journal.start_run("hr", dry_run=False)
     assert {run.id for run in ledger.journal.interrupt_dead_runs(sweep)} == {killed, between_actions}

@@ -89,7 +89,7 @@ def test_a_holder_whose_lease_was_taken_over_fails_its_next_write_at_once(two: t
         wait_for(taken.is_set, "b takes the lock over")
         # Whether or not a's heartbeat noticed yet: the epoch is b's now, and a's write is refused.
         with pytest.raises(LeaseLost):
-            a.journal.begin_intent(run_id, ALICE)
+            a.journal.begin_intents(run_id, [ALICE])
         thread.join()
         a.journal.lose_lease(run_id)  # its own run's row only, unfenced
     assert events(b) == 1 and b.read_model.interrupted_intents() == []

@@ -55,7 +55,7 @@ def test_the_planner_reads_back_people_access_and_credentials(ledger: Ledger):
     identity = Identity("1001", "alice", groups=frozenset({"developers"}))
     ledger.journal.record_token("hr", identity, "dev", frozenset({EDIT_A}),
                                 NewCredential("syncd-1001-x", "sha256:aa", issued, issued + timedelta(hours=8)),
-                                grace=None, reason="joiner")
+                                kubeconfig="", grace=None, reason="joiner")
     issue = Event("1001", "alice", "issue", "joiner", cluster="dev", after=frozenset({EDIT_A}))
     ledger.journal.record_delivery(None, "hr", identity, issue, "/k/alice/dev.kubeconfig", None)
     [(person_id, alice)] = ledger.read_model.known_people().items()
@@ -66,7 +66,7 @@ def test_the_planner_reads_back_people_access_and_credentials(ledger: Ledger):
 
     ledger.journal.record_token("hr", identity, "dev", frozenset({EDIT_A}),
                                 NewCredential("syncd-1001-y", "sha256:bb", issued, issued + timedelta(hours=8)),
-                                grace=timedelta(hours=1), reason="rotation-due")
+                                kubeconfig="", grace=timedelta(hours=1), reason="rotation-due")
     access = ledger.read_model.known_people()["1001"].access["dev"]
     assert access.credential.fingerprint == "sha256:bb"
     assert [c.fingerprint for c in access.retiring] == ["sha256:aa"]
@@ -84,11 +84,11 @@ def test_a_targeted_read_returns_only_the_named_people_and_counts_every_holder(l
         pid = f"{1001 + n}"
         ledger.journal.record_token(source, Identity(pid, f"user{n}"), "dev", frozenset({EDIT_A}),
                                     NewCredential(f"syncd-{pid}-x", f"sha256:{n}", issued, issued + timedelta(hours=8)),
-                                    grace=None, reason="joiner")
+                                    kubeconfig="", grace=None, reason="joiner")
     # 1003's credential is replaced, and the new one never delivered: only the retiring one is left.
     ledger.journal.record_token("hr", Identity("1003", "user2"), "dev", frozenset({EDIT_A}),
                                 NewCredential("syncd-1003-y", "sha256:new", issued, issued + timedelta(hours=8)),
-                                grace=timedelta(hours=1), reason="rotation-due")
+                                kubeconfig="", grace=timedelta(hours=1), reason="rotation-due")
     ledger.journal.undo_credential("1003", "dev", "sha256:new", delivered=None)
     assert set(ledger.read_model.known_people(frozenset({"1002", "1004", "nobody"}))) == {"1002", "1004"}
     assert ledger.read_model.known_people(frozenset()) == {}
@@ -132,7 +132,7 @@ def test_an_access_keeps_the_time_it_was_granted_through_refreshes(ledger: Ledge
     for secret in ("syncd-1001-x", "syncd-1001-y"):
         ledger.journal.record_token("hr", identity, "dev", frozenset({EDIT_A}),
                                     NewCredential(secret, f"sha256:{secret}", issued, issued + timedelta(hours=8)),
-                                    grace=timedelta(minutes=5), reason="expiring")
+                                    kubeconfig="", grace=timedelta(minutes=5), reason="expiring")
         granted = ledger.read_model.known_people()["1001"].access["dev"].granted_at
         assert granted is not None and abs(granted - issued) < timedelta(minutes=1)
         if secret == "syncd-1001-x":
@@ -144,7 +144,7 @@ def test_an_idle_revocation_suspends_the_access_until_resumed(ledger: Ledger):
     identity, issued = Identity("1001", "alice"), datetime.now(UTC)
     ledger.journal.record_token("hr", identity, "dev", frozenset({EDIT_A}),
                                 NewCredential("syncd-1001-x", "sha256:aa", issued, issued + timedelta(hours=8)),
-                                grace=None, reason="joiner")
+                                kubeconfig="", grace=None, reason="joiner")
     ledger.journal.record_revocation("run1", Event("1001", "alice", "revoke", "idle", cluster="dev"),
                                      remove_access=True, suspend=True)
     ((pid, username, cluster, since),) = ledger.read_model.suspensions()
@@ -163,7 +163,7 @@ def test_use_that_names_a_recorded_token_is_kept_by_its_jti_and_any_other_under_
     alice = Identity("1001", "alice")
     ledger.journal.record_token("hr", alice, "dev", frozenset({EDIT_A}),
                                 NewCredential("syncd-1001-x", "sha256:aa", issued, issued + timedelta(hours=8),
-                                              jti="jti-a"), grace=None, reason="joiner")
+                                              jti="jti-a"), kubeconfig="", grace=None, reason="joiner")
     [(row, _, _)] = ledger.read_model.credentials()
     assert row.jti == "jti-a"
     at = {jti: issued + timedelta(hours=hour) for hour, jti in ((1, "jti-a"), (2, "jti-forgotten"), (3, ""))}

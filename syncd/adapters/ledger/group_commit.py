@@ -103,5 +103,7 @@ class GroupCommit:
                     write.error = self._failed(error)
                 except Exception as error:  # noqa: BLE001 - the caller's own exception, raised in its thread
                     write.error = error
+                if write.error is not None:
+                    session.info.clear()  # what the works cached of the transaction's state was rolled back
                 session.expunge_all()
             session.commit()

@@ -51,12 +51,13 @@ T = TypeVar("T")
 
 LEFT_FOR_FULL_RUN = "left-for-full-run"  # what recovery does with work only a run that reads the source can settle
 LIVE = (CredentialState.ACTIVE, CredentialState.RETIRING)
+CHAIN_HEAD = "syncd_chain_head"  # the session's cache of the chain's head (seq, hash), as its transaction moved it
 
 # The statements of an action's writes, built once: SQLAlchemy then reuses their compiled form, and each write only
 # binds its values. An UPDATE's SET clause is the columns its parameters name.
 PERSON, ACCESS, CREDENTIAL, EVENT, HEAD, INTENT = (row.__table__ for row in (  # type: ignore[attr-defined]
     PersonRow, AccessRow, CredentialRow, EventRow, HeadRow, IntentRow))
-INSERT_INTENT = insert(INTENT)
+INSERT_INTENTS = insert(INTENT).returning(INTENT.c.id, sort_by_parameter_order=True)
 END_INTENT = update(INTENT).where(INTENT.c.id == bindparam("intent_id"))
 SELECT_HEAD = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)
 INSERT_EVENT, INSERT_HEAD = insert(EVENT), insert(HEAD)
@@ -66,6 +67,8 @@ UPDATE_CREDENTIAL = update(CREDENTIAL).where(CREDENTIAL.c.id == bindparam("crede
 SET_PURPOSE = update(CREDENTIAL).where(
     CREDENTIAL.c.person_id == bindparam("of_person"), CREDENTIAL.c.cluster == bindparam("on_cluster"),
     CREDENTIAL.c.state.in_(LIVE))
+MOVE_ACCESS = update(ACCESS).where(ACCESS.c.person_id == bindparam("of_person"),
+                                   ACCESS.c.cluster == bindparam("on_cluster"))
 ACTIVE_CREDENTIALS = select(CREDENTIAL.c.id, CREDENTIAL.c.expires_at).where(
     CREDENTIAL.c.person_id == bindparam("person"), CREDENTIAL.c.cluster == bindparam("cluster"),
     CREDENTIAL.c.state == CredentialState.ACTIVE)
@@ -140,17 +143,23 @@ class Journal:
 
     # Intents: crash safety around external writes
 
-    def begin_intent(self, run_id: str | None, event: Event) -> int:
-        def work(s: Session) -> int:
-            inserted = s.connection().execute(INSERT_INTENT, dict(
+    def begin_intents(self, run_id: str | None, events: list[Event]) -> list[int]:
+        """The intents of several actions, in one transaction (before the first external write of any of them);
+        their ids, in order."""
+        def work(s: Session) -> list[int]:
+            now = datetime.now(UTC)
+            return list(s.connection().execute(INSERT_INTENTS, [dict(
                 run_id=run_id, person_id=event.person_id, username=event.username, cluster=event.cluster or "",
-                action=event.action, reason=event.reason, state="pending", started_at=datetime.now(UTC)))
-            return inserted.inserted_primary_key[0]  # type: ignore[index]
+                action=event.action, reason=event.reason, state="pending", started_at=now) for event in events]
+            ).scalars())
 
-        return self._write(work)
+        return self._write(work) if events else []
 
-    def end_intent(self, intent_id: int, state: str) -> None:
-        self._write(lambda s: self._end_intent(s, intent_id, state))
+    def end_intents(self, intent_ids: list[int], state: str) -> None:
+        """Close intents as `state` (`not-begun`: their actions never began), in one transaction."""
+        now = datetime.now(UTC)
+        self._write(lambda s: s.connection().execute(END_INTENT, [dict(intent_id=i, state=state, finished_at=now)
+                                                                  for i in intent_ids]))
 
     @staticmethod
     def _end_intent(session: Session, intent_id: int | None, state: str) -> None:
@@ -180,15 +189,21 @@ class Journal:
 
     # Events
 
-    def record(self, run_id: str | None, event: Event) -> None:
-        self._write(lambda s: self._record(s, run_id, event))
+    def record(self, run_id: str | None, event: Event, intent_id: int | None = None) -> None:
+        """An event; with `intent_id`, the end of that intent too (failed with the event, else done)."""
+        def work(s: Session) -> None:
+            self._record(s, run_id, event)
+            self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
+
+        self._write(work)
 
     def _record(self, session: Session, run_id: str | None, event: Event) -> None:
         self.database.lock_chain(session)  # two processes never chain onto the same last event
         connection = session.connection()
         # The chain goes on from its anchored head, not from whatever event is newest: a cut-off tail stays a
         # break in the chain, however many events follow.
-        head = _head(connection)
+        # Read once per transaction: its writes are the only ones while it holds the write lock (or the chain lock).
+        head = session.info[CHAIN_HEAD] if CHAIN_HEAD in session.info else _head(connection)
         seq, prev_hash = head or (0, GENESIS)
         row = SimpleNamespace(
             seq=seq + 1, run_id=run_id, at=utc(datetime.now(UTC)),
@@ -199,6 +214,7 @@ class Journal:
         row.hash = event_hash(row)  # type: ignore[arg-type]
         connection.execute(INSERT_EVENT, vars(row))
         connection.execute(INSERT_HEAD if head is None else UPDATE_HEAD, dict(id=1, seq=row.seq, hash=row.hash))
+        session.info[CHAIN_HEAD] = (row.seq, row.hash)
 
     def record_holds(self, run_id: str | None, held: Collection[Event]) -> int:
         """Record held actions that are news: a person and cluster whose latest event already holds the same
@@ -225,15 +241,17 @@ class Journal:
     # Credentials, with the identity and access records behind them
 
     def record_token(self, source: str, identity: Identity, cluster: str, scopes: frozenset, token: NewCredential,
-                     *, grace: timedelta | None, reason: str, purpose: Purpose | None = None) -> None:
-        """A token just issued, recorded before its file is written, with the rules that grant it (`purpose`): the
-        person's active credential is replaced (it retires after `grace`, never past its expiry, or is revoked now
-        when `grace` is None)."""
+                     *, kubeconfig: str, grace: timedelta | None, reason: str, purpose: Purpose | None = None) -> None:
+        """A token just issued, recorded before its file is written, with the person, their access (delivered to
+        `kubeconfig`) and the rules that grant it (`purpose`, recorded on every live credential there: one
+        ServiceAccount holds them all): the person's active credential is replaced (it retires after `grace`, never
+        past its expiry, or is revoked now when `grace` is None). `record_delivered` then closes the action."""
         def work(s: Session) -> None:
             connection = s.connection()
             self._save_identity(s, source, identity)
-            self._save_access(s, identity.id, cluster, scopes, "")
+            self._save_access(s, identity.id, cluster, scopes, kubeconfig)
             now = datetime.now(UTC)
+            purpose_json = None if purpose is None else purpose_to_json(purpose)
             active = connection.execute(ACTIVE_CREDENTIALS, dict(person=identity.id, cluster=cluster)).all()
             for credential_id, expires_at in active:
                 if grace is None:
@@ -242,18 +260,33 @@ class Journal:
                     connection.execute(UPDATE_CREDENTIAL, dict(
                         credential_id=credential_id, state=CredentialState.RETIRING, revoke_reason=reason,
                         retire_at=retire_at(aware(expires_at), now, grace)))
+            if purpose_json is not None and active:
+                connection.execute(SET_PURPOSE, dict(of_person=identity.id, on_cluster=cluster, purpose=purpose_json))
             connection.execute(INSERT_CREDENTIAL, dict(
                 person_id=identity.id, cluster=cluster, secret_name=token.secret_name, fingerprint=token.fingerprint,
                 issued_at=utc(token.issued_at), expires_at=utc(token.expires_at), state=CredentialState.ACTIVE,
-                jti=token.jti or None, purpose=None if purpose is None else purpose_to_json(purpose)))
+                jti=token.jti or None, purpose=purpose_json))
+
+        self._write(work)
+
+    def record_delivered(self, run_id: str | None, event: Event, intent_id: int | None, *,
+                         moved_to: str | None = None) -> None:
+        """A token action whose token `record_token` recorded, done: its event and the end of its intent.
+        `moved_to`: the kubeconfig now delivered there instead of the place recorded (an old layout's)."""
+        def work(s: Session) -> None:
+            if moved_to is not None:
+                s.connection().execute(MOVE_ACCESS, dict(of_person=event.person_id, on_cluster=event.cluster or "",
+                                                         kubeconfig=moved_to))
+            self._record(s, run_id, event)
+            self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
 
         self._write(work)
 
     def record_delivery(self, run_id: str | None, source: str, identity: Identity, event: Event, kubeconfig: str,
                         intent_id: int | None, *, purpose: Purpose | None = None) -> None:
-        """An action that grants access, done: the person, their access (`event.after`, delivered to
-        `kubeconfig`), its event and the end of its intent. Every live credential there (one ServiceAccount holds
-        them all) records `purpose`, when given."""
+        """An action that grants access without a new token, done: the person, their access (`event.after`,
+        delivered to `kubeconfig`), its event and the end of its intent. Every live credential there records
+        `purpose`, when given."""
         def work(s: Session) -> None:
             self._save_identity(s, source, identity)
             self._save_access(s, event.person_id, event.cluster or "", event.after, kubeconfig)

@@ -119,7 +119,7 @@ class IntentRow(SQLModel, table=True):
     cluster: str
     action: str
     reason: str
-    state: str = Field(default="pending", index=True)  # pending | done | failed | recovered
+    state: str = Field(default="pending", index=True)  # pending | done | failed | not-begun | recovered | deferred
     started_at: datetime
     finished_at: datetime | None = None
 
