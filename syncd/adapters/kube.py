@@ -73,6 +73,7 @@ ATTEMPTS = 6  # a request answered 429 or 5xx is sent at most this many times in
 BACKOFF = 0.5  # seconds before sending again after a 5xx (or a 429 without Retry-After); doubles each time
 LONGEST_WAIT = 60.0  # the longest wait one answer's Retry-After may impose
 CREDENTIAL_CHECK = 1.0  # seconds between the client's checks that the kubeconfig's credential needs refreshing
+JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
 T = TypeVar("T")
 
 log = structlog.get_logger("syncd.kube")
@@ -145,17 +146,6 @@ def cluster_error(error: ApiException, message: str) -> SyncdError:
     return REJECTIONS.get(status, ClusterRejected)(message)
 
 
-def answer(response: urllib3.BaseHTTPResponse) -> dict:
-    """The JSON body of an answer asked for with `_preload_content=False`. For the objects syncd creates it reads
-    the few fields it needs from this: the client's own deserialising, a model validated field by field, cost each
-    joiner more CPU than the request itself, CPU every apply worker competes for. The client still raises for an
-    answer that is not 2xx."""
-    try:
-        return json.loads(response.data)
-    finally:
-        response.release_conn()
-
-
 def _timestamp(value: str) -> datetime:
     at = datetime.fromisoformat(value)
     return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
@@ -224,7 +214,6 @@ class KubernetesCluster:
         self.timeout = (seconds, seconds)
         self.core = k8s.CoreV1Api(self.api)
         self.rbac = k8s.RbacAuthorizationV1Api(self.api)
-        self.authn = k8s.AuthenticationV1Api(self.api)
         self._endpoint: Endpoint | None = None
 
     def close(self) -> None:
@@ -277,6 +266,24 @@ class KubernetesCluster:
               **kwargs) -> T:
         return self._send(doing, lambda: call(*args, _request_timeout=self.timeout, **kwargs), write=write,
                           idempotent=idempotent)
+
+    def _request(self, method: str, path: str, body: dict | None = None, **path_params: str) -> dict:
+        """One request through the client's lower layer, with a plain dict body, and the JSON answer as a dict. The
+        writes on the apply path and TokenReview go this way: the generated API methods validate every argument
+        (pydantic) and walk request and answer models field by field, about as much CPU per joiner as urllib3
+        itself, CPU every apply worker competes for. Auth (the credential-refresh hook included), TLS and the
+        connection pool are the client's, as for its generated methods; an answer that is not 2xx raises the
+        client's `ApiException`, as they do."""
+        request = self.api.param_serialize(method=method, resource_path=path, path_params=path_params, body=body,
+                                           header_params=dict(JSON_HEADERS), auth_settings=["BearerToken"])
+        response = self.api.call_api(*request, _request_timeout=self.timeout)
+        try:
+            if not 200 <= response.status <= 299:
+                response.read()
+                raise ApiException.from_response(http_resp=response, body=None, data=None)
+            return json.loads(response.read())
+        finally:
+            response.response.release_conn()
 
     def _create_or_get(self, doing: str, create: Callable[[], T], read: Callable[[], T],
                        ours: Callable[[T], bool] | None = None) -> tuple[T, bool]:
@@ -399,19 +406,20 @@ class KubernetesCluster:
 
     def token_authenticates(self, token: str) -> bool:
         """Ask the API server (TokenReview) whether this token still logs in."""
-        review = k8s.V1TokenReview(spec=k8s.V1TokenReviewSpec(token=token))
-        result = self._call("review a token", self.authn.create_token_review, review)
-        return bool(result.status and result.status.authenticated)
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        result = self._send("review a token", lambda: self._request(
+            "POST", "/apis/authentication.k8s.io/v1/tokenreviews", review))
+        return bool((result.get("status") or {}).get("authenticated"))
 
     # Writing
 
-    def _meta(self, person_id: str, username: str, name: str | None = None, **extra) -> k8s.V1ObjectMeta:
-        return k8s.V1ObjectMeta(
-            name=name,
-            labels={**self.instance_labels, PERSON_LABEL: person_key(person_id), **extra.pop("labels", {})},
-            annotations={USERNAME_ANNOTATION: username, PERSON_ID_ANNOTATION: person_id},
-            **extra,
-        )
+    def _meta(self, person_id: str, username: str, labels: dict[str, str] | None = None, **fields) -> dict:
+        """An object's metadata as the API spells it; `fields` are further metadata fields (name, generateName)."""
+        return {
+            **fields,
+            "labels": {**self.instance_labels, PERSON_LABEL: person_key(person_id), **(labels or {})},
+            "annotations": {USERNAME_ANNOTATION: username, PERSON_ID_ANNOTATION: person_id},
+        }
 
     def ensure_namespace(self) -> None:
         try:
@@ -427,12 +435,12 @@ class KubernetesCluster:
 
     def ensure_service_account(self, person_id: str, username: str) -> ServiceAccountRef:
         name = service_account_name(person_id)
-        body = k8s.V1ServiceAccount(metadata=self._meta(person_id, username, name),
-                                    automount_service_account_token=False)
+        body = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": self._meta(person_id, username, name=name),
+                "automountServiceAccountToken": False}
         account, created = self._create_or_get(
             f"create ServiceAccount {name}",
-            lambda: answer(self.core.create_namespaced_service_account(
-                self.namespace, body, _request_timeout=self.timeout, _preload_content=False)),
+            lambda: self._request("POST", "/api/v1/namespaces/{namespace}/serviceaccounts", body,
+                                  namespace=self.namespace),
             lambda: self.core.read_namespaced_service_account(name, self.namespace, _request_timeout=self.timeout),
             lambda existing: self._labelled_for(person_id, existing),
         )
@@ -448,27 +456,23 @@ class KubernetesCluster:
                     ) -> IssuedToken:
         """A new Secret owned by the person's ServiceAccount (as `ensure_service_account` returned it), and a token
         bound to that Secret."""
-        owner = k8s.V1OwnerReference(api_version="v1", kind="ServiceAccount", name=account.name, uid=account.uid)
-        key = person_key(person_id)
-        secret = answer(self._call(
-            "create token Secret", self.core.create_namespaced_secret, self.namespace,
-            k8s.V1Secret(type="Opaque", metadata=self._meta(
-                person_id, username, generate_name=f"syncd-{key}-", owner_references=[owner],
-                labels={TOKEN_LABEL: "true"})),
-            write=True, idempotent=False, _preload_content=False,
-        ))["metadata"]
-        request = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(
-            audiences=[],
-            expiration_seconds=int(ttl.total_seconds()),
-            bound_object_ref=k8s.V1BoundObjectReference(api_version="v1", kind="Secret",
-                                                        name=secret["name"], uid=secret["uid"]),
-        ))
+        owner = {"apiVersion": "v1", "kind": "ServiceAccount", "name": account.name, "uid": account.uid}
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": self._meta(
+            person_id, username, labels={TOKEN_LABEL: "true"}, generateName=f"syncd-{person_key(person_id)}-",
+            ownerReferences=[owner])}
+        secret = self._send("create token Secret", lambda: self._request(
+            "POST", "/api/v1/namespaces/{namespace}/secrets", body, namespace=self.namespace),
+            write=True, idempotent=False)["metadata"]
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
+            "audiences": [],
+            "expirationSeconds": int(ttl.total_seconds()),
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": secret["name"], "uid": secret["uid"]},
+        }}
         issued_at = datetime.now(UTC)
         try:
-            status = answer(self._call(f"request a token for {account.name}",
-                                       self.core.create_namespaced_service_account_token,
-                                       account.name, self.namespace, request, write=True,
-                                       _preload_content=False))["status"]
+            status = self._send(f"request a token for {account.name}", lambda: self._request(
+                "POST", "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", request,
+                namespace=self.namespace, name=account.name), write=True)["status"]
         except Exception:
             self.delete_token_secret(secret["name"])
             raise
@@ -476,58 +480,62 @@ class KubernetesCluster:
 
     def create_binding(self, person_id: str, username: str, scope: Scope) -> None:
         name = binding_name(person_id, scope, self.namespace)
-        subject = k8s.RbacV1Subject(kind="ServiceAccount", name=service_account_name(person_id),
-                                    namespace=self.namespace)
-        role_ref = k8s.V1RoleRef(api_group=RBAC_GROUP, kind=str(scope.role_kind), name=scope.role_name)
-        meta = self._meta(person_id, username, name, labels={SCOPE_LABEL: scope.key})
+        subject = ("ServiceAccount", service_account_name(person_id), self.namespace)
+        role_ref = (str(scope.role_kind), scope.role_name)
+        body = {
+            "apiVersion": f"{RBAC_GROUP}/v1",
+            "metadata": self._meta(person_id, username, labels={SCOPE_LABEL: scope.key}, name=name),
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": role_ref[0], "name": role_ref[1]},
+            "subjects": [dict(zip(("kind", "name", "namespace"), subject, strict=True))],
+        }
 
         def ours(existing) -> bool:  # type: ignore[no-untyped-def]
             subjects = [(s.kind, s.name, s.namespace) for s in existing.subjects or []]
-            return (self._labelled_for(person_id, existing)
-                    and subjects == [(subject.kind, subject.name, subject.namespace)]
-                    and (existing.role_ref.kind, existing.role_ref.name) == (role_ref.kind, role_ref.name))
+            return (self._labelled_for(person_id, existing) and subjects == [subject]
+                    and (existing.role_ref.kind, existing.role_ref.name) == role_ref)
 
         if scope.namespace is None:
-            body = k8s.V1ClusterRoleBinding(metadata=meta, role_ref=role_ref, subjects=[subject])
             self._create_or_get(
                 f"bind {scope}",
-                lambda: answer(self.rbac.create_cluster_role_binding(
-                    body, _request_timeout=self.timeout, _preload_content=False)),
+                lambda: self._request("POST", f"/apis/{RBAC_GROUP}/v1/clusterrolebindings",
+                                      body | {"kind": "ClusterRoleBinding"}),
                 lambda: self.rbac.read_cluster_role_binding(name, _request_timeout=self.timeout),
                 ours,
             )
             return
-        body = k8s.V1RoleBinding(metadata=meta, role_ref=role_ref, subjects=[subject])
         self._create_or_get(
             f"bind {scope}",
-            lambda: answer(self.rbac.create_namespaced_role_binding(
-                scope.namespace, body, _request_timeout=self.timeout, _preload_content=False)),
+            lambda: self._request("POST", f"/apis/{RBAC_GROUP}/v1/namespaces/{{namespace}}/rolebindings",
+                                  body | {"kind": "RoleBinding"}, namespace=scope.namespace),
             lambda: self.rbac.read_namespaced_role_binding(name, scope.namespace, _request_timeout=self.timeout),
             ours,
         )
 
-    def _delete(self, doing: str, call: Callable[..., object], *args) -> None:
+    def _delete(self, doing: str, path: str, **path_params: str) -> None:
+        """A plain DELETE (no DeleteOptions: the default propagation suits every object syncd deletes)."""
         with suppress(NotFound):  # already gone
-            self._call(doing, call, *args, write=True)
+            self._send(doing, lambda: self._request("DELETE", path, **path_params), write=True)
 
     def delete_binding(self, binding: ObservedBinding) -> None:
         if binding.namespace is None:
-            self._delete(f"delete ClusterRoleBinding {binding.name}", self.rbac.delete_cluster_role_binding,
-                         binding.name)
+            self._delete(f"delete ClusterRoleBinding {binding.name}",
+                         f"/apis/{RBAC_GROUP}/v1/clusterrolebindings/{{name}}", name=binding.name)
         else:
             self._delete(f"delete RoleBinding {binding.namespace}/{binding.name}",
-                         self.rbac.delete_namespaced_role_binding, binding.name, binding.namespace)
+                         f"/apis/{RBAC_GROUP}/v1/namespaces/{{namespace}}/rolebindings/{{name}}",
+                         namespace=binding.namespace, name=binding.name)
 
     def delete_token_secret(self, name: str) -> None:
-        self._delete(f"delete token Secret {name}", self.core.delete_namespaced_secret, name, self.namespace)
+        self._delete(f"delete token Secret {name}", "/api/v1/namespaces/{namespace}/secrets/{name}",
+                     namespace=self.namespace, name=name)
 
     def delete_account(self, service_accounts: tuple[str, ...], token_secrets: tuple[str, ...]) -> None:
         """Token Secrets first (each kills its token), then the ServiceAccounts."""
         for name in token_secrets:
             self.delete_token_secret(name)
         for name in service_accounts:
-            self._delete(f"delete ServiceAccount {name}", self.core.delete_namespaced_service_account, name,
-                         self.namespace)
+            self._delete(f"delete ServiceAccount {name}", "/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
+                         namespace=self.namespace, name=name)
 
 
 class KubernetesLease:
