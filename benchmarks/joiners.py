@@ -3,8 +3,9 @@
 1. The floor: the raw `kubernetes` client doing what a careful client must per joiner (ServiceAccount, token Secret,
    TokenRequest bound to it, one RoleBinding), one person after another, then with --threads threads.
 2. syncd (`Engine.reconcile`, SQLite ledger, file delivery, logging at info to /dev/null), clusters[].concurrency
-   = --threads: the first run of --people joiners, a no-op rerun, every joiner moved (one binding replaced), and
-   every one a leaver with revocation confirmed by TokenReview.
+   = --threads and, like the raw client, no client-side rate limit (clusters[].qps 0): the first run of --people
+   joiners, a no-op rerun, every joiner moved (one binding replaced), and every one a leaver with revocation
+   confirmed by TokenReview. Then --people other joiners under the default rate limit (clusters[].qps).
 
 Each phase runs in its own child process, which reports its peak RSS. For syncd it reports the apply time, API write
 calls per person, ledger write transactions per person and the commits they were grouped into, the share of the
@@ -207,15 +208,20 @@ def main() -> None:
                  "grant": [{"cluster": "dev", "namespaces": [TEAM_A], "role": "edit"}]},
                 {"name": "sre", "match": {"groups": ["sre"]},
                  "grant": [{"cluster": "dev", "namespaces": [TEAM_B], "role": "view"}]}]}))
-            config = directory / "syncd.yaml"
-            config.write_text(yaml.safe_dump({
-                "policy": "policy.yaml", "ledger": {"url": "sqlite:///ledger.db"},
-                "sources": [{"name": "hr", "type": "file", "path": "people.csv"}],
-                "clusters": [{"name": "dev", "kubeconfig": str(kubeconfig), "namespace": "syncd-bench",
-                              "concurrency": args.threads}],
-                "delivery": {"directory": "kubeconfigs"},
-                "tokens": {"confirm_revocation_timeout": "120s"},
-                "safety": {"max_revocations": args.people + 1, "max_revocation_percent": 100}}))
+            def configure(name: str, **cluster: object) -> Path:
+                config = directory / f"{name}.yaml"
+                config.write_text(yaml.safe_dump({
+                    "policy": "policy.yaml", "ledger": {"url": f"sqlite:///{name}.db"},
+                    "sources": [{"name": "hr", "type": "file", "path": "people.csv"}],
+                    "clusters": [{"name": "dev", "kubeconfig": str(kubeconfig), "namespace": f"syncd-{name}",
+                                  "concurrency": args.threads, **cluster}],
+                    "delivery": {"directory": f"kubeconfigs-{name}"},
+                    "tokens": {"confirm_revocation_timeout": "120s"},
+                    "safety": {"max_revocations": args.people + 1, "max_revocation_percent": 100}}))
+                return config
+
+            # Like the raw client, no client-side rate limit: only the concurrency bounds the requests in flight.
+            config = configure("bench", qps=0)
             people = directory / "people.csv"
             rows = []
             floor = {}
@@ -229,6 +235,11 @@ def main() -> None:
                 write_people(people, args.people, group, leave)
                 results[name] = child("syncd", str(config), str(args.people), "allow" if leave else "no")
                 rows.append((f"syncd {name}", results[name]))
+            # The same joiners under the default limit (clusters[].qps), into a namespace of their own.
+            write_people(people, args.people, "developers")
+            results["joiners at default qps"] = child("syncd", str(configure("bench-default-qps")), str(args.people),
+                                                      "no")
+            rows.append(("syncd joiners, default qps", results["joiners at default qps"]))
         finally:
             subprocess.run([str(ROOT / "scripts" / "kube-control-plane"), "stop", str(plane)], timeout=120)
 

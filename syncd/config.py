@@ -178,11 +178,17 @@ class ClusterSettings(Strict):
         timedelta(seconds=15), description="Bound on each request to the API server: to connect, and to each read "
         "of the answer (a request that timed out is not sent again; one answered 429 or 5xx is, a few times).")
     concurrency: int = Field(
-        16, ge=1, le=256, description="People applied at once on this cluster (each person's steps stay in order, "
-        "on one worker); also the connections kept open to the API server.")
+        16, ge=1, le=256, description="Requests in flight to this API server at most; also the connections kept "
+        "open to it. Twice as many people are applied at once (each person's steps in order, on one worker), so that "
+        "one person's ledger and file writes overlap others' requests.")
     qps: float = Field(
         200, ge=0, description="Requests per second syncd sends this API server at most, on average (0: no limit).")
     burst: int = Field(400, ge=1, description="Requests sent at once above `qps` after a quiet spell.")
+
+    @property
+    def workers(self) -> int:
+        """People applied at once on this cluster."""
+        return 2 * self.concurrency
 
 
 class DeliverySettings(Strict):

@@ -190,6 +190,7 @@ class KubernetesCluster:
         self.writes = 0
         self._writes_lock = threading.Lock()
         self.throttle = Throttle(settings.qps, settings.burst)
+        self._in_flight = threading.BoundedSemaphore(settings.concurrency)  # requests sent and not yet answered
         configuration = k8s.Configuration()
         try:
             k8s_config.load_kube_config(config_file=str(settings.kubeconfig), context=settings.context,
@@ -207,7 +208,7 @@ class KubernetesCluster:
                 CREDENTIAL_CHECK, credential_only(configuration.refresh_api_key_hook))
         # Every call is bounded by the timeout, to connect and to each read: no retry may add a second wait.
         configuration.retries = False
-        # One kept-alive connection per worker, and a few for confirmations and reads beside them.
+        # One kept-alive connection per request in flight, and a few spare.
         configuration.connection_pool_maxsize = settings.concurrency + 4
         self.api = k8s.ApiClient(configuration)
         seconds = settings.timeout.total_seconds()
@@ -235,10 +236,10 @@ class KubernetesCluster:
             ) from None
 
     def _send(self, doing: str, request: Callable[[], T], *, write: bool = False, idempotent: bool = True) -> T:
-        """Send a request within the rate limit. A 429 pauses the cluster's requests for its Retry-After (or a
-        backoff) and sends again; a 5xx waits a backoff and sends again, unless the request is not `idempotent` (a
-        second create under a generated name would make a second object). Each attempt counts as a call; after
-        ATTEMPTS the error stands."""
+        """Send a request within the rate limit, at most `concurrency` in flight. A 429 pauses the cluster's
+        requests for its Retry-After (or a backoff) and sends again; a 5xx waits a backoff and sends again, unless the
+        request is not `idempotent` (a second create under a generated name would make a second object). Each attempt
+        counts as a call; after ATTEMPTS the error stands."""
         attempt = 0
         while True:
             attempt += 1
@@ -248,7 +249,8 @@ class KubernetesCluster:
                     self.writes += 1
             with self._errors(doing):
                 try:
-                    return request()
+                    with self._in_flight:
+                        return request()
                 except ApiException as error:
                     status = error.status or 0
                     if attempt == ATTEMPTS or not (status == 429 or (status >= 500 and idempotent)):

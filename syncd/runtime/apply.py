@@ -4,8 +4,9 @@ Each action is one log event and one ledger event. A dry run walks the same path
 An action that fails is recorded as failed and the others go on; a cluster that becomes unreachable stops only
 its own remaining actions.
 
-Actions run concurrently: each cluster has a pool of `concurrency` workers, and the actions of one person on one
-cluster (a lane) run in plan order on one worker, so each person's steps keep their order. Interrupted (Ctrl-C, or
+Actions run concurrently: each cluster has a pool of workers (`ClusterSettings.workers`; its adapter caps the
+requests in flight), and the actions of one person on one cluster (a lane) run in plan order on one worker, so each
+person's steps keep their order. Interrupted (Ctrl-C, or
 `stop` set: the daemon's SIGTERM), a run finishes the actions in flight and begins no other.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -170,17 +172,18 @@ class Applier:
             run.intents[name] = IntentBlocks(
                 lambda actions: self.journal.begin_intents(self.run_id, [self._event(a) for a in actions]),
                 cluster_lanes, self.concurrency.get(name, 1))
-        with self._pools(by_cluster) as pools:
-            futures = [pools[name].submit(self._apply_lane, run, name, n, lane)
-                       for name, cluster_lanes in by_cluster.items() for n, lane in enumerate(cluster_lanes)]
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                run.stopping.set()  # Ctrl-C: the actions in flight finish (the pools wait for them), no other begins
-                raise
-            finally:
-                self._abandon(run)
+        try:
+            with self._pools(by_cluster) as pools:
+                try:
+                    futures = [pools[name].submit(self._apply_lane, run, name, n, lane)
+                               for name, cluster_lanes in by_cluster.items() for n, lane in enumerate(cluster_lanes)]
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    run.stopping.set()  # Ctrl-C: the actions in flight finish (the pools wait), no other begins
+                    raise
+        finally:
+            self._abandon(run)  # every worker is done: no block of intents begins after this
         if self.stop.is_set() and run.done < run.total:
             outcome.not_begun = run.total - run.done
             log.warning("stop applying: the actions in flight finished, the others wait for the next run",
@@ -194,13 +197,18 @@ class Applier:
     def _pools(self, clusters: Iterable[str]) -> Iterator[dict[str, ThreadPoolExecutor]]:
         """A pool of workers per cluster, `concurrency` strong. On leaving, queued work is dropped and the work
         in flight is waited for."""
-        pools = {name: ThreadPoolExecutor(self.concurrency.get(name, 1), thread_name_prefix=f"apply-{name}")
+        tag = f"apply-{uuid.uuid4().hex[:8]}"
+        pools = {name: ThreadPoolExecutor(self.concurrency.get(name, 1), thread_name_prefix=f"{tag}-{name}")
                  for name in sorted(set(clusters))}
         try:
             yield pools
         finally:
             for pool in pools.values():
                 pool.shutdown(wait=True, cancel_futures=True)
+            # A Ctrl-C while a pool started a worker leaves that worker out of the pool's list: wait for it too.
+            for thread in threading.enumerate():
+                if thread.name.startswith(tag) and thread is not threading.current_thread():
+                    thread.join()
 
     def _abandon(self, run: _Run) -> None:
         """Close the intents begun for actions that never began (a stopped run): nothing of them was written."""

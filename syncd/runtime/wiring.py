@@ -46,7 +46,7 @@ def build(settings: Settings, policy: Policy | None = None) -> Parts:
     policy = policy or load_policy(settings)
     # Every apply worker of every cluster may read the ledger at once, beside the group commit, the apply lock and
     # the daemon's requests.
-    database = Database(settings.ledger.url, connections=sum(c.concurrency for c in settings.clusters) + 4)
+    database = Database(settings.ledger.url, connections=sum(c.workers for c in settings.clusters) + 4)
     clusters: dict[str, Cluster] = {c.name: KubernetesCluster(c) for c in settings.clusters}
     return Parts(policy, database, Journal(database), ReadModel(database), clusters, FileDelivery(settings.delivery),
                  {s.name: open_source(s, database) for s in settings.sources})

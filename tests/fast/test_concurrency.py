@@ -189,6 +189,28 @@ def test_ctrl_c_finishes_the_actions_in_flight_and_begins_no_other(tmp_path: Pat
     assert all(rig.token(p) is not None for p in people) and rig.engine.read_model.verify() is None
 
 
+def test_ctrl_c_while_a_worker_starts_waits_for_that_worker_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Ctrl-C interrupting Thread.start() of a pool's worker (it runs, but its pool never learns of it): the run still
+    waits for it, so no action of it is left half done behind the run's back."""
+    people = [person(str(n), f"dev{n:02d}", "developers") for n in range(1, 31)]
+    rig = next(rig_on(tmp_path, Recording("dev"), concurrency=4))
+    rig.source.set(*people)
+    start, started = threading.Thread.start, []
+
+    def start_then_interrupt(thread: threading.Thread) -> None:
+        start(thread)
+        if thread.name.startswith("apply-"):
+            started.append(thread)
+            if len(started) == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        rig.reconcile()
+    assert not any(thread.is_alive() for thread in started), "a worker outlived the run"
+    assert intents(tmp_path, "pending") == 0, "an action in flight was abandoned half done"
+
+
 class Stopping(Interrupting):
     """The engine is told to stop (the daemon's SIGTERM) while the third person's ServiceAccount is being written."""
 
