@@ -221,9 +221,10 @@ def test_sigterm_abandons_a_job_stuck_past_the_stop_timeout(world: World, start_
 
 
 def test_sigterm_mid_apply_finishes_the_actions_in_flight_and_begins_no_other(world: World, start_daemon):
-    ledger, workers = world.directory / "ledger.db", 32
+    ledger, concurrency = world.directory / "ledger.db", 16
+    workers = 2 * concurrency  # people applied at once; `concurrency` requests in flight
     people = [{"id": f"{5000 + i}", "username": f"term{i:03d}", "groups": "developers"} for i in range(300)]
-    world.configure(clusters=[cluster | {"concurrency": workers, "timeout": "180s"}
+    world.configure(clusters=[cluster | {"concurrency": concurrency, "timeout": "180s"}
                               for cluster in world.settings["clusters"]])
     world.write_people(*people)
     daemon = start_daemon(stop_timeout="180s")  # its reconcile at start applies the 300 joiners
@@ -233,23 +234,27 @@ def test_sigterm_mid_apply_finishes_the_actions_in_flight_and_begins_no_other(wo
 
     daemon.wait_until(lambda: len(intents("done")) >= workers, "the run is applying", timeout=180)
     with world.control_plane.frozen():
-        # Every worker ends up inside an action, waiting on the API server.
-        in_flight = daemon.wait_until(lambda: len(intents("pending")) == workers and intents("pending"),
-                                      f"{workers} actions in flight", timeout=120)
+        # Every worker ends up inside an action, waiting on the API server or for a request slot; intents are begun
+        # a block of lanes ahead, so some pending ones belong to actions not begun yet.
+        daemon.wait_until(lambda: len(intents("pending")) >= workers, f"{workers} actions begun", timeout=120)
         done_before = intents("done")
         daemon.send(signal.SIGTERM)
         daemon.wait_until(lambda: [e for e in daemon.log_events()
                                    if e.get("event", "").startswith("stop applying: finish")], "apply told to stop")
+        begun = intents("pending")  # no lane starts once apply is told to stop
     assert daemon.process.wait(timeout=180) == 0
 
-    # The actions in flight finished, no other began: the others wait for the next run, which finds nothing to
-    # recover.
-    assert not pending_intents(ledger)
-    assert intents("done") == done_before | in_flight
+    # The actions in flight finished, no other began (their intents closed `not-begun`): the others wait for the
+    # next run, which finds nothing to recover.
+    assert not pending_intents(ledger) and not intents("failed")
+    finished = intents("done") - done_before
+    assert len(finished) >= concurrency, f"{len(finished)} actions finished in flight"
+    assert begun - finished <= intents("not-begun")
+    done = intents("done")
     [(summary,)] = query(ledger, "SELECT summary FROM run WHERE result = 'interrupted'")
-    assert json.loads(summary)["not_begun"] == len(people) - len(done_before | in_flight)
+    assert json.loads(summary)["not_begun"] == len(people) - len(done)
     run = world.reconcile()
-    assert len(run["actions"]) == len(people) - len(done_before | in_flight)
+    assert len(run["actions"]) == len(people) - len(done)
     assert not query(ledger, "SELECT id FROM event WHERE action = 'recover'")
     assert_converged(world, ledger, people, [people[0]["username"]])
 
