@@ -269,7 +269,8 @@ class KubernetesCluster:
         return self._send(doing, lambda: call(*args, _request_timeout=self.timeout, **kwargs), write=write,
                           idempotent=idempotent)
 
-    def _request(self, method: str, path: str, body: dict | None = None, **path_params: str) -> dict:
+    def _request(self, method: str, path: str, body: dict | None = None, query: dict[str, str] | None = None,
+                 **path_params: str) -> dict:
         """One request through the client's lower layer, with a plain dict body, and the JSON answer as a dict. The
         writes on the apply path and TokenReview go this way: the generated API methods validate every argument
         (pydantic) and walk request and answer models field by field, about as much CPU per joiner as urllib3
@@ -277,6 +278,7 @@ class KubernetesCluster:
         connection pool are the client's, as for its generated methods; an answer that is not 2xx raises the
         client's `ApiException`, as they do."""
         request = self.api.param_serialize(method=method, resource_path=path, path_params=path_params, body=body,
+                                           query_params=list((query or {}).items()),
                                            header_params=dict(JSON_HEADERS), auth_settings=["BearerToken"])
         response = self.api.call_api(*request, _request_timeout=self.timeout)
         try:
@@ -326,25 +328,25 @@ class KubernetesCluster:
         reads just their objects when they are few, so a targeted run does not read the whole cluster."""
         accounts: dict[str, dict] = {}
 
-        def account(obj) -> dict:  # type: ignore[no-untyped-def]
+        def account(obj: dict) -> dict:
             """The person the object is labelled for; objects under our labels naming nobody go to UNOWNED."""
-            key = (obj.metadata.labels or {}).get(PERSON_LABEL) or UNOWNED
+            key = (obj["metadata"].get("labels") or {}).get(PERSON_LABEL) or UNOWNED
             return accounts.setdefault(key, {"key": key, "service_accounts": [], "bindings": [], "token_secrets": []})
 
+        def listed(doing: str, path: str, selector: str) -> list[dict]:
+            # Read as JSON: the client's models, validated field by field, cost more than the reading itself.
+            return self._send(doing, lambda: self._request("GET", path, query={"labelSelector": selector},
+                                                           namespace=self.namespace))["items"] or []
+
         for selector in self._selectors(people):
-            for sa in self._call("list ServiceAccounts", self.core.list_namespaced_service_account,
-                                 self.namespace, label_selector=selector).items:
-                account(sa)["service_accounts"].append(sa.metadata.name)
-            for secret in self._call("list token Secrets", self.core.list_namespaced_secret, self.namespace,
-                                     label_selector=f"{selector},{TOKEN_LABEL}=true").items:
-                if secret.metadata.deletion_timestamp is None:
-                    account(secret)["token_secrets"].append(secret.metadata.name)
-            bindings = [
-                *self._call("list RoleBindings", self.rbac.list_role_binding_for_all_namespaces,
-                            label_selector=selector).items,
-                *self._call("list ClusterRoleBindings", self.rbac.list_cluster_role_binding,
-                            label_selector=selector).items,
-            ]
+            for sa in listed("list ServiceAccounts", "/api/v1/namespaces/{namespace}/serviceaccounts", selector):
+                account(sa)["service_accounts"].append(sa["metadata"]["name"])
+            for secret in listed("list token Secrets", "/api/v1/namespaces/{namespace}/secrets",
+                                 f"{selector},{TOKEN_LABEL}=true"):
+                if secret["metadata"].get("deletionTimestamp") is None:
+                    account(secret)["token_secrets"].append(secret["metadata"]["name"])
+            bindings = [*listed("list RoleBindings", f"/apis/{RBAC_GROUP}/v1/rolebindings", selector),
+                        *listed("list ClusterRoleBindings", f"/apis/{RBAC_GROUP}/v1/clusterrolebindings", selector)]
             for binding in bindings:
                 found = account(binding)
                 found["bindings"].append(self._observed_binding(found["key"], binding))
@@ -366,12 +368,12 @@ class KubernetesCluster:
         return [f"{self.ours},{PERSON_LABEL} in ({','.join(keys[n:n + SELECTOR_BATCH])})"
                 for n in range(0, len(keys), SELECTOR_BATCH)]
 
-    def _observed_binding(self, key: str, binding) -> ObservedBinding:  # type: ignore[no-untyped-def]
-        namespace = binding.metadata.namespace
-        scope = Scope(namespace, RoleKind(binding.role_ref.kind), binding.role_ref.name)
-        subjects = [(s.kind, s.name, s.namespace) for s in binding.subjects or []]
+    def _observed_binding(self, key: str, binding: dict) -> ObservedBinding:
+        namespace = binding["metadata"].get("namespace")
+        scope = Scope(namespace, RoleKind(binding["roleRef"]["kind"]), binding["roleRef"]["name"])
+        subjects = [(s.get("kind"), s.get("name"), s.get("namespace")) for s in binding.get("subjects") or []]
         intact = subjects == [("ServiceAccount", service_account_name(key), self.namespace)]
-        return ObservedBinding(binding.metadata.name, namespace, scope, intact)
+        return ObservedBinding(binding["metadata"]["name"], namespace, scope, intact)
 
     def missing_roles(self, scopes: Iterable[Scope]) -> frozenset[Scope]:
         """The roles these scopes bind that do not exist, as scopes of their own (a ClusterRole's namespace is

@@ -486,15 +486,14 @@ class Applier:
         with self._pools(item.cluster for item in pending) as pools:
             while remaining:
                 answers = [(item, pools[item.cluster].submit(self._authenticates, item)) for item in remaining]
-                still = []
+                still, rejected = [], []
                 for item, answer in answers:
-                    if answer.result():
-                        still.append(item)
-                        continue
-                    confirmed += 1
-                    self.journal.confirm_rejected(self.run_id, item.fingerprint, datetime.now(UTC))
+                    (still if answer.result() else rejected).append(item)
+                self.journal.confirm_rejected(self.run_id, [item.fingerprint for item in rejected], datetime.now(UTC))
+                for item in rejected:
                     log.info("confirm a revoked token is rejected", cluster=item.cluster, person_id=item.person_id,
                              fingerprint=item.fingerprint)
+                confirmed += len(rejected)
                 remaining = still
                 if remaining and self.stop.is_set():
                     log.warning("stop confirming revoked tokens: syncd is stopping", unconfirmed=len(remaining))

@@ -412,19 +412,23 @@ class Journal:
 
         return self.database.write(work)
 
-    def confirm_rejected(self, run_id: str | None, fingerprint: str, at: datetime) -> None:
+    def confirm_rejected(self, run_id: str | None, fingerprints: Collection[str], at: datetime) -> None:
+        """Revoked tokens the API server now rejects: each credential records when, with an event, in one
+        transaction."""
         def work(s: Session) -> None:
-            row = s.exec(select(CredentialRow).where(CredentialRow.fingerprint == fingerprint)).first()
-            if row is None:
-                return
-            row.rejected_at = utc(at)
-            s.add(row)
-            person = s.get(PersonRow, row.person_id)
-            self._record(s, run_id, Event(row.person_id, person.username if person else row.person_id,
-                                          "confirm-revocation", "token-rejected", cluster=row.cluster,
-                                          fingerprint=fingerprint))
+            for fingerprint in fingerprints:
+                row = s.exec(select(CredentialRow).where(CredentialRow.fingerprint == fingerprint)).first()
+                if row is None:
+                    continue
+                row.rejected_at = utc(at)
+                s.add(row)
+                person = s.get(PersonRow, row.person_id)
+                self._record(s, run_id, Event(row.person_id, person.username if person else row.person_id,
+                                              "confirm-revocation", "token-rejected", cluster=row.cluster,
+                                              fingerprint=fingerprint))
 
-        self._write(work)
+        if fingerprints:
+            self._write(work)
 
     @staticmethod
     def _live(session: Session, person_id: str, cluster: str) -> list[CredentialRow]:
