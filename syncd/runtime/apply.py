@@ -73,7 +73,7 @@ class IntentBlocks:
     """The intents of one cluster's lanes, begun a block of lanes at a time: the worker that starts a lane whose
     intents are not begun yet begins those of the lanes queued after it too, up to `block` lanes, in one transaction
     (one ledger round trip instead of one per action). Each intent is still durable before its action's first write;
-    a run stopped cleanly closes those of the lanes it never started (`abandon`), a crash leaves them to recovery."""
+    a run stopped cleanly closes those of the lanes it never started (`abandoned`), a crash leaves them to recovery."""
 
     def __init__(self, begin: Callable[[list[Action]], list[int]], lanes: list[list[Action]], block: int) -> None:
         self._begin = begin
@@ -122,7 +122,7 @@ class Applier:
 
     def __init__(self, journal: Journal, read_model: ReadModel, clusters: Mapping[str, Cluster],
                  delivery: Delivery, *, run_id: str | None = None, dry_run: bool, lifecycle: Lifecycle,
-                 deadline: float | None = None, concurrency: Mapping[str, int] | None = None,
+                 deadline: float | None = None, workers: Mapping[str, int] | None = None,
                  progress: Progress | None = None, stop: threading.Event | None = None) -> None:
         self.lifecycle = lifecycle
         self.deadline = deadline  # time.monotonic() after which the remaining actions wait for the next run
@@ -132,7 +132,7 @@ class Applier:
         self.delivery = delivery
         self.run_id = run_id
         self.dry_run = dry_run
-        self.concurrency = concurrency or {}  # workers per cluster; 1 where not given
+        self.workers = workers or {}  # per cluster; 1 where not given
         self.progress = progress
         self.stop = stop or threading.Event()  # once set, no action begins and confirmations stop waiting
         self._namespace_ready: set[str] = set()
@@ -171,7 +171,7 @@ class Applier:
         for name, cluster_lanes in by_cluster.items():
             run.intents[name] = IntentBlocks(
                 lambda actions: self.journal.begin_intents(self.run_id, [self._event(a) for a in actions]),
-                cluster_lanes, self.concurrency.get(name, 1))
+                cluster_lanes, self.workers.get(name, 1))
         try:
             with self._pools(by_cluster) as pools:
                 try:
@@ -195,10 +195,10 @@ class Applier:
 
     @contextmanager
     def _pools(self, clusters: Iterable[str]) -> Iterator[dict[str, ThreadPoolExecutor]]:
-        """A pool of workers per cluster, `concurrency` strong. On leaving, queued work is dropped and the work
-        in flight is waited for."""
+        """A pool of workers per cluster (`workers`). On leaving, queued work is dropped and the work in flight is
+        waited for."""
         tag = f"apply-{uuid.uuid4().hex[:8]}"
-        pools = {name: ThreadPoolExecutor(self.concurrency.get(name, 1), thread_name_prefix=f"{tag}-{name}")
+        pools = {name: ThreadPoolExecutor(self.workers.get(name, 1), thread_name_prefix=f"{tag}-{name}")
                  for name in sorted(set(clusters))}
         try:
             yield pools
@@ -245,6 +245,9 @@ class Applier:
                                                    hint="raise run_deadline if runs need longer"), fields, intent)
             return
         try:
+            # The fencing check before the action's first external write (its intent was begun with others'): once
+            # this process knows it lost the apply lock, the run stops here.
+            self.journal.check_lease()
             recorded_failure = self._apply_one(run.source, action, run.outcome, intent)
         except LeaseLost:
             run.stopping.set()  # not this action's failure: the run stops, its intents left for the new holder
@@ -479,7 +482,7 @@ class Applier:
 
     def confirm_rejections(self, pending: list[PendingRejection], timeout: float, interval: float = 1.0) -> int:
         """Poll TokenReview until each revoked token is rejected or `timeout` passes, the tokens of each cluster
-        asked concurrently (its `concurrency`). Returns how many are dead."""
+        asked concurrently (by its workers). Returns how many are dead."""
         deadline = time.monotonic() + timeout
         remaining = list(pending)
         confirmed = 0

@@ -222,7 +222,7 @@ class Engine:
     def _applier(self, *, dry_run: bool, deadline: float | None = None, run_id: str | None = None) -> Applier:
         return Applier(self._journal, self.read_model, self.clusters, self.delivery, run_id=run_id, dry_run=dry_run,
                        lifecycle=Lifecycle(self.settings.tokens), deadline=deadline,
-                       concurrency={c.name: c.workers for c in self.settings.clusters}, progress=self.progress,
+                       workers={c.name: c.workers for c in self.settings.clusters}, progress=self.progress,
                        stop=self._stop)
 
     def _recover(self, applier: Applier, settles: Callable[[str], bool]) -> set[tuple[str, str]]:

@@ -59,11 +59,15 @@ def test_a_holder_whose_lock_connection_dies_writes_nothing_more(two: tuple[Ledg
     a, b = two
     with a.database.exclusive():
         a.journal.record("run-a", ALICE)
+        a.journal.check_lease()  # held: an action whose intent is begun goes ahead
         terminate(b, wait_for(lambda: lock_holder(b), "a holds the apply lock"))
-        # The heartbeat notices within a second or so; from then on every fenced write fails, writing nothing.
+        # The heartbeat notices within a second or so; from then on every fenced write fails, writing nothing, and
+        # an action whose intent was begun with others' stops before its first external write.
         lease = a.database._apply_lease
         assert lease is not None
         wait_for(lease.lost.is_set, "the heartbeat notices the lock connection died", timeout=10)
+        with pytest.raises(LeaseLost):
+            a.journal.check_lease()
         with pytest.raises(LeaseLost):
             a.journal.record("run-a", ALICE)
         assert events(a) == 1

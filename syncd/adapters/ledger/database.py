@@ -209,6 +209,13 @@ class Database:
             self._apply_lease = None
             lease.release()
 
+    def check_lease(self) -> None:
+        """`LeaseLost` once this process knows it lost the apply lock it holds (no database round trip); nothing on
+        SQLite or outside the lock."""
+        lease = self._apply_lease
+        if lease is not None:
+            lease.check_known()
+
     def fence(self, session: Session) -> None:
         """In a journal write's transaction: fail it with `LeaseLost` once this process, holding the apply lock,
         lost it (see `ApplyLease.check`). Writes outside the lock, and every write on SQLite, go unfenced."""

@@ -143,6 +143,11 @@ class Journal:
 
     # Intents: crash safety around external writes
 
+    def check_lease(self) -> None:
+        """Before an external write whose intent is already begun: `LeaseLost` once this process knows it lost the
+        apply lock (the heartbeat's finding; a write's own fence asks the database)."""
+        self.database.check_lease()
+
     def begin_intents(self, run_id: str | None, events: list[Event]) -> list[int]:
         """The intents of several actions, in one transaction (before the first external write of any of them);
         their ids, in order."""

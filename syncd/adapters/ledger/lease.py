@@ -74,8 +74,14 @@ class ApplyLease:
             if epoch == self.epoch:
                 return
             self.lost.set()
-        raise LeaseLost(f"lost the apply lock (epoch {self.epoch}): its connection died or another process took it",
-                        hint="the holder now recovers this run's unfinished work")
+        self.check_known()
+
+    def check_known(self) -> None:
+        """Raise `LeaseLost` once this holder knows the lease is lost (its heartbeat or a write found it), without
+        asking the database."""
+        if self.lost.is_set():
+            raise LeaseLost(f"lost the apply lock (epoch {self.epoch}): its connection died or another process took "
+                            "it", hint="the holder now recovers this run's unfinished work")
 
     def release(self) -> None:
         self._stop.set()
