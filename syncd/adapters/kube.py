@@ -269,6 +269,12 @@ class KubernetesCluster:
         return self._send(doing, lambda: call(*args, _request_timeout=self.timeout, **kwargs), write=write,
                           idempotent=idempotent)
 
+    def _call_json(self, doing: str, method: str, path: str, body: dict | None = None, *, write: bool = False,
+                   idempotent: bool = True, query: dict[str, str] | None = None, **path_params: str) -> dict:
+        """`_request`, sent as `_send` sends (rate limit, in-flight cap, retries); `_call`'s twin for it."""
+        return self._send(doing, lambda: self._request(method, path, body, query, **path_params), write=write,
+                          idempotent=idempotent)
+
     def _request(self, method: str, path: str, body: dict | None = None, query: dict[str, str] | None = None,
                  **path_params: str) -> dict:
         """One request through the client's lower layer, with a plain dict body, and the JSON answer as a dict. The
@@ -335,8 +341,8 @@ class KubernetesCluster:
 
         def listed(doing: str, path: str, selector: str) -> list[dict]:
             # Read as JSON: the client's models, validated field by field, cost more than the reading itself.
-            return self._send(doing, lambda: self._request("GET", path, query={"labelSelector": selector},
-                                                           namespace=self.namespace))["items"] or []
+            return self._call_json(doing, "GET", path, query={"labelSelector": selector},
+                                   namespace=self.namespace)["items"] or []
 
         for selector in self._selectors(people):
             for sa in listed("list ServiceAccounts", "/api/v1/namespaces/{namespace}/serviceaccounts", selector):
@@ -411,8 +417,7 @@ class KubernetesCluster:
     def token_authenticates(self, token: str) -> bool:
         """Ask the API server (TokenReview) whether this token still logs in."""
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
-        result = self._send("review a token", lambda: self._request(
-            "POST", "/apis/authentication.k8s.io/v1/tokenreviews", review))
+        result = self._call_json("review a token", "POST", "/apis/authentication.k8s.io/v1/tokenreviews", review)
         return bool((result.get("status") or {}).get("authenticated"))
 
     # Writing
@@ -464,9 +469,8 @@ class KubernetesCluster:
         body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": self._meta(
             person_id, username, labels={TOKEN_LABEL: "true"}, generateName=f"syncd-{person_key(person_id)}-",
             ownerReferences=[owner])}
-        secret = self._send("create token Secret", lambda: self._request(
-            "POST", "/api/v1/namespaces/{namespace}/secrets", body, namespace=self.namespace),
-            write=True, idempotent=False)["metadata"]
+        secret = self._call_json("create token Secret", "POST", "/api/v1/namespaces/{namespace}/secrets", body,
+                                 write=True, idempotent=False, namespace=self.namespace)["metadata"]
         request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
             "audiences": [],
             "expirationSeconds": int(ttl.total_seconds()),
@@ -474,9 +478,9 @@ class KubernetesCluster:
         }}
         issued_at = datetime.now(UTC)
         try:
-            status = self._send(f"request a token for {account.name}", lambda: self._request(
-                "POST", "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", request,
-                namespace=self.namespace, name=account.name), write=True)["status"]
+            status = self._call_json(f"request a token for {account.name}", "POST",
+                                     "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", request,
+                                     write=True, namespace=self.namespace, name=account.name)["status"]
         except Exception:
             self.delete_token_secret(secret["name"])
             raise
@@ -518,7 +522,7 @@ class KubernetesCluster:
     def _delete(self, doing: str, path: str, **path_params: str) -> None:
         """A plain DELETE (no DeleteOptions: the default propagation suits every object syncd deletes)."""
         with suppress(NotFound):  # already gone
-            self._send(doing, lambda: self._request("DELETE", path, **path_params), write=True)
+            self._call_json(doing, "DELETE", path, write=True, **path_params)
 
     def delete_binding(self, binding: ObservedBinding) -> None:
         if binding.namespace is None:

@@ -166,11 +166,12 @@ class Journal:
         self._write(lambda s: s.connection().execute(END_INTENT, [dict(intent_id=i, state=state, finished_at=now)
                                                                   for i in intent_ids]))
 
-    @staticmethod
-    def _end_intent(session: Session, intent_id: int | None, state: str) -> None:
+    def _close(self, session: Session, run_id: str | None, event: Event, intent_id: int | None) -> None:
+        """An action's event, and the end of its intent (if any): done, or failed with the event."""
+        self._record(session, run_id, event)
         if intent_id is not None:
-            session.connection().execute(END_INTENT, dict(intent_id=intent_id, state=state,
-                                                          finished_at=datetime.now(UTC)))
+            session.connection().execute(END_INTENT, dict(
+                intent_id=intent_id, state="done" if event.result == "ok" else "failed", finished_at=datetime.now(UTC)))
 
     def settle_intent(self, run_id: str | None, intent: Intent, result: str) -> None:
         """Close an interrupted intent with a `recover` event saying what became of its work (finished,
@@ -196,11 +197,7 @@ class Journal:
 
     def record(self, run_id: str | None, event: Event, intent_id: int | None = None) -> None:
         """An event; with `intent_id`, the end of that intent too (failed with the event, else done)."""
-        def work(s: Session) -> None:
-            self._record(s, run_id, event)
-            self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
-
-        self._write(work)
+        self._write(lambda s: self._close(s, run_id, event, intent_id))
 
     def _record(self, session: Session, run_id: str | None, event: Event) -> None:
         self.database.lock_chain(session)  # two processes never chain onto the same last event
@@ -282,8 +279,7 @@ class Journal:
             if moved_to is not None:
                 s.connection().execute(MOVE_ACCESS, dict(of_person=event.person_id, on_cluster=event.cluster or "",
                                                          kubeconfig=moved_to))
-            self._record(s, run_id, event)
-            self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
+            self._close(s, run_id, event, intent_id)
 
         self._write(work)
 
@@ -298,8 +294,7 @@ class Journal:
             if purpose is not None:
                 s.connection().execute(SET_PURPOSE, dict(of_person=event.person_id, on_cluster=event.cluster or "",
                                                          purpose=purpose_to_json(purpose)))
-            self._record(s, run_id, event)
-            self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
+            self._close(s, run_id, event, intent_id)
 
         self._write(work)
 
@@ -341,8 +336,7 @@ class Journal:
             if suspend and s.get(SuspensionRow, (person_id, cluster)) is None:
                 s.add(SuspensionRow(person_id=person_id, cluster=cluster, since=utc(now)))
             fingerprints = [row.fingerprint for row in rows]
-            self._record(s, run_id, replace(event, fingerprint=",".join(fingerprints) or None))
-            self._end_intent(s, intent_id, "done" if event.result == "ok" else "failed")
+            self._close(s, run_id, replace(event, fingerprint=",".join(fingerprints) or None), intent_id)
             return fingerprints
 
         return self._write(work)
