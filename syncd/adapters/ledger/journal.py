@@ -17,11 +17,12 @@ from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Executable, bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, delete, func, select
 
 from syncd.adapters.ledger.database import ID_LIST_LIMIT, Database
+from syncd.adapters.ledger.prepared import Prepared
 from syncd.adapters.ledger.tables import (
     GENESIS,
     AccessRow,
@@ -53,25 +54,25 @@ LEFT_FOR_FULL_RUN = "left-for-full-run"  # what recovery does with work only a r
 LIVE = (CredentialState.ACTIVE, CredentialState.RETIRING)
 CHAIN_HEAD = "syncd_chain_head"  # the session's cache of the chain's head (seq, hash), as its transaction moved it
 
-# The statements of an action's writes, built once: SQLAlchemy then reuses their compiled form, and each write only
-# binds its values. An UPDATE's SET clause is the columns its parameters name.
+# The statements of an action's writes, built once and run on the driver's cursor (prepared.py). An UPDATE's SET
+# clause is the columns its parameters name.
 PERSON, ACCESS, CREDENTIAL, EVENT, HEAD, INTENT = (row.__table__ for row in (  # type: ignore[attr-defined]
     PersonRow, AccessRow, CredentialRow, EventRow, HeadRow, IntentRow))
-INSERT_INTENTS = insert(INTENT).returning(INTENT.c.id, sort_by_parameter_order=True)
-END_INTENT = update(INTENT).where(INTENT.c.id == bindparam("intent_id"))
-SELECT_HEAD = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)
-INSERT_EVENT, INSERT_HEAD = insert(EVENT), insert(HEAD)
-UPDATE_HEAD = update(HEAD).where(HEAD.c.id == 1)
-INSERT_CREDENTIAL = insert(CREDENTIAL)
-UPDATE_CREDENTIAL = update(CREDENTIAL).where(CREDENTIAL.c.id == bindparam("credential_id"))
-SET_PURPOSE = update(CREDENTIAL).where(
+INSERT_INTENTS = insert(INTENT).returning(INTENT.c.id, sort_by_parameter_order=True)  # SQLAlchemy's: ids in order
+END_INTENT = Prepared(update(INTENT).where(INTENT.c.id == bindparam("intent_id")))
+SELECT_HEAD = Prepared(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1))
+INSERT_EVENT, INSERT_HEAD = Prepared(insert(EVENT)), Prepared(insert(HEAD))
+UPDATE_HEAD = Prepared(update(HEAD).where(HEAD.c.id == 1))
+INSERT_CREDENTIAL = Prepared(insert(CREDENTIAL))
+UPDATE_CREDENTIAL = Prepared(update(CREDENTIAL).where(CREDENTIAL.c.id == bindparam("credential_id")))
+SET_PURPOSE = Prepared(update(CREDENTIAL).where(
     CREDENTIAL.c.person_id == bindparam("of_person"), CREDENTIAL.c.cluster == bindparam("on_cluster"),
-    CREDENTIAL.c.state.in_(LIVE))
-MOVE_ACCESS = update(ACCESS).where(ACCESS.c.person_id == bindparam("of_person"),
-                                   ACCESS.c.cluster == bindparam("on_cluster"))
-ACTIVE_CREDENTIALS = select(CREDENTIAL.c.id, CREDENTIAL.c.expires_at).where(
+    or_(*(CREDENTIAL.c.state == state for state in LIVE))))
+MOVE_ACCESS = Prepared(update(ACCESS).where(ACCESS.c.person_id == bindparam("of_person"),
+                                            ACCESS.c.cluster == bindparam("on_cluster")))
+ACTIVE_CREDENTIALS = Prepared(select(CREDENTIAL.c.id, CREDENTIAL.c.expires_at).where(
     CREDENTIAL.c.person_id == bindparam("person"), CREDENTIAL.c.cluster == bindparam("cluster"),
-    CREDENTIAL.c.state == CredentialState.ACTIVE)
+    CREDENTIAL.c.state == CredentialState.ACTIVE))
 PERSON_CHANGES = ("username", "email", "display_name", "active", "groups", "attributes", "last_seen", "removed_at")
 ACCESS_CHANGES = ("scopes", "kubeconfig", "updated_at")
 
@@ -163,14 +164,14 @@ class Journal:
     def end_intents(self, intent_ids: list[int], state: str) -> None:
         """Close intents as `state` (`not-begun`: their actions never began), in one transaction."""
         now = datetime.now(UTC)
-        self._write(lambda s: s.connection().execute(END_INTENT, [dict(intent_id=i, state=state, finished_at=now)
-                                                                  for i in intent_ids]))
+        self._write(lambda s: END_INTENT.run_many(s.connection(), [dict(intent_id=i, state=state, finished_at=now)
+                                                                     for i in intent_ids]))
 
     def _close(self, session: Session, run_id: str | None, event: Event, intent_id: int | None) -> None:
         """An action's event, and the end of its intent (if any): done, or failed with the event."""
         self._record(session, run_id, event)
         if intent_id is not None:
-            session.connection().execute(END_INTENT, dict(
+            END_INTENT.run(session.connection(), dict(
                 intent_id=intent_id, state="done" if event.result == "ok" else "failed", finished_at=datetime.now(UTC)))
 
     def settle_intent(self, run_id: str | None, intent: Intent, result: str) -> None:
@@ -214,8 +215,8 @@ class Journal:
             result=event.result, error=event.error, fingerprint=event.fingerprint, prev_hash=prev_hash,
         )
         row.hash = event_hash(row)  # type: ignore[arg-type]
-        connection.execute(INSERT_EVENT, vars(row))
-        connection.execute(INSERT_HEAD if head is None else UPDATE_HEAD, dict(id=1, seq=row.seq, hash=row.hash))
+        INSERT_EVENT.run(connection, vars(row))
+        (INSERT_HEAD if head is None else UPDATE_HEAD).run(connection, dict(id=1, seq=row.seq, hash=row.hash))
         session.info[CHAIN_HEAD] = (row.seq, row.hash)
 
     def record_holds(self, run_id: str | None, held: Collection[Event]) -> int:
@@ -254,17 +255,17 @@ class Journal:
             self._save_access(s, identity.id, cluster, scopes, kubeconfig)
             now = datetime.now(UTC)
             purpose_json = None if purpose is None else purpose_to_json(purpose)
-            active = connection.execute(ACTIVE_CREDENTIALS, dict(person=identity.id, cluster=cluster)).all()
+            active = ACTIVE_CREDENTIALS.rows(connection, dict(person=identity.id, cluster=cluster))
             for credential_id, expires_at in active:
                 if grace is None:
                     self._revoke(connection, [credential_id], reason, now)
                 else:
-                    connection.execute(UPDATE_CREDENTIAL, dict(
+                    UPDATE_CREDENTIAL.run(connection, dict(
                         credential_id=credential_id, state=CredentialState.RETIRING, revoke_reason=reason,
                         retire_at=retire_at(aware(expires_at), now, grace)))
             if purpose_json is not None and active:
-                connection.execute(SET_PURPOSE, dict(of_person=identity.id, on_cluster=cluster, purpose=purpose_json))
-            connection.execute(INSERT_CREDENTIAL, dict(
+                SET_PURPOSE.run(connection, dict(of_person=identity.id, on_cluster=cluster, purpose=purpose_json))
+            INSERT_CREDENTIAL.run(connection, dict(
                 person_id=identity.id, cluster=cluster, secret_name=token.secret_name, fingerprint=token.fingerprint,
                 issued_at=utc(token.issued_at), expires_at=utc(token.expires_at), state=CredentialState.ACTIVE,
                 jti=token.jti or None, purpose=purpose_json))
@@ -277,8 +278,8 @@ class Journal:
         `moved_to`: the kubeconfig now delivered there instead of the place recorded (an old layout's)."""
         def work(s: Session) -> None:
             if moved_to is not None:
-                s.connection().execute(MOVE_ACCESS, dict(of_person=event.person_id, on_cluster=event.cluster or "",
-                                                         kubeconfig=moved_to))
+                MOVE_ACCESS.run(s.connection(), dict(of_person=event.person_id, on_cluster=event.cluster or "",
+                                                     kubeconfig=moved_to))
             self._close(s, run_id, event, intent_id)
 
         self._write(work)
@@ -292,8 +293,8 @@ class Journal:
             self._save_identity(s, source, identity)
             self._save_access(s, event.person_id, event.cluster or "", event.after, kubeconfig)
             if purpose is not None:
-                s.connection().execute(SET_PURPOSE, dict(of_person=event.person_id, on_cluster=event.cluster or "",
-                                                         purpose=purpose_to_json(purpose)))
+                SET_PURPOSE.run(s.connection(), dict(of_person=event.person_id, on_cluster=event.cluster or "",
+                                                     purpose=purpose_to_json(purpose)))
             self._close(s, run_id, event, intent_id)
 
         self._write(work)
@@ -438,9 +439,9 @@ class Journal:
     @staticmethod
     def _revoke(connection: Connection, credential_ids: list[int], reason: str, now: datetime) -> None:
         if credential_ids:
-            connection.execute(UPDATE_CREDENTIAL, [dict(credential_id=credential_id, state=CredentialState.REVOKED,
-                                                        revoked_at=now, revoke_reason=reason)
-                                                   for credential_id in credential_ids])
+            UPDATE_CREDENTIAL.run_many(connection, [dict(credential_id=credential_id, state=CredentialState.REVOKED,
+                                                         revoked_at=now, revoke_reason=reason)
+                                                    for credential_id in credential_ids])
 
     @staticmethod
     def _revoke_row(row: CredentialRow, reason: str, now: datetime) -> None:
@@ -453,7 +454,7 @@ class Journal:
         """Insert the person, or update what a source may change of them (their source and first sighting stay)."""
         connection = session.connection()
         now = utc(datetime.now(UTC))
-        connection.execute(_upsert(connection, PERSON, ("id",), PERSON_CHANGES), dict(
+        _upsert(connection, PERSON, ("id",), PERSON_CHANGES).run(connection, dict(
             id=identity.id, source=source, first_seen=now, username=identity.username, email=identity.email,
             display_name=identity.display_name, active=identity.active, groups=json.dumps(sorted(identity.groups)),
             attributes=json.dumps(identity.attributes, sort_keys=True), last_seen=now, removed_at=None))
@@ -462,7 +463,7 @@ class Journal:
     def _save_access(session: Session, person_id: str, cluster: str, scopes: frozenset, kubeconfig: str) -> None:
         connection = session.connection()
         now = utc(datetime.now(UTC))
-        connection.execute(_upsert(connection, ACCESS, ("person_id", "cluster"), ACCESS_CHANGES), dict(
+        _upsert(connection, ACCESS, ("person_id", "cluster"), ACCESS_CHANGES).run(connection, dict(
             person_id=person_id, cluster=cluster, scopes=scopes_to_json(scopes), kubeconfig=kubeconfig,
             updated_at=now, granted_at=now))  # granted_at: a new access's only (no ACCESS_CHANGES)
 
@@ -480,21 +481,20 @@ class Journal:
 
 def _head(connection: Connection) -> tuple[int, str] | None:
     """The hash chain's head anchor (seq, hash), None before the first event."""
-    row = connection.execute(SELECT_HEAD).first()
-    return (row.seq, row.hash) if row is not None else None
+    rows = SELECT_HEAD.rows(connection, {})
+    return rows[0] if rows else None  # type: ignore[return-value]
 
 
-_UPSERTS: dict[tuple[str, str], Executable] = {}
+_UPSERTS: dict[tuple[str, str], Prepared] = {}
 
 
-def _upsert(connection: Connection, table: Any, keys: tuple[str, ...], changes: tuple[str, ...]) -> Executable:
+def _upsert(connection: Connection, table: Any, keys: tuple[str, ...], changes: tuple[str, ...]) -> Prepared:
     """This database's statement that inserts a row of `table`, or updates the `changes` columns of the row with
     the same `keys`: one statement, no read. Built once per database kind."""
     kind = connection.dialect.name
     statement = _UPSERTS.get((kind, table.name))
     if statement is None:
         inserting = (postgresql if kind == "postgresql" else sqlite).insert(table)
-        statement = inserting.on_conflict_do_update(
-            index_elements=list(keys), set_={name: inserting.excluded[name] for name in changes})
-        _UPSERTS[(kind, table.name)] = statement
+        statement = _UPSERTS[(kind, table.name)] = Prepared(inserting.on_conflict_do_update(
+            index_elements=list(keys), set_={name: inserting.excluded[name] for name in changes}))
     return statement
