@@ -9,6 +9,7 @@ one person's folder may be written and emptied by two threads: each folder is ch
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -228,17 +229,25 @@ class Delivery:
 
     @staticmethod
     def render(username: str, cluster: str, target: Endpoint, user: dict[str, object], namespace: str | None) -> str:
-        cluster_entry: dict[str, str] = {"server": target.server}
-        if target.ca_data:
-            cluster_entry["certificate-authority-data"] = target.ca_data
         context: dict[str, str] = {"cluster": cluster, "user": f"{username}@{cluster}"}
         if namespace:
             context["namespace"] = namespace
-        return yaml.dump({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": cluster, "cluster": cluster_entry}],
+        return _cluster_part(cluster, target) + _dump({
             "users": [{"name": f"{username}@{cluster}", "user": user}],
             "contexts": [{"name": cluster, "context": context}],
             "current-context": cluster,
-        }, Dumper=DUMPER, sort_keys=False, allow_unicode=True)
+        })
+
+
+def _dump(mapping: dict) -> str:
+    return yaml.dump(mapping, Dumper=DUMPER, sort_keys=False, allow_unicode=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _cluster_part(cluster: str, target: Endpoint) -> str:
+    """The head of every kubeconfig for `cluster`, the same for everyone: rendered once, not once per person (the CA
+    is most of a kubeconfig's text). Two block mappings' texts, one after the other, are the mapping of both."""
+    entry: dict[str, str] = {"server": target.server}
+    if target.ca_data:
+        entry["certificate-authority-data"] = target.ca_data
+    return _dump({"apiVersion": "v1", "kind": "Config", "clusters": [{"name": cluster, "cluster": entry}]})

@@ -70,6 +70,25 @@ def test_any_readable_username_is_delivered_and_stays_readable_in_the_kubeconfig
     assert config["users"][0]["name"] == config["contexts"][0]["context"]["user"] == f"{name}@dev"
 
 
+@pytest.mark.parametrize("cluster", ["dev", "prod-eu", "clüster: {x}"])
+@pytest.mark.parametrize("endpoint", [ENDPOINT, Endpoint("https://[::1]:6443/prefix", None),
+                                      Endpoint("https://api.example.org", "Q0E=" * 600)])
+@pytest.mark.parametrize("namespace", [None, "team-a"])
+def test_a_kubeconfig_is_the_text_of_one_whole_mapping_though_its_cluster_part_is_rendered_once(cluster, endpoint,
+                                                                                                  namespace):
+    whole = {"apiVersion": "v1", "kind": "Config",
+             "clusters": [{"name": cluster, "cluster": {"server": endpoint.server} | (
+                 {"certificate-authority-data": endpoint.ca_data} if endpoint.ca_data else {})}],
+             "users": [{"name": f"李雷: x@{cluster}", "user": {"tokenFile": "/d/k/dev.token"}}],
+             "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": f"李雷: x@{cluster}"} | (
+                 {"namespace": namespace} if namespace else {})}],
+             "current-context": cluster}
+    for _ in range(2):  # the second from the cached cluster part
+        text = Delivery.render("李雷: x", cluster, endpoint, {"tokenFile": "/d/k/dev.token"}, namespace)
+        assert text == yaml.safe_dump(whole, sort_keys=False, allow_unicode=True)
+        assert yaml.safe_load(text) == whole
+
+
 @pytest.mark.parametrize("name", ["", "  ", "sam\nroot", "nul\x00", "bell\x07", "lone\ud800", "x" * 1025])
 def test_a_username_no_kubeconfig_can_carry_is_named(name):
     assert delivery_problem(name)
