@@ -70,21 +70,25 @@ def test_any_readable_username_is_delivered_and_stays_readable_in_the_kubeconfig
     assert config["users"][0]["name"] == config["contexts"][0]["context"]["user"] == f"{name}@dev"
 
 
-@pytest.mark.parametrize("cluster", ["dev", "prod-eu", "clüster: {x}"])
-@pytest.mark.parametrize("endpoint", [ENDPOINT, Endpoint("https://[::1]:6443/prefix", None),
+@pytest.mark.parametrize("cluster", ["123", "clüster: {x}"])
+@pytest.mark.parametrize("endpoint", [Endpoint("https://[::1]:6443/prefix", None),
                                       Endpoint("https://api.example.org", "Q0E=" * 600)])
 @pytest.mark.parametrize("namespace", [None, "team-a"])
-def test_a_kubeconfig_is_the_text_of_one_whole_mapping_though_its_cluster_part_is_rendered_once(cluster, endpoint,
-                                                                                                  namespace):
+@pytest.mark.parametrize("name", ["李雷: x", "yes", "- x #c", "'q' \\ \"d\"", "x" * 300])
+@pytest.mark.parametrize("user", [{"tokenFile": "/d/k/dev.token"},
+                                  {"exec": {"command": "/usr/bin/syncd", "args": ["credential", "--token-file", "007"],
+                                            "interactiveMode": "Never"}}])
+def test_a_kubeconfig_is_the_text_yaml_dump_gives_though_its_cluster_part_is_rendered_once(cluster, endpoint,
+                                                                                            namespace, name, user):
     whole = {"apiVersion": "v1", "kind": "Config",
              "clusters": [{"name": cluster, "cluster": {"server": endpoint.server} | (
                  {"certificate-authority-data": endpoint.ca_data} if endpoint.ca_data else {})}],
-             "users": [{"name": f"李雷: x@{cluster}", "user": {"tokenFile": "/d/k/dev.token"}}],
-             "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": f"李雷: x@{cluster}"} | (
+             "users": [{"name": f"{name}@{cluster}", "user": user}],
+             "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": f"{name}@{cluster}"} | (
                  {"namespace": namespace} if namespace else {})}],
              "current-context": cluster}
     for _ in range(2):  # the second from the cached cluster part
-        text = Delivery.render("李雷: x", cluster, endpoint, {"tokenFile": "/d/k/dev.token"}, namespace)
+        text = Delivery.render(name, cluster, endpoint, user, namespace)
         assert text == yaml.safe_dump(whole, sort_keys=False, allow_unicode=True)
         assert yaml.safe_load(text) == whole
 
