@@ -187,3 +187,23 @@ def test_mass_holds_are_the_people_the_limits_hold_in_the_window_until_a_human_a
     assert ledger.read_model.mass_holds("hr", since) == set()
     ledger.journal.start_run("idp", dry_run=False, approved=True)  # a human saw them
     assert ledger.read_model.mass_holds("idp", since) == set()
+
+
+def test_confirmed_rejections_are_recorded_once_each_in_the_order_given(ledger: Ledger):
+    issued = datetime(2026, 1, 1, tzinfo=UTC)
+    for person_id, name, fingerprint in (("1001", "alice", "sha256:aa"), ("1002", "bob", "sha256:bb")):
+        ledger.journal.record_token("hr", Identity(person_id, name), "dev", frozenset({EDIT_A}),
+                                    NewCredential(f"syncd-{person_id}-x", fingerprint, issued,
+                                                  issued + timedelta(hours=8)),
+                                    kubeconfig="", grace=None, reason="joiner")
+        ledger.journal.record_revocation("run1", Event(person_id, name, "revoke", "leaver", cluster="dev"),
+                                         remove_access=True)
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    ledger.journal.confirm_rejected("run1", ["sha256:bb", "sha256:unknown", "sha256:aa", "sha256:bb"], at)
+    confirmations = [(e.person_id, e.username, e.cluster, e.fingerprint) for e in ledger.read_model.events()
+                     if e.action == "confirm-revocation"]
+    assert confirmations == [("1002", "bob", "dev", "sha256:bb"), ("1001", "alice", "dev", "sha256:aa")]
+    rejected = {row.fingerprint: row.rejected_at for row, _, _ in ledger.read_model.credentials(include_revoked=True)}
+    assert {fingerprint: when.replace(tzinfo=UTC) for fingerprint, when in rejected.items()} == \
+        {"sha256:aa": at, "sha256:bb": at}
+    assert ledger.read_model.verify() is None

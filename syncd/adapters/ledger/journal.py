@@ -65,9 +65,15 @@ INSERT_EVENT, INSERT_HEAD = Prepared(insert(EVENT)), Prepared(insert(HEAD))
 UPDATE_HEAD = Prepared(update(HEAD).where(HEAD.c.id == 1))
 INSERT_CREDENTIAL = Prepared(insert(CREDENTIAL))
 UPDATE_CREDENTIAL = Prepared(update(CREDENTIAL).where(CREDENTIAL.c.id == bindparam("credential_id")))
+IS_LIVE = or_(*(CREDENTIAL.c.state == state for state in LIVE))
 SET_PURPOSE = Prepared(update(CREDENTIAL).where(
-    CREDENTIAL.c.person_id == bindparam("of_person"), CREDENTIAL.c.cluster == bindparam("on_cluster"),
-    or_(*(CREDENTIAL.c.state == state for state in LIVE))))
+    CREDENTIAL.c.person_id == bindparam("of_person"), CREDENTIAL.c.cluster == bindparam("on_cluster"), IS_LIVE))
+LIVE_CREDENTIALS = Prepared(select(CREDENTIAL.c.id, CREDENTIAL.c.fingerprint).where(
+    CREDENTIAL.c.person_id == bindparam("person"), CREDENTIAL.c.cluster == bindparam("cluster"), IS_LIVE))
+DELETE_ACCESS = Prepared(ACCESS.delete().where(ACCESS.c.person_id == bindparam("person"),
+                                               ACCESS.c.cluster == bindparam("cluster")))
+ANY_ACCESS = Prepared(select(ACCESS.c.cluster).where(ACCESS.c.person_id == bindparam("person")).limit(1))
+UPDATE_PERSON = Prepared(update(PERSON).where(PERSON.c.id == bindparam("person")))
 MOVE_ACCESS = Prepared(update(ACCESS).where(ACCESS.c.person_id == bindparam("of_person"),
                                             ACCESS.c.cluster == bindparam("on_cluster")))
 ACTIVE_CREDENTIALS = Prepared(select(CREDENTIAL.c.id, CREDENTIAL.c.expires_at).where(
@@ -324,19 +330,20 @@ class Journal:
 
         def work(s: Session) -> list[str]:
             connection = s.connection()
-            query = select(CredentialRow.id, CredentialRow.fingerprint).where(
-                CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
-                CredentialRow.state.in_(LIVE))  # type: ignore[attr-defined]
-            if secret_names is not None:
-                query = query.where(CredentialRow.secret_name.in_(secret_names))  # type: ignore[attr-defined]
-            rows = connection.execute(query).all()
+            if secret_names is None:
+                rows = LIVE_CREDENTIALS.rows(connection, dict(person=person_id, cluster=cluster))
+            else:  # a retirement: only the credentials bound to these Secrets
+                rows = [tuple(row) for row in connection.execute(
+                    select(CREDENTIAL.c.id, CREDENTIAL.c.fingerprint).where(
+                        CREDENTIAL.c.person_id == person_id, CREDENTIAL.c.cluster == cluster, IS_LIVE,
+                        CREDENTIAL.c.secret_name.in_(secret_names)))]
             now = datetime.now(UTC)
-            self._revoke(connection, [row.id for row in rows], event.reason, now)
+            self._revoke(connection, [credential_id for credential_id, _ in rows], event.reason, now)
             if remove_access:
-                self._remove_access(s, person_id, cluster)
+                self._remove_access(connection, person_id, cluster)
             if suspend and s.get(SuspensionRow, (person_id, cluster)) is None:
                 s.add(SuspensionRow(person_id=person_id, cluster=cluster, since=utc(now)))
-            fingerprints = [row.fingerprint for row in rows]
+            fingerprints = [fingerprint for _, fingerprint in rows]
             self._close(s, run_id, replace(event, fingerprint=",".join(fingerprints) or None), intent_id)
             return fingerprints
 
@@ -415,17 +422,23 @@ class Journal:
     def confirm_rejected(self, run_id: str | None, fingerprints: Collection[str], at: datetime) -> None:
         """Revoked tokens the API server now rejects: each credential records when, with an event, in one
         transaction."""
+        wanted = list(dict.fromkeys(fingerprints))
+
         def work(s: Session) -> None:
-            for fingerprint in fingerprints:
-                row = s.exec(select(CredentialRow).where(CredentialRow.fingerprint == fingerprint)).first()
-                if row is None:
-                    continue
-                row.rejected_at = utc(at)
-                s.add(row)
-                person = s.get(PersonRow, row.person_id)
-                self._record(s, run_id, Event(row.person_id, person.username if person else row.person_id,
-                                              "confirm-revocation", "token-rejected", cluster=row.cluster,
-                                              fingerprint=fingerprint))
+            connection = s.connection()
+            found: dict[str, tuple] = {}
+            for chunk in (wanted[i:i + ID_LIST_LIMIT] for i in range(0, len(wanted), ID_LIST_LIMIT)):
+                for row in connection.execute(
+                        select(CREDENTIAL.c.id, CREDENTIAL.c.person_id, CREDENTIAL.c.cluster, CREDENTIAL.c.fingerprint,
+                               PERSON.c.username).join_from(CREDENTIAL, PERSON, isouter=True)
+                        .where(CREDENTIAL.c.fingerprint.in_(chunk)).order_by(CREDENTIAL.c.id)):
+                    found.setdefault(row.fingerprint, tuple(row))
+            rejected = [found[fingerprint] for fingerprint in wanted if fingerprint in found]
+            UPDATE_CREDENTIAL.run_many(connection, [dict(credential_id=credential_id, rejected_at=utc(at))
+                                                    for credential_id, *_ in rejected])
+            for _, person_id, cluster, fingerprint, username in rejected:
+                self._record(s, run_id, Event(person_id, username or person_id, "confirm-revocation",
+                                              "token-rejected", cluster=cluster, fingerprint=fingerprint))
 
         if fingerprints:
             self._write(work)
@@ -468,15 +481,10 @@ class Journal:
             updated_at=now, granted_at=now))  # granted_at: a new access's only (no ACCESS_CHANGES)
 
     @staticmethod
-    def _remove_access(session: Session, person_id: str, cluster: str) -> None:
-        connection = session.connection()
-        connection.execute(AccessRow.__table__.delete().where(  # type: ignore[attr-defined]
-            AccessRow.person_id == person_id, AccessRow.cluster == cluster))
-        remaining = connection.execute(select(AccessRow.cluster).where(AccessRow.person_id == person_id)
-                                       .limit(1)).first()
-        if remaining is None:
-            connection.execute(update(PersonRow).where(PersonRow.id == person_id)  # type: ignore[arg-type]
-                               .values(removed_at=utc(datetime.now(UTC))))
+    def _remove_access(connection: Connection, person_id: str, cluster: str) -> None:
+        DELETE_ACCESS.run(connection, dict(person=person_id, cluster=cluster))
+        if not ANY_ACCESS.rows(connection, dict(person=person_id)):
+            UPDATE_PERSON.run(connection, dict(person=person_id, removed_at=utc(datetime.now(UTC))))
 
 
 def _head(connection: Connection) -> tuple[int, str] | None:

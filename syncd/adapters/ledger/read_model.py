@@ -12,7 +12,7 @@ from sqlmodel import Session, exists, func, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from syncd.adapters.ledger.database import ID_LIST_LIMIT, Database
-from syncd.adapters.ledger.journal import LIVE
+from syncd.adapters.ledger.journal import LIVE, LIVE_CREDENTIALS
 from syncd.adapters.ledger.tables import (
     GENESIS,
     AccessRow,
@@ -101,9 +101,8 @@ class ReadModel:
     def live_fingerprints(self, person_id: str, cluster: str) -> set[str]:
         """The fingerprints of the person's active and retiring credentials on the cluster."""
         with self.database.read() as s:
-            return set(s.exec(select(CredentialRow.fingerprint).where(
-                CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
-                CredentialRow.state.in_(LIVE))).all())  # type: ignore[attr-defined]
+            return {fingerprint for _, fingerprint in LIVE_CREDENTIALS.rows(
+                s.connection(), dict(person=person_id, cluster=cluster))}
 
     def interrupted_intents(self) -> list[Intent]:
         """Intents a dead run left pending, and those a sweep left for a full run, oldest first. Call only while
