@@ -182,6 +182,8 @@ def test_a_holder_that_lost_the_apply_lock_revokes_nobody_twice(world: World, le
     world.reconcile()
     stayers, leavers = PEOPLE[:5], PEOPLE[5:]
     world.write_people(*stayers)
+    # One action at a time, so that a is still mid-run when it is frozen (a pool of workers revokes the rest first).
+    world.configure(clusters=[cluster | {"concurrency": 1} for cluster in world.settings["clusters"]])
     a = reconcile(world)
     wait_for(lambda: query(ledger, "SELECT count(*) FROM event WHERE action = 'revoke'")[0][0] >= 2,
              "a's revocations are under way")
