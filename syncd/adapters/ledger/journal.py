@@ -330,13 +330,12 @@ class Journal:
 
         def work(s: Session) -> list[str]:
             connection = s.connection()
+            whose = dict(person=person_id, cluster=cluster)
             if secret_names is None:
-                rows = LIVE_CREDENTIALS.rows(connection, dict(person=person_id, cluster=cluster))
-            else:  # a retirement: only the credentials bound to these Secrets
+                rows = LIVE_CREDENTIALS.rows(connection, whose)
+            else:  # a retirement: only the credentials bound to these Secrets (an IN list: through SQLAlchemy)
                 rows = [tuple(row) for row in connection.execute(
-                    select(CREDENTIAL.c.id, CREDENTIAL.c.fingerprint).where(
-                        CREDENTIAL.c.person_id == person_id, CREDENTIAL.c.cluster == cluster, IS_LIVE,
-                        CREDENTIAL.c.secret_name.in_(secret_names)))]
+                    LIVE_CREDENTIALS.statement.where(CREDENTIAL.c.secret_name.in_(secret_names)), whose)]
             now = datetime.now(UTC)
             self._revoke(connection, [credential_id for credential_id, _ in rows], event.reason, now)
             if remove_access:
