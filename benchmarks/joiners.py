@@ -107,6 +107,8 @@ class TimedLock:
 
 
 def syncd(config: Path, people: int, allow: bool) -> dict:
+    from sqlalchemy import event
+
     from syncd import logs
     from syncd.config import load_settings
     from syncd.runtime.engine import Engine
@@ -128,6 +130,10 @@ def syncd(config: Path, people: int, allow: bool) -> dict:
     settings = load_settings(config)
     counts = {"writes": 0, "commits": 0}
 
+    def committed(_connection: object) -> None:
+        with counting:
+            counts["commits"] += 1
+
     def counted(name: str, call):  # type: ignore[no-untyped-def]
         def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
             with counting:
@@ -138,8 +144,7 @@ def syncd(config: Path, people: int, allow: bool) -> dict:
     with Engine.from_settings(settings) as engine:
         ledger = engine.database._one_at_a_time = TimedLock(engine.database._one_at_a_time)  # noqa: SLF001
         engine.database.write = counted("writes", engine.database.write)  # type: ignore[method-assign]
-        group_commit = engine.database._group_commit  # noqa: SLF001
-        group_commit._commit = counted("commits", group_commit._commit)  # type: ignore[method-assign]  # noqa: SLF001
+        event.listen(engine.database.engine, "commit", committed)
         for method in ("deliver", "replace_token", "remove"):
             original = getattr(engine.delivery, method)
 

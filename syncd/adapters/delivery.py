@@ -2,20 +2,23 @@
 
 Layout: DIRECTORY/KEY/CLUSTER.kubeconfig and DIRECTORY/KEY/CLUSTER.token, KEY being `person_key` of the person's
 stable id: two people never share a folder, whatever their usernames, and a rename moves nothing. The username
-names the user and context inside the kubeconfig only. Every file is written atomically (temporary file, fsync,
-rename) with mode 0600, so kubectl or K9s never read half a token. Apply works on several clusters at once, so
+names the user and context inside the kubeconfig only. Every file is written atomically with mode 0600 (temporary
+file, sync, rename, sync of its folder: `Delivery._write_files`), so kubectl or K9s never read half a token, and a
+crash leaves each file old or new, whole. Apply works on several clusters at once, so
 one person's folder may be written and emptied by two threads: each folder is changed by one thread at a time.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Collection, Iterator
+import weakref
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +26,7 @@ from pathlib import Path
 import structlog
 import yaml
 
+from syncd.adapters.grouped import Grouped, Request
 from syncd.config import DeliverySettings
 from syncd.core.model import Endpoint, fingerprint, is_person_key, person_key, token_claims
 from syncd.errors import DeliveryError
@@ -65,32 +69,86 @@ def exec_credential(token_file: Path) -> dict:
     return {"apiVersion": EXEC_API_VERSION, "kind": "ExecCredential", "status": status}
 
 
-def write_secret_file(path: Path, content: str, *, sync_folder: bool = True) -> None:
-    """Atomically replace `path` with `content`, readable by its owner only; durable once its folder is synced
-    (`sync_folder`, else the caller syncs it after its last file there)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+def stage(path: Path, content: str) -> str:
+    """A new temporary file beside `path` holding `content`, readable by its owner only (mkstemp creates it 0600,
+    never anything wider); its name. Not yet durable."""
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(descriptor, "w") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        data = memoryview(content.encode())
+        while data:
+            data = data[os.write(descriptor, data):]
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        os.unlink(temporary)
         raise
-    if sync_folder:
-        sync(path.parent)
-
-
-def sync(folder: Path) -> None:
-    """Make the renames into `folder` durable."""
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
     finally:
-        os.close(directory)
+        os.close(descriptor)
+    return temporary
+
+
+def place(temporary: str, path: Path) -> None:
+    """Rename a staged file over `path`: a reader sees the old file or the new one, whole."""
+    os.replace(temporary, path)
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """libc's syncfs(2) (Linux), None where there is none."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+SYNCFS = _syncfs()
+
+
+def fsync(path: Path | str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class Durable:
+    """Makes written files and renames durable for many deliveries at once. The cost of a sync is per call (a
+    journal commit), not per file: a delivery's three fsyncs (two files, their folder) took more CPU than the rest of
+    its work, CPU every apply worker competes for. So concurrent callers' paths are synced as a group (`Grouped`),
+    by one syncfs(2) of the delivery directory's filesystem, or an fsync of each path where there is no syncfs.
+
+    syncfs reports a writeback error to each descriptor open when it happened: the directory's is opened before
+    anything is written through it, and kept."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._descriptor: int | None = None
+        self._opening = threading.Lock()
+        self._grouped: Grouped[Sequence[Path | str]] = Grouped(self._sync)
+
+    def ready(self) -> None:
+        """Call before writing files that `sync` will be asked to make durable (the directory exists)."""
+        if SYNCFS is None or self._descriptor is not None:
+            return
+        with self._opening:
+            if self._descriptor is None:
+                self._descriptor = os.open(self._directory, os.O_RDONLY)
+                weakref.finalize(self, os.close, self._descriptor)
+
+    def sync(self, paths: Sequence[Path | str]) -> None:
+        """Return once `paths` (files written, and folders whose entries changed) are durable."""
+        self._grouped.run(paths)
+
+    def _sync(self, group: list[Request[Sequence[Path | str]]]) -> None:
+        try:
+            if SYNCFS is None or self._descriptor is None:
+                for request in group:
+                    for path in request.request:
+                        fsync(path)
+            elif SYNCFS(self._descriptor) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code))
+        except OSError as error:
+            for request in group:  # each caller raises its own
+                request.error = OSError(error.errno, error.strerror)
 
 
 class Delivery:
@@ -100,6 +158,12 @@ class Delivery:
         self.token_file = settings.mode != "inline"
         self.exec_command = settings.exec_command or _this_syncd()
         self._folder_locks = [threading.Lock() for _ in range(FOLDER_LOCKS)]
+        self._durable = Durable(self.directory)
+
+    @functools.cached_property
+    def _absolute(self) -> Path:
+        """The directory as kubeconfigs name their token files: absolute, its symbolic links resolved."""
+        return self.directory.resolve()
 
     @contextmanager
     def _changing(self, folder: Path) -> Iterator[None]:
@@ -133,28 +197,49 @@ class Delivery:
 
     def _write(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
                namespace: str | None) -> Path:
-        token_path = self.token_path(key, cluster)
+        token_path = self._absolute / key / f"{cluster}.token"
+        files: list[tuple[Path, str]] = []
         user: dict[str, object]
         if self.token_file:
-            # Its folder is synced once, after the kubeconfig: a crash before that may leave either file old or
-            # missing, each complete, and the intent still open; recovery keeps the token only if the token file
-            # holds it (`Applier.recover`), so a kubeconfig that came through without its token file is delivered
-            # again. The caller records the delivery only once both are durable.
-            write_secret_file(token_path, token, sync_folder=False)
+            # Placed before the kubeconfig, and both synced once: a crash may leave either file old or missing,
+            # each whole, and the intent still open; recovery keeps the token only if the token file holds it
+            # (`Applier.recover`), so a kubeconfig that came through without its token file is delivered again.
+            # The caller records the delivery only once both are durable.
+            files.append((self.token_path(key, cluster), token))
         if self.mode == "token-file":
-            user = {"tokenFile": str(token_path.resolve())}
+            user = {"tokenFile": str(token_path)}
         elif self.mode == "exec":
             user = {"exec": {
                 "apiVersion": EXEC_API_VERSION,
                 "command": self.exec_command,
-                "args": ["credential", "--token-file", str(token_path.resolve())],
+                "args": ["credential", "--token-file", str(token_path)],
                 "interactiveMode": "Never",
             }}
         else:
             user = {"token": token}
         path = self.kubeconfig_path(key, cluster)
-        write_secret_file(path, self.render(username, cluster, target, user, namespace))
+        files.append((path, self.render(username, cluster, target, user, namespace)))
+        self._write_files(files)
         return path
+
+    def _write_files(self, files: list[tuple[Path, str]]) -> None:
+        """Replace each file of one folder with its content, in order, durable on return: all staged and synced,
+        then renamed into place, then the folder synced. A crash leaves each file old or new, whole."""
+        folder = files[0][0].parent
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._durable.ready()
+        staged: list[str] = []
+        try:
+            for path, content in files:
+                staged.append(stage(path, content))
+            self._durable.sync(staged)
+            for temporary, (path, _) in zip(staged, files, strict=True):
+                place(temporary, path)
+        except BaseException:
+            for temporary in staged:
+                Path(temporary).unlink(missing_ok=True)  # those placed are gone already
+            raise
+        self._durable.sync([folder])
 
     def replace_token(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
                       namespace: str | None) -> Path:
@@ -163,7 +248,7 @@ class Delivery:
         try:
             with self._changing(path.parent):
                 if self.token_file and path.exists():
-                    write_secret_file(self.token_path(key, cluster), token)
+                    self._write_files([(self.token_path(key, cluster), token)])
                     return path
                 return self._write(key, username, cluster, target, token, namespace)
         except OSError as error:
@@ -199,12 +284,17 @@ class Delivery:
             if fingerprints is not None and (token is None or fingerprint(token) not in fingerprints):
                 log.warning("keep delivered files whose token is not the one removed", kubeconfig=str(kubeconfig))
                 return None
+            names = (kubeconfig.name, kubeconfig.with_suffix(".token").name)
+            folder = kubeconfig.parent
             try:
-                for path in (kubeconfig, kubeconfig.with_suffix(".token")):
-                    path.unlink(missing_ok=True)
-                folder = kubeconfig.parent
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
+                for name in names:
+                    (folder / name).unlink(missing_ok=True)
+                if folder.is_dir():
+                    for path in folder.iterdir():  # staged by a process killed before it placed them
+                        if path.name.startswith(tuple(f".{name}." for name in names)):
+                            path.unlink(missing_ok=True)
+                    if not any(folder.iterdir()):
+                        folder.rmdir()
             except OSError as error:
                 raise DeliveryError(f"cannot remove the delivered files {kubeconfig}: {error.strerror}") from None
             return token

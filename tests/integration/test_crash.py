@@ -114,22 +114,22 @@ STOP_AT = {
     # Right after a token file is in place (before its kubeconfig is written).
     "token-written": """
 from syncd.adapters import delivery
-write = delivery.write_secret_file
-def write_then_stop(path, content, **kwargs):
-    write(path, content, **kwargs)
+place = delivery.place
+def place_then_stop(temporary, path):
+    place(temporary, path)
     if path.name.endswith(".token"):
         stop()
-delivery.write_secret_file = write_then_stop
+delivery.place = place_then_stop
 """,
     # Right before a token file is written: the token exists in the cluster, nobody holds it.
     "token-not-written": """
 from syncd.adapters import delivery
-write = delivery.write_secret_file
-def stop_then_write(path, content, **kwargs):
+place = delivery.place
+def stop_then_place(temporary, path):
     if path.name.endswith(".token"):
         stop()
-    write(path, content, **kwargs)
-delivery.write_secret_file = stop_then_write
+    place(temporary, path)
+delivery.place = stop_then_place
 """,
     # Between two actions: the first one recorded and its intent done, the second's intent begun with the first's
     # (one transaction for a block of lanes) but nothing of it written (concurrent workers: the second waits for the

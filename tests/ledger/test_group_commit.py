@@ -54,9 +54,9 @@ class HeldLeader:
         self.release.wait()
 
     def queue(self, write: Callable[[], object]) -> Future:
-        queued = len(self.ledger.database._group_commit._queue)  # noqa: SLF001 - how many wait for the next group
+        queued = self.ledger.database._group_commit._grouped.waiting  # noqa: SLF001 - how many wait for the next group
         future = self.pool.submit(write)
-        wait_for(lambda: len(self.ledger.database._group_commit._queue) > queued)  # noqa: SLF001
+        wait_for(lambda: self.ledger.database._group_commit._grouped.waiting > queued)  # noqa: SLF001
         return future
 
     def __exit__(self, *_: object) -> None:

@@ -207,3 +207,25 @@ def test_confirmed_rejections_are_recorded_once_each_in_the_order_given(ledger: 
     assert {fingerprint: when.replace(tzinfo=UTC) for fingerprint, when in rejected.items()} == \
         {"sha256:aa": at, "sha256:bb": at}
     assert ledger.read_model.verify() is None
+
+
+def test_live_fingerprints_are_the_active_and_retiring_tokens_and_read_past_a_writer(ledger: Ledger):
+    issued = datetime.now(UTC)
+    alice = Identity("1001", "alice")
+
+    def issue(name: str, grace: timedelta | None) -> None:
+        ledger.journal.record_token("hr", alice, "dev", frozenset({EDIT_A}),
+                                    NewCredential(name, f"sha256:{name}", issued, issued + timedelta(hours=8)),
+                                    kubeconfig="", grace=grace, reason="rotation")
+
+    issue("one", None)
+    issue("two", timedelta(minutes=5))  # one retires
+    issue("three", None)  # two is revoked now
+    assert ledger.read_model.live_fingerprints("1001", "dev") == {"sha256:one", "sha256:three"}
+    assert ledger.read_model.live_fingerprints("1001", "prod") == set()
+    assert ledger.read_model.live_fingerprints("1002", "dev") == set()
+
+    # A write transaction holding the write lock: the read sees what was committed, without waiting for it.
+    with ledger.database.session() as session:
+        ledger.journal._save_identity(session, "hr", Identity("1002", "bob"))  # noqa: SLF001
+        assert ledger.read_model.live_fingerprints("1001", "dev") == {"sha256:one", "sha256:three"}

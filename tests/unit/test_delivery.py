@@ -1,5 +1,8 @@
 """Delivered files: atomic, mode 0600, in the person's own folder, a kubeconfig that points at its token file."""
 
+import contextlib
+import ctypes
+import errno
 import os
 import stat
 import threading
@@ -8,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
+from syncd.adapters import delivery as delivery_module
 from syncd.adapters.delivery import Delivery
 from syncd.config import DeliverySettings
 from syncd.core.model import Endpoint, delivery_problem, fingerprint, person_key
@@ -32,16 +36,104 @@ def test_kubeconfig_and_token_are_private_and_linked(tmp_path):
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
-def test_a_delivery_syncs_each_file_and_then_its_folder_once(tmp_path, monkeypatch):
-    """Each file is synced before its rename; the folder once, after both renames, before `deliver` returns."""
-    synced: list[str] = []
-    sync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or sync(fd))
+class Recorded:
+    """What a delivery does to the disk, in order: ("write", name), ("place", name), ("sync", names) where names are
+    the files it asked to be durable (with syncfs the whole filesystem is)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, syncfs: bool) -> None:
+        self.steps: list[tuple[str, object]] = []
+        self.syncfs_calls = 0
+        stage, place = delivery_module.stage, delivery_module.place
+        monkeypatch.setattr(delivery_module, "stage", lambda path, content: self._step(("write", path.name),
+                                                                                      stage(path, content)))
+        monkeypatch.setattr(delivery_module, "place", lambda temporary, path: self._step(("place", path.name),
+                                                                                         place(temporary, path)))
+        real_fsync = delivery_module.fsync
+        if syncfs:
+            real_syncfs = delivery_module.SYNCFS
+            assert real_syncfs is not None, "this machine's libc has syncfs"
+            monkeypatch.setattr(delivery_module, "SYNCFS", lambda descriptor: self._syncfs() or real_syncfs(descriptor))
+        else:
+            monkeypatch.setattr(delivery_module, "SYNCFS", None)
+        monkeypatch.setattr(delivery_module, "fsync", lambda path: self._step(("fsync", os.path.basename(path)),
+                                                                              real_fsync(path)))
+        grouped_sync = delivery_module.Durable.sync
+        monkeypatch.setattr(delivery_module.Durable, "sync", lambda durable, paths: self._step(
+            ("sync", sorted(os.path.basename(p).split(".")[1] if os.path.basename(p).startswith(".")
+                            else os.path.basename(p) for p in paths)), grouped_sync(durable, paths)))
+
+    def _step(self, step: tuple[str, object], result: object) -> object:
+        self.steps.append(step)
+        return result
+
+    def _syncfs(self) -> None:
+        self.syncfs_calls += 1
+
+
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-each"])
+def test_a_delivery_syncs_both_files_before_placing_them_and_their_folder_after(tmp_path, monkeypatch, syncfs):
+    """Old or new, whole, after a crash: each file's content is durable before its rename, the renames before
+    `deliver` returns; the token file is placed first."""
+    recorded = Recorded(monkeypatch, syncfs)
     delivery = Delivery(DeliverySettings(directory=tmp_path))
     delivery.deliver("1001", "alice", "dev", ENDPOINT, "secret-token", None)
-    folder = str(tmp_path / "1001")
-    assert synced[-1] == folder and synced.count(folder) == 1
-    assert len(synced) == 3  # the token file, the kubeconfig, their folder
+    steps = [step for step in recorded.steps if step[0] != "fsync"]
+    assert steps == [("write", "dev.token"), ("write", "dev.kubeconfig"), ("sync", ["dev", "dev"]),
+                     ("place", "dev.token"), ("place", "dev.kubeconfig"), ("sync", ["1001"])]
+    if syncfs:
+        assert recorded.syncfs_calls == 2
+    else:
+        fsyncs = [name for kind, name in recorded.steps if kind == "fsync"]
+        assert [name.split(".")[2] for name in fsyncs[:2]] == ["token", "kubeconfig"] and fsyncs[2:] == ["1001"]
+
+
+def test_concurrent_deliveries_share_syncs(tmp_path, monkeypatch):
+    """Deliveries that wait for a sync together are made durable by one: while one sync is under way, the 31
+    deliveries that staged their files meanwhile are all served by the next."""
+    groups: list[int] = []
+    sync = delivery_module.Durable._sync
+    monkeypatch.setattr(delivery_module.Durable, "_sync", lambda durable, group: groups.append(len(group)) or sync(
+        durable, group))
+    # Folders share locks by hash: none of these 32 waits for another's folder.
+    monkeypatch.setattr(Delivery, "_changing", lambda self, folder: contextlib.nullcontext())
+    delivery = Delivery(DeliverySettings(directory=tmp_path))
+    real_syncfs, first_under_way, go_on = delivery_module.SYNCFS, threading.Event(), threading.Event()
+
+    def held(descriptor: int) -> int:
+        if not first_under_way.is_set():
+            first_under_way.set()
+            assert go_on.wait(10)
+        return real_syncfs(descriptor)
+
+    monkeypatch.setattr(delivery_module, "SYNCFS", held)
+    with ThreadPoolExecutor(32) as pool:
+        first = pool.submit(delivery.deliver, person_key("0"), "p0", "dev", ENDPOINT, "token-0", None)
+        assert first_under_way.wait(10)
+        rest = [pool.submit(delivery.deliver, person_key(str(n)), f"p{n}", "dev", ENDPOINT, f"token-{n}", None)
+                for n in range(1, 32)]
+        while delivery._durable._grouped.waiting < 31:  # noqa: SLF001 - all waiting for the next sync
+            threading.Event().wait(0.005)
+        go_on.set()
+        paths = [future.result() for future in (first, *rest)]
+    assert [delivery.read_token(path) for path in paths] == [f"token-{n}" for n in range(32)]
+    assert groups[0] == 1 and groups[1] >= 31
+    assert len(groups) < 2 * 32
+
+
+def test_a_failed_sync_is_a_delivery_error_and_leaves_the_files_as_they_were(tmp_path, monkeypatch):
+    delivery = Delivery(DeliverySettings(directory=tmp_path))
+    path = delivery.deliver("1001", "alice", "dev", ENDPOINT, "old-token", None)
+    before = {p.name: p.read_text() for p in path.parent.iterdir()}
+
+    def failing(descriptor: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(delivery_module, "SYNCFS", failing)
+    with pytest.raises(DeliveryError, match="Input/output error") as raised:
+        delivery.deliver("1001", "alice", "dev", ENDPOINT, "new-token", None)
+    assert "new-token" not in str(raised.value)
+    assert {p.name: p.read_text() for p in path.parent.iterdir()} == before  # no temporary file left
 
 
 def test_refresh_replaces_only_the_token_file(tmp_path):
@@ -189,3 +281,17 @@ def _at_once(*calls):  # type: ignore[no-untyped-def]
 
     with ThreadPoolExecutor(len(calls)) as pool:
         return [f.result() for f in [pool.submit(released, call) for call in calls]]
+
+
+def test_removal_takes_the_files_a_killed_delivery_staged_and_no_others(tmp_path):
+    delivery = Delivery(DeliverySettings(directory=tmp_path))
+    path = delivery.deliver("2101", "sam", "dev", ENDPOINT, "tok", None)
+    killed = [path.parent / ".dev.kubeconfig.k1ll3d", path.parent / ".dev.token.k1ll3d"]
+    for staged in killed:
+        staged.write_text("tok")
+    delivery.deliver("2101", "sam", "prod", ENDPOINT, "prod-tok", None)
+    assert delivery.remove(path, None) == "tok"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["prod.kubeconfig", "prod.token"]
+    (path.parent / ".prod.token.k1ll3d").write_text("prod-tok")
+    assert delivery.remove(delivery.kubeconfig_path("2101", "prod"), None) == "prod-tok"
+    assert not path.parent.exists()

@@ -7,10 +7,10 @@ import fcntl
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, make_url
 from sqlalchemy import event as sa_event
@@ -20,6 +20,7 @@ from sqlmodel import Session, create_engine
 from syncd.adapters.ledger import schema
 from syncd.adapters.ledger.group_commit import GroupCommit
 from syncd.adapters.ledger.lease import ApplyLease
+from syncd.adapters.ledger.prepared import Prepared
 from syncd.errors import LedgerError, LedgerMissing
 
 T = TypeVar("T")
@@ -34,8 +35,12 @@ ID_LIST_LIMIT = 500  # ids in one `IN (...)`: databases cap a query's parameters
 CONNECTIONS = 5  # connections kept open by default (SQLAlchemy's); as many again may open while they are all busy
 
 
+def _failed(doing: str, error: SQLAlchemyError) -> LedgerError:
+    return LedgerError(f"ledger {doing} failed: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}")
+
+
 def _write_failed(error: SQLAlchemyError) -> LedgerError:
-    return LedgerError(f"ledger write failed: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}")
+    return _failed("write", error)
 
 
 def _locked(error: SQLAlchemyError) -> bool:
@@ -151,8 +156,16 @@ class Database:
             with Session(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False) as session:
                 yield session  # closing it ends the transaction; what it read stays readable
         except SQLAlchemyError as error:
-            raise LedgerError(f"ledger read failed: {error.__class__.__name__}: "
-                              f"{getattr(error, 'orig', None) or error}") from None
+            raise _failed("read", error) from None
+
+    def read_rows(self, statement: Prepared, values: Mapping[str, Any]) -> list[tuple]:
+        """One select's rows, read by a single statement outside any transaction (one statement reads one
+        snapshot): for a hot path, without the session and the transaction `read` sets up and ends."""
+        try:
+            with self.engine.connect() as connection:
+                return statement.rows(connection, values)
+        except SQLAlchemyError as error:
+            raise _failed("read", error) from None
 
     def write(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` as one write transaction, committed together with other threads' writes queued

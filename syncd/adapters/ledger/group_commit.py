@@ -1,17 +1,15 @@
 """Group commit: concurrent callers' write transactions made durable by one commit (one fsync for many).
 
-A caller queues its work (a function of an ORM session) and waits. Whichever caller takes the leader's turn drains
-the queue and runs the works in queue order in one transaction, commits, then releases every caller with its result.
+A caller queues its work (a function of an ORM session) and waits (`Grouped`): the leader of a group runs the works
+in queue order in one transaction, commits, then releases every caller with its result.
 Should a work fail, the transaction is rolled back and the group run again, each work inside its own SAVEPOINT (the
 failing one rolls back alone and its caller gets the exception; the others stay): a savepoint per work costs two
 statements and the session's bookkeeping for every write, inside the write lock, to serve the rare write that fails.
 A work may thus run twice; it reads and writes only the session. A caller returns only once its own writes are
-committed, so each caller's writes stay in the order it made them, and events of one group chain in queue order. No
-thread of its own: nothing to start or stop, and it works in a forked child."""
+committed, so each caller's writes stay in the order it made them, and events of one group chain in queue order."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -20,17 +18,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
+from syncd.adapters.grouped import Grouped, Request
 from syncd.errors import LedgerError
 
-
-class _Write:
-    __slots__ = ("done", "error", "result", "work")
-
-    def __init__(self, work: Callable[[Session], Any]) -> None:
-        self.work = work
-        self.done = False
-        self.result: Any = None
-        self.error: BaseException | None = None
+Work = Callable[[Session], Any]
+Write = Request[Work]
 
 
 class GroupCommit:
@@ -42,26 +34,13 @@ class GroupCommit:
         self._engine = engine
         self._one_at_a_time = one_at_a_time
         self._failed = failed
-        self._queue: list[_Write] = []
-        self._queue_lock = threading.Lock()
-        self._leader = threading.Lock()
+        self._grouped: Grouped[Work] = Grouped(self._commit)
 
-    def run(self, work: Callable[[Session], Any]) -> Any:
+    def run(self, work: Work) -> Any:
         """Run `work(session)` in a transaction, committed with whatever else is queued; its result once durable."""
-        write = _Write(work)
-        with self._queue_lock:
-            self._queue.append(write)
-        while not write.done:
-            with self._leader:  # the leader of the group in flight holds it until its callers are released
-                if not write.done:
-                    with self._queue_lock:
-                        group, self._queue = self._queue, []
-                    self._commit(group)
-        if write.error is not None:
-            raise write.error
-        return write.result
+        return self._grouped.run(work)
 
-    def _commit(self, group: list[_Write]) -> None:
+    def _commit(self, group: list[Write]) -> None:
         try:
             with self._one_at_a_time():
                 if not self._together(group):
@@ -73,16 +52,13 @@ class GroupCommit:
             for write in group:
                 write.error = write.error or LedgerError("ledger write interrupted before it was committed")
             raise
-        finally:
-            for write in group:
-                write.done = True
 
-    def _together(self, group: list[_Write]) -> bool:
+    def _together(self, group: list[Write]) -> bool:
         """The works in one transaction, committed; False, with nothing written, once one of them failed."""
         with Session(self._engine, expire_on_commit=False) as session:
             try:
                 for write in group:
-                    write.result = write.work(session)
+                    write.result = write.request(session)
                     session.flush()
                     # Each write sees the rows as the group left them, never an object an earlier one loaded.
                     session.expunge_all()
@@ -92,13 +68,13 @@ class GroupCommit:
             session.commit()
         return True
 
-    def _apart(self, group: list[_Write]) -> None:
+    def _apart(self, group: list[Write]) -> None:
         """The works in one transaction, each inside its own savepoint: one that fails rolls back alone."""
         with Session(self._engine, expire_on_commit=False) as session:
             for write in group:
                 try:
                     with session.begin_nested():
-                        write.result = write.work(session)
+                        write.result = write.request(session)
                 except SQLAlchemyError as error:
                     write.error = self._failed(error)
                 except Exception as error:  # noqa: BLE001 - the caller's own exception, raised in its thread

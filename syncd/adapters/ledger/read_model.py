@@ -100,9 +100,8 @@ class ReadModel:
 
     def live_fingerprints(self, person_id: str, cluster: str) -> set[str]:
         """The fingerprints of the person's active and retiring credentials on the cluster."""
-        with self.database.read() as s:
-            return {fingerprint for _, fingerprint in LIVE_CREDENTIALS.rows(
-                s.connection(), dict(person=person_id, cluster=cluster))}
+        return {fingerprint for _, fingerprint in self.database.read_rows(
+            LIVE_CREDENTIALS, dict(person=person_id, cluster=cluster))}
 
     def interrupted_intents(self) -> list[Intent]:
         """Intents a dead run left pending, and those a sweep left for a full run, oldest first. Call only while
