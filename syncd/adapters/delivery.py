@@ -115,8 +115,8 @@ class Durable:
     its work, CPU every apply worker competes for. So concurrent callers' paths are synced as a group (`Grouped`),
     by one syncfs(2) of the delivery directory's filesystem, or an fsync of each path where there is no syncfs.
 
-    syncfs reports a writeback error to each descriptor open when it happened: the directory's is opened before
-    anything is written through it, and kept."""
+    syncfs reports a writeback error to each descriptor open when it happened: the directory's is opened before the
+    first file is staged (`ready`), and kept."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
@@ -289,9 +289,10 @@ class Delivery:
             try:
                 for name in names:
                     (folder / name).unlink(missing_ok=True)
+                staged = tuple(f".{name}." for name in names)  # by a process killed before it placed them
                 if folder.is_dir():
-                    for path in folder.iterdir():  # staged by a process killed before it placed them
-                        if path.name.startswith(tuple(f".{name}." for name in names)):
+                    for path in folder.iterdir():
+                        if path.name.startswith(staged):
                             path.unlink(missing_ok=True)
                     if not any(folder.iterdir()):
                         folder.rmdir()
