@@ -7,6 +7,7 @@ import os
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import yaml
@@ -295,3 +296,20 @@ def test_removal_takes_the_files_a_killed_delivery_staged_and_no_others(tmp_path
     (path.parent / ".prod.token.k1ll3d").write_text("prod-tok")
     assert delivery.remove(delivery.kubeconfig_path("2101", "prod"), None) == "prod-tok"
     assert not path.parent.exists()
+
+
+@pytest.mark.parametrize("how", ["symlink", "relative"])
+def test_a_kubeconfig_names_its_token_file_by_its_absolute_resolved_path(tmp_path, monkeypatch, how):
+    real = tmp_path / "real"
+    real.mkdir()
+    if how == "symlink":
+        directory = tmp_path / "link"
+        directory.symlink_to(real)
+    else:
+        monkeypatch.chdir(tmp_path)
+        directory = Path("real")
+    delivery = Delivery(DeliverySettings(directory=directory))
+    path = delivery.deliver("1001", "alice", "dev", ENDPOINT, "tok", None)
+    token_file = yaml.safe_load(path.read_text())["users"][0]["user"]["tokenFile"]
+    assert token_file == str(real.resolve() / "1001" / "dev.token")
+    assert Path(token_file).read_text() == "tok"
