@@ -197,7 +197,8 @@ class Delivery:
 
     def _write(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
                namespace: str | None) -> Path:
-        token_path = self._absolute / key / f"{cluster}.token"
+        token_path = self.token_path(key, cluster)
+        named = self._absolute / key / token_path.name  # as the kubeconfig names it
         files: list[tuple[Path, str]] = []
         user: dict[str, object]
         if self.token_file:
@@ -205,14 +206,14 @@ class Delivery:
             # each whole, and the intent still open; recovery keeps the token only if the token file holds it
             # (`Applier.recover`), so a kubeconfig that came through without its token file is delivered again.
             # The caller records the delivery only once both are durable.
-            files.append((self.token_path(key, cluster), token))
+            files.append((token_path, token))
         if self.mode == "token-file":
-            user = {"tokenFile": str(token_path)}
+            user = {"tokenFile": str(named)}
         elif self.mode == "exec":
             user = {"exec": {
                 "apiVersion": EXEC_API_VERSION,
                 "command": self.exec_command,
-                "args": ["credential", "--token-file", str(token_path)],
+                "args": ["credential", "--token-file", str(named)],
                 "interactiveMode": "Never",
             }}
         else:
@@ -291,10 +292,13 @@ class Delivery:
                     (folder / name).unlink(missing_ok=True)
                 staged = tuple(f".{name}." for name in names)  # by a process killed before it placed them
                 if folder.is_dir():
+                    others = False
                     for path in folder.iterdir():
                         if path.name.startswith(staged):
                             path.unlink(missing_ok=True)
-                    if not any(folder.iterdir()):
+                        else:
+                            others = True
+                    if not others:
                         folder.rmdir()
             except OSError as error:
                 raise DeliveryError(f"cannot remove the delivered files {kubeconfig}: {error.strerror}") from None
