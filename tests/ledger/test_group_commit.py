@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import event as sa_event
-from sqlmodel import Session
 
+from syncd.adapters.ledger.group_commit import GroupTransaction
 from syncd.adapters.ledger.tables import RunRow
 from syncd.errors import LedgerError
 from syncd.ports import Event
@@ -47,9 +47,9 @@ class HeldLeader:
         self.inside.wait()
         return self
 
-    def _held(self, s: Session) -> None:
-        s.add(RunRow(id="held", source="hr", started_at=datetime.now(UTC), dry_run=False))
-        s.flush()
+    def _held(self, tx: GroupTransaction) -> None:
+        tx.session.add(RunRow(id="held", source="hr", started_at=datetime.now(UTC), dry_run=False))
+        tx.session.flush()
         self.inside.set()
         self.release.wait()
 
@@ -79,10 +79,10 @@ def test_writes_queued_behind_a_commit_are_committed_together_in_their_order(led
 def test_a_write_failing_in_a_group_fails_alone(ledger: Ledger):
     run_id = ledger.journal.start_run("hr", dry_run=False)
 
-    def chain_then_fail(s: Session) -> None:
-        ledger.journal._record(s, run_id, joiner(99))  # noqa: SLF001 - moves the chain's head, then is rolled back
-        s.add(RunRow(id=run_id, source="hr", started_at=datetime.now(UTC), dry_run=False))  # run_id is taken
-        s.flush()
+    def chain_then_fail(tx: GroupTransaction) -> None:
+        ledger.journal._record(tx, run_id, joiner(99))  # noqa: SLF001 - moves the chain's head, then is rolled back
+        tx.session.add(RunRow(id=run_id, source="hr", started_at=datetime.now(UTC), dry_run=False))  # run_id is taken
+        tx.session.flush()
 
     with ThreadPoolExecutor(8) as pool:
         with HeldLeader(ledger, pool) as leader:

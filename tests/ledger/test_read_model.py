@@ -227,5 +227,5 @@ def test_live_fingerprints_are_the_active_and_retiring_tokens_and_read_past_a_wr
 
     # A write transaction holding the write lock: the read sees what was committed, without waiting for it.
     with ledger.database.session() as session:
-        ledger.journal._save_identity(session, "hr", Identity("1002", "bob"))  # noqa: SLF001
+        ledger.journal._save_identity(session.connection(), "hr", Identity("1002", "bob"))  # noqa: SLF001
         assert ledger.read_model.live_fingerprints("1001", "dev") == {"sha256:one", "sha256:three"}

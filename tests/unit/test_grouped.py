@@ -1,7 +1,8 @@
 """Grouped: whoever leads serves every request queued so far; each caller gets its own result or error."""
 
+import signal
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from syncd.adapters.grouped import Grouped, Request
 
@@ -86,3 +87,72 @@ def test_every_caller_gets_its_own_result_however_the_groups_form():
     with ThreadPoolExecutor(16) as pool:
         assert list(pool.map(server.grouped.run, range(callers))) == [2 * n for n in range(callers)]
     assert sorted(n for group in server.groups for n in group) == list(range(callers))
+
+
+class Interrupted(BaseException):
+    """What Ctrl-C raises in the main thread, here from a timer's signal handler."""
+
+
+def _main_thread_interrupted(server: Server, handler) -> tuple[object, BaseException | None]:  # type: ignore[no-untyped-def]
+    """Hold request 0; queue 7 from the main thread, then 8 from another, and let `handler` (run by a signal while
+    the main thread waits) interrupt the wait. Request 8's result (None if it was never served), and what the main
+    thread's run raised."""
+    first = Future()  # type: ignore[var-annotated]
+    later = Future()  # type: ignore[var-annotated]
+
+    def queue_after_main() -> None:
+        _until(lambda: server.queued() >= 1)
+        later.set_result(server.grouped.run(8))
+
+    previous = signal.signal(signal.SIGALRM, lambda *_: handler())
+    try:
+        # Daemon threads: a caller left waiting forever fails the test instead of hanging it.
+        threading.Thread(target=lambda: first.set_result(server.grouped.run(0)), daemon=True).start()
+        assert server.first_under_way.wait(10)
+        threading.Thread(target=queue_after_main, daemon=True).start()
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        raised = None
+        try:
+            server.grouped.run(7)
+        except Interrupted as error:
+            raised = error
+        server.release.set()
+        assert first.result(10) == 0
+        try:
+            return later.result(10), raised
+        except TimeoutError:
+            return None, raised
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _until(condition) -> None:  # type: ignore[no-untyped-def]
+    while not condition():
+        threading.Event().wait(0.001)
+
+
+def test_a_caller_interrupted_while_it_waits_is_never_served_and_the_others_go_on():
+    server = Server()
+
+    def interrupt() -> None:
+        _until(lambda: server.queued() == 2)
+        raise Interrupted
+
+    later, raised = _main_thread_interrupted(server, interrupt)
+    assert isinstance(raised, Interrupted) and later == 16
+    assert server.groups == [[0], [8]]
+
+
+def test_a_caller_interrupted_once_handed_the_leaders_turn_hands_it_on():
+    server = Server()
+
+    def interrupt() -> None:
+        _until(lambda: server.queued() == 2)
+        server.release.set()  # the held group ends; its leader hands the turn to the first queued: the main thread's
+        _until(lambda: server.grouped._turn is not None)  # noqa: SLF001
+        raise Interrupted
+
+    later, raised = _main_thread_interrupted(server, interrupt)
+    assert isinstance(raised, Interrupted) and later == 16
+    assert server.groups == [[0], [8]]

@@ -12,13 +12,13 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, make_url
+from sqlalchemy import Connection, make_url, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from syncd.adapters.ledger import schema
-from syncd.adapters.ledger.group_commit import GroupCommit
+from syncd.adapters.ledger.group_commit import GroupCommit, GroupTransaction
 from syncd.adapters.ledger.lease import ApplyLease
 from syncd.adapters.ledger.prepared import Prepared
 from syncd.errors import LedgerError, LedgerMissing
@@ -33,6 +33,7 @@ POSTGRES_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interv
 READ_ONLY = "syncd_read_only"  # an execution option: the transaction only reads
 ID_LIST_LIMIT = 500  # ids in one `IN (...)`: databases cap a query's parameters (PostgreSQL at 65,535)
 CONNECTIONS = 5  # connections kept open by default (SQLAlchemy's); as many again may open while they are all busy
+BEGIN_READ, BEGIN_WRITE = Prepared(text("BEGIN")), Prepared(text("BEGIN IMMEDIATE"))  # SQLite's
 
 
 def _failed(doing: str, error: SQLAlchemyError) -> LedgerError:
@@ -127,8 +128,7 @@ class Database:
         @sa_event.listens_for(self.engine, "begin")
         def _begin(connection):  # type: ignore[no-untyped-def]
             # A reader needs no write lock: in WAL mode it reads a snapshot while a writer goes on.
-            connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get(READ_ONLY)
-                                       else "BEGIN IMMEDIATE")
+            (BEGIN_READ if connection.get_execution_options().get(READ_ONLY) else BEGIN_WRITE).run(connection, {})
 
     def _safe_url(self) -> str:
         if hasattr(self, "engine"):
@@ -167,8 +167,8 @@ class Database:
         except SQLAlchemyError as error:
             raise _failed("read", error) from None
 
-    def write(self, work: Callable[[Session], T]) -> T:
-        """Run `work(session)` as one write transaction, committed together with other threads' writes queued
+    def write(self, work: Callable[[GroupTransaction], T]) -> T:
+        """Run `work(transaction)` as one write transaction, committed together with other threads' writes queued
         meanwhile (one commit, one fsync for all); returns once its own writes are durable. The ledger's writer
         (the journal) writes only through here. See group_commit.py."""
         return self._group_commit.run(work)
@@ -182,12 +182,13 @@ class Database:
         except SQLAlchemyError as error:
             raise _write_failed(error) from None
 
-    def lock_chain(self, session: Session) -> None:
-        """Queue the session's transaction behind every other writer of the hash chain until it commits."""
+    def lock_chain(self, transaction: GroupTransaction) -> None:
+        """Queue the transaction behind every other writer of the hash chain until it commits."""
         if self.engine.dialect.name == "postgresql":
-            session.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
+            transaction.connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
 
     def close(self) -> None:
+        self._group_commit.close()
         self.engine.dispose()
 
     def __enter__(self) -> Database:
@@ -229,9 +230,9 @@ class Database:
         if lease is not None:
             lease.check_known()
 
-    def fence(self, session: Session) -> None:
+    def fence(self, transaction: GroupTransaction) -> None:
         """In a journal write's transaction: fail it with `LeaseLost` once this process, holding the apply lock,
         lost it (see `ApplyLease.check`). Writes outside the lock, and every write on SQLite, go unfenced."""
         lease = self._apply_lease
         if lease is not None:
-            lease.check(session.connection())
+            lease.check(transaction.connection)

@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, insert, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, delete, func, select
+from sqlmodel import delete, func, select
 
 from syncd.adapters.ledger.database import ID_LIST_LIMIT, Database
+from syncd.adapters.ledger.group_commit import GroupTransaction
 from syncd.adapters.ledger.prepared import Prepared
 from syncd.adapters.ledger.tables import (
     GENESIS,
@@ -52,7 +53,7 @@ T = TypeVar("T")
 
 LEFT_FOR_FULL_RUN = "left-for-full-run"  # what recovery does with work only a run that reads the source can settle
 LIVE = (CredentialState.ACTIVE, CredentialState.RETIRING)
-CHAIN_HEAD = "syncd_chain_head"  # the session's cache of the chain's head (seq, hash), as its transaction moved it
+CHAIN_HEAD = "syncd_chain_head"  # the transaction's cache of the chain's head (seq, hash), as its transaction moved it
 
 # The statements of an action's writes, built once and run on the driver's cursor (prepared.py). An UPDATE's SET
 # clause is the columns its parameters name.
@@ -87,12 +88,12 @@ class Journal:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    def _write(self, work: Callable[[Session], T]) -> T:
+    def _write(self, work: Callable[[GroupTransaction], T]) -> T:
         """One write transaction (committed with other threads' writes, see `Database.write`), fenced: it fails with
         `LeaseLost`, writing nothing, once this process lost the apply lock it holds (`Database.fence`)."""
-        def fenced(session: Session) -> T:
-            self.database.fence(session)
-            return work(session)
+        def fenced(tx: GroupTransaction) -> T:
+            self.database.fence(tx)
+            return work(tx)
 
         return self.database.write(fenced)
 
@@ -102,47 +103,47 @@ class Journal:
         """`approved`: a human allowed the run's revocations (--allow-mass-revocation); the targeted safety window
         does not count them again."""
         run_id = uuid.uuid4().hex[:12]
-        self._write(lambda s: s.add(RunRow(id=run_id, source=source, started_at=utc(datetime.now(UTC)),
+        self._write(lambda tx: tx.session.add(RunRow(id=run_id, source=source, started_at=utc(datetime.now(UTC)),
                                                    dry_run=dry_run, approved=approved)))
         return run_id
 
     def finish_run(self, run_id: str, result: str, summary: dict) -> None:
-        def work(s: Session) -> None:
-            run = s.get(RunRow, run_id)
+        def work(tx: GroupTransaction) -> None:
+            run = tx.session.get(RunRow, run_id)
             if run is not None:
                 run.finished_at = utc(datetime.now(UTC))
                 run.result = result
                 run.summary = json.dumps(summary, sort_keys=True)
-                head = _head(s.connection())
+                head = _head(tx.connection)
                 if head is not None:  # the chain's head as the run leaves it: `verify` finds it in the chain
                     run.head_seq, run.head_hash = head
-                s.add(run)
+                tx.session.add(run)
 
         self._write(work)
 
     def lose_lease(self, run_id: str) -> None:
         """Record that the run stopped because it lost the apply lock (`lost-lease`). Unfenced, as it must be: it
         changes only the run's own row (another holder may have marked it interrupted meanwhile), no event."""
-        with self.database.session() as s:
-            run = s.get(RunRow, run_id)
+        with self.database.session() as session:
+            run = session.get(RunRow, run_id)
             if run is not None and run.result in ("running", "interrupted"):
                 run.result = "lost-lease"
                 run.finished_at = run.finished_at or utc(datetime.now(UTC))
-                s.add(run)
+                session.add(run)
 
     def interrupt_dead_runs(self, run_id: str) -> list[RunRef]:
         """Mark every run still `running` but this one `interrupted`, each with a `recover` event. A run is
         `running` only while it holds the apply lock, so call this only while holding `exclusive()`: any other
         running run then belongs to a process that died or was killed."""
-        def work(s: Session) -> list[RunRef]:
+        def work(tx: GroupTransaction) -> list[RunRef]:
             # Row locks, so that a run whose old holder is recording it `lost-lease` right now is read once that
             # commits, and skipped: it is not running any more.
-            dead = list(s.exec(select(RunRow).where(RunRow.result == "running", RunRow.id != run_id)
+            dead = list(tx.session.exec(select(RunRow).where(RunRow.result == "running", RunRow.id != run_id)
                                .with_for_update()).all())
             for run in dead:
                 run.result, run.finished_at = "interrupted", utc(datetime.now(UTC))
-                s.add(run)
-                self._record(s, run_id, Event("", "", "recover", "interrupted-run", result="interrupted",
+                tx.session.add(run)
+                self._record(tx, run_id, Event("", "", "recover", "interrupted-run", result="interrupted",
                                               error=f"run {run.id} of {run.source} stopped before it finished"))
             return [RunRef(run.id, run.source) for run in dead]
 
@@ -158,9 +159,9 @@ class Journal:
     def begin_intents(self, run_id: str | None, events: list[Event]) -> list[int]:
         """The intents of several actions, in one transaction (before the first external write of any of them);
         their ids, in order."""
-        def work(s: Session) -> list[int]:
+        def work(tx: GroupTransaction) -> list[int]:
             now = datetime.now(UTC)
-            return list(s.connection().execute(INSERT_INTENTS, [dict(
+            return list(tx.connection.execute(INSERT_INTENTS, [dict(
                 run_id=run_id, person_id=event.person_id, username=event.username, cluster=event.cluster or "",
                 action=event.action, reason=event.reason, state="pending", started_at=now) for event in events]
             ).scalars())
@@ -170,22 +171,22 @@ class Journal:
     def end_intents(self, intent_ids: list[int], state: str) -> None:
         """Close intents as `state` (`not-begun`: their actions never began), in one transaction."""
         now = datetime.now(UTC)
-        self._write(lambda s: END_INTENT.run_many(s.connection(), [dict(intent_id=i, state=state, finished_at=now)
+        self._write(lambda tx: END_INTENT.run_many(tx.connection, [dict(intent_id=i, state=state, finished_at=now)
                                                                      for i in intent_ids]))
 
-    def _close(self, session: Session, run_id: str | None, event: Event, intent_id: int | None) -> None:
+    def _close(self, tx: GroupTransaction, run_id: str | None, event: Event, intent_id: int | None) -> None:
         """An action's event, and the end of its intent (if any): done, or failed with the event."""
-        self._record(session, run_id, event)
+        self._record(tx, run_id, event)
         if intent_id is not None:
-            END_INTENT.run(session.connection(), dict(
+            END_INTENT.run(tx.connection, dict(
                 intent_id=intent_id, state="done" if event.result == "ok" else "failed", finished_at=datetime.now(UTC)))
 
     def settle_intent(self, run_id: str | None, intent: Intent, result: str) -> None:
         """Close an interrupted intent with a `recover` event saying what became of its work (finished,
         rolled-back, replanned); `left-for-full-run` keeps it open as `deferred`, with one event however many
         sweeps leave it."""
-        def work(s: Session) -> None:
-            row = s.get(IntentRow, intent.id)
+        def work(tx: GroupTransaction) -> None:
+            row = tx.session.get(IntentRow, intent.id)
             if row is None:
                 return
             deferred = result == LEFT_FOR_FULL_RUN
@@ -193,8 +194,8 @@ class Journal:
                 return
             row.state = "deferred" if deferred else "recovered"
             row.finished_at = None if deferred else datetime.now(UTC)
-            s.add(row)
-            self._record(s, run_id, Event(row.person_id, row.username, "recover", f"interrupted-{row.action}",
+            tx.session.add(row)
+            self._record(tx, run_id, Event(row.person_id, row.username, "recover", f"interrupted-{row.action}",
                                           cluster=row.cluster, result=result,
                                           error=f"run {row.run_id} stopped mid-action"))
 
@@ -204,15 +205,15 @@ class Journal:
 
     def record(self, run_id: str | None, event: Event, intent_id: int | None = None) -> None:
         """An event; with `intent_id`, the end of that intent too (failed with the event, else done)."""
-        self._write(lambda s: self._close(s, run_id, event, intent_id))
+        self._write(lambda tx: self._close(tx, run_id, event, intent_id))
 
-    def _record(self, session: Session, run_id: str | None, event: Event) -> None:
-        self.database.lock_chain(session)  # two processes never chain onto the same last event
-        connection = session.connection()
+    def _record(self, tx: GroupTransaction, run_id: str | None, event: Event) -> None:
+        self.database.lock_chain(tx)  # two processes never chain onto the same last event
+        connection = tx.connection
         # The chain goes on from its anchored head, not from whatever event is newest: a cut-off tail stays a
         # break in the chain, however many events follow.
         # Read once per transaction: its writes are the only ones while it holds the write lock (or the chain lock).
-        head = session.info[CHAIN_HEAD] if CHAIN_HEAD in session.info else _head(connection)
+        head = tx.info[CHAIN_HEAD] if CHAIN_HEAD in tx.info else _head(connection)
         seq, prev_hash = head or (0, GENESIS)
         row = SimpleNamespace(
             seq=seq + 1, run_id=run_id, at=utc(datetime.now(UTC)),
@@ -223,7 +224,7 @@ class Journal:
         row.hash = event_hash(row)  # type: ignore[arg-type]
         INSERT_EVENT.run(connection, vars(row))
         (INSERT_HEAD if head is None else UPDATE_HEAD).run(connection, dict(id=1, seq=row.seq, hash=row.hash))
-        session.info[CHAIN_HEAD] = (row.seq, row.hash)
+        tx.info[CHAIN_HEAD] = (row.seq, row.hash)
 
     def record_holds(self, run_id: str | None, held: Collection[Event]) -> int:
         """Record held actions that are news: a person and cluster whose latest event already holds the same
@@ -232,17 +233,17 @@ class Journal:
             return 0
         people = sorted({event.person_id for event in held})
 
-        def work(s: Session) -> int:
+        def work(tx: GroupTransaction) -> int:
             latest: dict[tuple[str, str | None], tuple[str, str, str]] = {}
             for chunk in (people[i:i + ID_LIST_LIMIT] for i in range(0, len(people), ID_LIST_LIMIT)):
                 last_seqs = (select(func.max(EventRow.seq))
                              .where(EventRow.person_id.in_(chunk))  # type: ignore[attr-defined]
                              .group_by(EventRow.person_id, EventRow.cluster))  # type: ignore[arg-type]
-                for row in s.exec(select(EventRow).where(EventRow.seq.in_(last_seqs))):  # type: ignore[union-attr]
+                for row in tx.session.exec(select(EventRow).where(EventRow.seq.in_(last_seqs))):  # type: ignore[union-attr]
                     latest[(row.person_id, row.cluster)] = (row.action, row.reason, row.result)
             news = [e for e in held if latest.get((e.person_id, e.cluster)) != (e.action, e.reason, "held")]
             for event in news:
-                self._record(s, run_id, event)
+                self._record(tx, run_id, event)
             return len(news)
 
         return self._write(work)
@@ -255,10 +256,10 @@ class Journal:
         `kubeconfig`) and the rules that grant it (`purpose`, recorded on every live credential there: one
         ServiceAccount holds them all): the person's active credential is replaced (it retires after `grace`, never
         past its expiry, or is revoked now when `grace` is None). `record_delivered` then closes the action."""
-        def work(s: Session) -> None:
-            connection = s.connection()
-            self._save_identity(s, source, identity)
-            self._save_access(s, identity.id, cluster, scopes, kubeconfig)
+        def work(tx: GroupTransaction) -> None:
+            connection = tx.connection
+            self._save_identity(connection, source, identity)
+            self._save_access(connection, identity.id, cluster, scopes, kubeconfig)
             now = datetime.now(UTC)
             purpose_json = None if purpose is None else purpose_to_json(purpose)
             active = ACTIVE_CREDENTIALS.rows(connection, dict(person=identity.id, cluster=cluster))
@@ -282,11 +283,11 @@ class Journal:
                          moved_to: str | None = None) -> None:
         """A token action whose token `record_token` recorded, done: its event and the end of its intent.
         `moved_to`: the kubeconfig now delivered there instead of the place recorded (an old layout's)."""
-        def work(s: Session) -> None:
+        def work(tx: GroupTransaction) -> None:
             if moved_to is not None:
-                MOVE_ACCESS.run(s.connection(), dict(of_person=event.person_id, on_cluster=event.cluster or "",
+                MOVE_ACCESS.run(tx.connection, dict(of_person=event.person_id, on_cluster=event.cluster or "",
                                                      kubeconfig=moved_to))
-            self._close(s, run_id, event, intent_id)
+            self._close(tx, run_id, event, intent_id)
 
         self._write(work)
 
@@ -295,27 +296,27 @@ class Journal:
         """An action that grants access without a new token, done: the person, their access (`event.after`,
         delivered to `kubeconfig`), its event and the end of its intent. Every live credential there records
         `purpose`, when given."""
-        def work(s: Session) -> None:
-            self._save_identity(s, source, identity)
-            self._save_access(s, event.person_id, event.cluster or "", event.after, kubeconfig)
+        def work(tx: GroupTransaction) -> None:
+            self._save_identity(tx.connection, source, identity)
+            self._save_access(tx.connection, event.person_id, event.cluster or "", event.after, kubeconfig)
             if purpose is not None:
-                SET_PURPOSE.run(s.connection(), dict(of_person=event.person_id, on_cluster=event.cluster or "",
+                SET_PURPOSE.run(tx.connection, dict(of_person=event.person_id, on_cluster=event.cluster or "",
                                                      purpose=purpose_to_json(purpose)))
-            self._close(s, run_id, event, intent_id)
+            self._close(tx, run_id, event, intent_id)
 
         self._write(work)
 
     def undo_credential(self, person_id: str, cluster: str, fingerprint: str, *, delivered: str | None) -> None:
         """A token recorded but never delivered: its credential is revoked (its Secret is then stale, and retired),
         and the credential it replaced is active again if that is the token delivered (fingerprint `delivered`)."""
-        def work(s: Session) -> None:
+        def work(tx: GroupTransaction) -> None:
             now = datetime.now(UTC)
-            for row in self._live(s, person_id, cluster):
+            for row in self._live(tx, person_id, cluster):
                 if row.fingerprint == fingerprint:
                     self._revoke_row(row, "undelivered", now)
                 elif row.fingerprint == delivered and row.state == CredentialState.RETIRING:
                     row.state, row.retire_at, row.revoke_reason = CredentialState.ACTIVE, None, None
-                s.add(row)
+                tx.session.add(row)
 
         self._write(work)
 
@@ -328,8 +329,8 @@ class Journal:
         with the end of its intent. The fingerprints revoked."""
         person_id, cluster = event.person_id, event.cluster or ""
 
-        def work(s: Session) -> list[str]:
-            connection = s.connection()
+        def work(tx: GroupTransaction) -> list[str]:
+            connection = tx.connection
             whose = dict(person=person_id, cluster=cluster)
             if secret_names is None:
                 rows = LIVE_CREDENTIALS.rows(connection, whose)
@@ -340,10 +341,10 @@ class Journal:
             self._revoke(connection, [credential_id for credential_id, _ in rows], event.reason, now)
             if remove_access:
                 self._remove_access(connection, person_id, cluster)
-            if suspend and s.get(SuspensionRow, (person_id, cluster)) is None:
-                s.add(SuspensionRow(person_id=person_id, cluster=cluster, since=utc(now)))
+            if suspend and tx.session.get(SuspensionRow, (person_id, cluster)) is None:
+                tx.session.add(SuspensionRow(person_id=person_id, cluster=cluster, since=utc(now)))
             fingerprints = [fingerprint for _, fingerprint in rows]
-            self._close(s, run_id, replace(event, fingerprint=",".join(fingerprints) or None), intent_id)
+            self._close(tx, run_id, replace(event, fingerprint=",".join(fingerprints) or None), intent_id)
             return fingerprints
 
         return self._write(work)
@@ -351,30 +352,30 @@ class Journal:
     def resume(self, run_id: str | None, event: Event) -> list[str]:
         """Lift the suspension of the person's access on `event.cluster`, or on every cluster when it is None, each
         with a `resume` event (`event.reason`: the operator's). The clusters resumed."""
-        def work(s: Session) -> list[str]:
+        def work(tx: GroupTransaction) -> list[str]:
             query = select(SuspensionRow).where(SuspensionRow.person_id == event.person_id)
             if event.cluster is not None:
                 query = query.where(SuspensionRow.cluster == event.cluster)
-            rows = sorted(s.exec(query).all(), key=lambda row: row.cluster)
+            rows = sorted(tx.session.exec(query).all(), key=lambda row: row.cluster)
             for row in rows:
-                s.delete(row)
-                self._record(s, run_id, replace(event, cluster=row.cluster))
+                tx.session.delete(row)
+                self._record(tx, run_id, replace(event, cluster=row.cluster))
             return [row.cluster for row in rows]
 
         return self._write(work)
 
     def save_cursors(self, source: str, cookies: Mapping[str, bytes | None]) -> None:
         """Where a source's watch stopped, per stream; None forgets a stream's cookie."""
-        def work(session: Session) -> None:
+        def work(tx: GroupTransaction) -> None:
             for kind, cookie in cookies.items():
-                row = session.get(WatchCursorRow, (source, kind))
+                row = tx.session.get(WatchCursorRow, (source, kind))
                 if cookie is None:
                     if row is not None:
-                        session.delete(row)
+                        tx.session.delete(row)
                     continue
                 row = row or WatchCursorRow(source=source, kind=kind, cookie="", updated_at=datetime.now(UTC))
                 row.cookie, row.updated_at = base64.b64encode(cookie).decode("ascii"), datetime.now(UTC)
-                session.add(row)
+                tx.session.add(row)
 
         self._write(work)
 
@@ -383,16 +384,16 @@ class Journal:
         where each audit log file's follower stopped (`cursors`: path -> cursor, kept as the watch cursors of
         `AUDIT_FILES`), so a restart neither reads an event again nor skips one.
         Unfenced: use is what the API server saw, not a change syncd makes, so it is kept whoever holds the lock."""
-        def work(session: Session) -> None:
+        def work(tx: GroupTransaction) -> None:
             for key, day in days.items():
-                row = session.get(UsageDayRow, key)
+                row = tx.session.get(UsageDayRow, key)
                 if row is not None:
                     merged = usage_from_row(row)[1]
                     merged.merge(day)
                     day = merged
-                session.merge(usage_row(key, day))
+                tx.session.merge(usage_row(key, day))
             for path, cursor in (cursors or {}).items():
-                session.merge(WatchCursorRow(source=AUDIT_FILES, kind=path, updated_at=datetime.now(UTC),
+                tx.session.merge(WatchCursorRow(source=AUDIT_FILES, kind=path, updated_at=datetime.now(UTC),
                                              cookie=base64.b64encode(cursor).decode("ascii")))
 
         self.database.write(work)
@@ -401,20 +402,20 @@ class Journal:
         """An anomaly in a credential's use (action `anomaly`, its kind as reason), chained like every event; False,
         and nothing written, when the same anomaly of the same token (`event.fingerprint`) is already recorded.
         Unfenced, like use."""
-        def work(session: Session) -> bool:
-            if event.fingerprint is not None and session.exec(select(EventRow.seq).where(
+        def work(tx: GroupTransaction) -> bool:
+            if event.fingerprint is not None and tx.session.exec(select(EventRow.seq).where(
                     EventRow.person_id == event.person_id, EventRow.action == event.action,
                     EventRow.reason == event.reason, EventRow.fingerprint == event.fingerprint)).first() is not None:
                 return False
-            self._record(session, None, event)
+            self._record(tx, None, event)
             return True
 
         return self.database.write(work)
 
     def forget_usage(self, before: date) -> int:
         """Delete the use recorded for the days before `before` (retention); how many days of credentials."""
-        def work(session: Session) -> int:
-            return session.execute(delete(UsageDayRow).where(UsageDayRow.day < before)).rowcount  # type: ignore[arg-type]
+        def work(tx: GroupTransaction) -> int:
+            return tx.session.execute(delete(UsageDayRow).where(UsageDayRow.day < before)).rowcount  # type: ignore[arg-type]
 
         return self.database.write(work)
 
@@ -423,8 +424,8 @@ class Journal:
         transaction."""
         wanted = list(dict.fromkeys(fingerprints))
 
-        def work(s: Session) -> None:
-            connection = s.connection()
+        def work(tx: GroupTransaction) -> None:
+            connection = tx.connection
             found: dict[str, tuple] = {}
             for chunk in (wanted[i:i + ID_LIST_LIMIT] for i in range(0, len(wanted), ID_LIST_LIMIT)):
                 for row in connection.execute(
@@ -436,15 +437,15 @@ class Journal:
             UPDATE_CREDENTIAL.run_many(connection, [dict(credential_id=credential_id, rejected_at=utc(at))
                                                     for credential_id, *_ in rejected])
             for _, person_id, cluster, fingerprint, username in rejected:
-                self._record(s, run_id, Event(person_id, username or person_id, "confirm-revocation",
+                self._record(tx, run_id, Event(person_id, username or person_id, "confirm-revocation",
                                               "token-rejected", cluster=cluster, fingerprint=fingerprint))
 
         if fingerprints:
             self._write(work)
 
     @staticmethod
-    def _live(session: Session, person_id: str, cluster: str) -> list[CredentialRow]:
-        return list(session.exec(select(CredentialRow).where(
+    def _live(tx: GroupTransaction, person_id: str, cluster: str) -> list[CredentialRow]:
+        return list(tx.session.exec(select(CredentialRow).where(
             CredentialRow.person_id == person_id, CredentialRow.cluster == cluster,
             CredentialRow.state.in_(LIVE))).all())  # type: ignore[attr-defined]
 
@@ -462,9 +463,8 @@ class Journal:
         row.revoke_reason = reason
 
     @staticmethod
-    def _save_identity(session: Session, source: str, identity: Identity) -> None:
+    def _save_identity(connection: Connection, source: str, identity: Identity) -> None:
         """Insert the person, or update what a source may change of them (their source and first sighting stay)."""
-        connection = session.connection()
         now = utc(datetime.now(UTC))
         _upsert(connection, PERSON, ("id",), PERSON_CHANGES).run(connection, dict(
             id=identity.id, source=source, first_seen=now, username=identity.username, email=identity.email,
@@ -472,8 +472,7 @@ class Journal:
             attributes=json.dumps(identity.attributes, sort_keys=True), last_seen=now, removed_at=None))
 
     @staticmethod
-    def _save_access(session: Session, person_id: str, cluster: str, scopes: frozenset, kubeconfig: str) -> None:
-        connection = session.connection()
+    def _save_access(connection: Connection, person_id: str, cluster: str, scopes: frozenset, kubeconfig: str) -> None:
         now = utc(datetime.now(UTC))
         _upsert(connection, ACCESS, ("person_id", "cluster"), ACCESS_CHANGES).run(connection, dict(
             person_id=person_id, cluster=cluster, scopes=scopes_to_json(scopes), kubeconfig=kubeconfig,
