@@ -23,12 +23,14 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TypeVar
+from urllib.parse import quote, urlencode
 
 import structlog
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import RESTResponse
 from kubernetes.config.config_exception import ConfigException
 
 from syncd.config import ClusterSettings
@@ -213,6 +215,7 @@ class KubernetesCluster:
         self.api = k8s.ApiClient(configuration)
         seconds = settings.timeout.total_seconds()
         self.timeout = (seconds, seconds)
+        self._timeout = urllib3.Timeout(connect=seconds, read=seconds)
         self.core = k8s.CoreV1Api(self.api)
         self.rbac = k8s.RbacAuthorizationV1Api(self.api)
         self._endpoint: Endpoint | None = None
@@ -277,23 +280,32 @@ class KubernetesCluster:
 
     def _request(self, method: str, path: str, body: dict | None = None, query: dict[str, str] | None = None,
                  **path_params: str) -> dict:
-        """One request through the client's lower layer, with a plain dict body, and the JSON answer as a dict. The
+        """One request on the client's connection pool, with a plain dict body, and the JSON answer as a dict. The
         writes on the apply path and TokenReview go this way: the generated API methods validate every argument
-        (pydantic) and walk request and answer models field by field, about as much CPU per joiner as urllib3
-        itself, CPU every apply worker competes for. Auth (the credential-refresh hook included), TLS and the
-        connection pool are the client's, as for its generated methods; an answer that is not 2xx raises the
-        client's `ApiException`, as they do."""
-        request = self.api.param_serialize(method=method, resource_path=path, path_params=path_params, body=body,
-                                           query_params=list((query or {}).items()),
-                                           header_params=dict(JSON_HEADERS), auth_settings=["BearerToken"])
-        response = self.api.call_api(*request, _request_timeout=self.timeout)
+        (pydantic) and walk request and answer models field by field, and even the client's lower layer walks the
+        body and matches its content type with regular expressions, all CPU every apply worker competes for. Auth
+        (the credential-refresh hook included), TLS, proxy and the pool itself are the client's, as for its
+        generated methods; an answer that is not 2xx raises the client's `ApiException`, as they do."""
+        url = self.api.configuration.host + path.format(**{name: quote(value, safe="")
+                                                            for name, value in path_params.items()})
+        if query:
+            url += "?" + urlencode(query)
+        headers = {**self.api.default_headers, **JSON_HEADERS}
+        self.api.update_params_for_auth(headers, None, ["BearerToken"], path, method, body)
+        try:
+            response = self.api.rest_client.pool_manager.request(
+                method, url, body=None if body is None else json.dumps(body), headers=headers,
+                timeout=self._timeout, preload_content=False)
+        except urllib3.exceptions.SSLError as error:  # as the client's lower layer reports it
+            raise ApiException(status=0, reason=f"{type(error).__name__}\n{error}") from None
         try:
             if not 200 <= response.status <= 299:
-                response.read()
-                raise ApiException.from_response(http_resp=response, body=None, data=None)
+                answer = RESTResponse(response)
+                answer.read()
+                raise ApiException.from_response(http_resp=answer, body=None, data=None)
             return json.loads(response.read())
         finally:
-            response.response.release_conn()
+            response.release_conn()
 
     def _create_or_get(self, doing: str, create: Callable[[], T], read: Callable[[], T],
                        ours: Callable[[T], bool] | None = None) -> tuple[T, bool]:
