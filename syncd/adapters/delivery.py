@@ -186,9 +186,8 @@ class Delivery:
     def deliver(self, key: str, username: str, cluster: str, target: Endpoint, token: str,
                 namespace: str | None) -> Path:
         """Write the token (to its own file when configured) and a kubeconfig that uses it."""
-        token_path = self.token_path(key, cluster)
         try:
-            with self._changing(token_path.parent):
+            with self._changing(self.folder(key)):
                 return self._write(key, username, cluster, target, token, namespace)
         except OSError as error:
             raise DeliveryError(

@@ -33,6 +33,11 @@ class Server:
         return self.grouped.waiting
 
 
+def _until(condition) -> None:  # type: ignore[no-untyped-def]
+    while not condition():
+        threading.Event().wait(0.001)
+
+
 def _held_then(server: Server, requests: list[int]) -> list:
     """Run request 0 (held), then `requests` concurrently while it is; each one's result or exception."""
     def run(request: int) -> object:
@@ -45,8 +50,7 @@ def _held_then(server: Server, requests: list[int]) -> list:
         first = pool.submit(run, 0)
         assert server.first_under_way.wait(10)
         rest = [pool.submit(run, request) for request in requests]
-        while server.queued() < len(requests):
-            threading.Event().wait(0.002)
+        _until(lambda: server.queued() >= len(requests))
         server.release.set()
         return [first.result(), *(future.result() for future in rest)]
 
@@ -125,11 +129,6 @@ def _main_thread_interrupted(server: Server, handler) -> tuple[object, BaseExcep
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def _until(condition) -> None:  # type: ignore[no-untyped-def]
-    while not condition():
-        threading.Event().wait(0.001)
 
 
 def test_a_caller_interrupted_while_it_waits_is_never_served_and_the_others_go_on():
